@@ -1,0 +1,59 @@
+#include "jit/device_memory.h"
+
+#include <algorithm>
+#include <string>
+#include <utility>
+
+#include "jit/driver_api.h"
+#include "jit/error.h"
+
+namespace sparsejit::jit {
+
+DeviceBuffer::DeviceBuffer(std::size_t bytes) : bytes_(bytes) {
+  if (bytes == 0) return;
+  check_driver_result(driver().cuMemAlloc(&address_, bytes),
+                      ("cuMemAlloc(" + std::to_string(bytes) + " bytes)").c_str());
+}
+
+DeviceBuffer::~DeviceBuffer() {
+  if (address_ != 0) driver().cuMemFree(address_);  // no throw from a destructor
+}
+
+DeviceBuffer::DeviceBuffer(DeviceBuffer&& other) noexcept
+    : address_(std::exchange(other.address_, 0)), bytes_(std::exchange(other.bytes_, 0)) {}
+
+DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& other) noexcept {
+  if (this != &other) {
+    if (address_ != 0) driver().cuMemFree(address_);
+    address_ = std::exchange(other.address_, 0);
+    bytes_ = std::exchange(other.bytes_, 0);
+  }
+  return *this;
+}
+
+void DeviceBuffer::upload(std::span<const std::uint8_t> host) {
+  if (host.size() != bytes_)
+    throw JitError("upload of " + std::to_string(host.size()) + " bytes into a buffer of " +
+                   std::to_string(bytes_));
+  if (bytes_ != 0) SJ_CU(cuMemcpyHtoD(address_, host.data(), bytes_));
+}
+
+std::vector<std::uint8_t> DeviceBuffer::download() const {
+  std::vector<std::uint8_t> host(bytes_);
+  if (bytes_ != 0) SJ_CU(cuMemcpyDtoH(host.data(), address_, bytes_));
+  return host;
+}
+
+void DeviceBuffer::fill(std::uint8_t byte) {
+  if (bytes_ != 0) SJ_CU(cuMemsetD8(address_, byte, bytes_));
+}
+
+Stream::Stream() { SJ_CU(cuStreamCreate(&stream_, CU_STREAM_NON_BLOCKING)); }
+
+Stream::~Stream() {
+  if (stream_ != nullptr) driver().cuStreamDestroy(stream_);
+}
+
+void Stream::synchronize() const { SJ_CU(cuStreamSynchronize(stream_)); }
+
+}  // namespace sparsejit::jit

@@ -1,0 +1,65 @@
+#pragma once
+// Owning wrappers for device memory and streams (plain cuMemAlloc, never managed memory).
+#include <cuda.h>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+namespace sparsejit::jit {
+
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  explicit DeviceBuffer(std::size_t bytes);  // the current context must be set
+  ~DeviceBuffer();
+  DeviceBuffer(DeviceBuffer&& other) noexcept;
+  DeviceBuffer& operator=(DeviceBuffer&& other) noexcept;
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+
+  CUdeviceptr address() const { return address_; }
+  void* pointer() const { return reinterpret_cast<void*>(address_); }
+  std::size_t bytes() const { return bytes_; }
+
+  void upload(std::span<const std::uint8_t> host);   // host.size() must equal bytes()
+  std::vector<std::uint8_t> download() const;        // synchronous
+  void fill(std::uint8_t byte);                      // e.g. poison before a test launch
+
+  template <class T>
+  static DeviceBuffer from_host(const std::vector<T>& values) {
+    DeviceBuffer buffer(values.size() * sizeof(T));
+    buffer.upload({reinterpret_cast<const std::uint8_t*>(values.data()), buffer.bytes()});
+    return buffer;
+  }
+  template <class T>
+  std::vector<T> download_as() const {
+    const std::vector<std::uint8_t> raw = download();
+    std::vector<T> values(raw.size() / sizeof(T));
+    std::copy_n(raw.data(), values.size() * sizeof(T), reinterpret_cast<std::uint8_t*>(values.data()));
+    return values;
+  }
+
+ private:
+  CUdeviceptr address_ = 0;
+  std::size_t bytes_ = 0;
+};
+
+// A non-blocking stream of the current context.
+class Stream {
+ public:
+  Stream();
+  ~Stream();
+  Stream(const Stream&) = delete;
+  Stream& operator=(const Stream&) = delete;
+  CUstream handle() const { return stream_; }
+  // Waits for the stream; surfaces any error of the kernels run on it.
+  void synchronize() const;
+
+ private:
+  CUstream stream_ = nullptr;
+};
+
+}  // namespace sparsejit::jit

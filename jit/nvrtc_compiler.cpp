@@ -1,0 +1,173 @@
+#include "jit/nvrtc_compiler.h"
+
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <nvrtc.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <memory>
+
+#include "jit/error.h"
+#include "jit/sha256.h"
+
+namespace sparsejit::jit {
+namespace {
+
+std::atomic<std::uint64_t> compile_counter{0};
+
+void check_nvrtc(nvrtcResult result, const char* call) {
+  if (result != NVRTC_SUCCESS)
+    throw NvrtcError(std::string(call) + " failed: " + nvrtcGetErrorString(result));
+}
+
+// nvrtcVersion() gives major.minor only; two NVRTCs of one minor version may still emit
+// different code. The library carries its build tag ("Build cuda_13.0.r13.0/compiler.N_0");
+// read it from the file the process actually loaded. Falls back to the file's size.
+std::string read_nvrtc_build() {
+  Dl_info info{};
+  if (dladdr(reinterpret_cast<void*>(&nvrtcVersion), &info) == 0 || info.dli_fname == nullptr)
+    return "unknown build";
+  const int fd = ::open(info.dli_fname, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return "unknown build";
+  struct stat status {};
+  std::string build = "unknown build";
+  if (::fstat(fd, &status) == 0 && status.st_size > 0) {
+    const auto size = static_cast<std::size_t>(status.st_size);
+    build = "library of " + std::to_string(size) + " bytes";
+    void* mapping = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (mapping != MAP_FAILED) {
+      static constexpr char kTag[] = "Build cuda_";
+      const auto* begin = static_cast<const char*>(mapping);
+      const void* hit = ::memmem(begin, size, kTag, sizeof(kTag) - 1);
+      if (hit != nullptr) {
+        const char* tag = static_cast<const char*>(hit) + std::strlen("Build ");
+        const char* end = static_cast<const char*>(std::memchr(tag, '\0', begin + size - tag));
+        if (end != nullptr && end - tag < 200) build.assign(tag, end);
+      }
+      ::munmap(mapping, size);
+    }
+  }
+  ::close(fd);
+  return build;
+}
+
+struct ProgramDeleter {
+  void operator()(nvrtcProgram* program) const {
+    nvrtcDestroyProgram(program);
+    delete program;
+  }
+};
+using ProgramHandle = std::unique_ptr<nvrtcProgram, ProgramDeleter>;
+
+std::string program_log(nvrtcProgram program) {
+  std::size_t size = 0;
+  if (nvrtcGetProgramLogSize(program, &size) != NVRTC_SUCCESS || size <= 1) return {};
+  std::string log(size, '\0');
+  if (nvrtcGetProgramLog(program, log.data()) != NVRTC_SUCCESS) return {};
+  log.resize(size - 1);  // drop the terminating NUL
+  return log;
+}
+
+std::string join(const std::vector<std::string>& items) {
+  std::string out;
+  for (const std::string& item : items) out += (out.empty() ? "" : " ") + item;
+  return out;
+}
+
+}  // namespace
+
+CompileError::CompileError(const std::string& program, std::vector<std::string> options,
+                           std::string log, const std::string& nvrtc_message)
+    : JitError("NVRTC could not compile " + program + " (" + nvrtc_message + ")\noptions: " +
+               join(options) + "\nlog:\n" + (log.empty() ? "(empty)" : log)),
+      options_(std::move(options)),
+      log_(std::move(log)) {}
+
+std::string NvrtcVersion::to_string() const {
+  return std::to_string(major) + "." + std::to_string(minor) + " (" + build + ")";
+}
+
+const NvrtcVersion& nvrtc_version() {
+  static const NvrtcVersion version = [] {
+    NvrtcVersion v;
+    check_nvrtc(nvrtcVersion(&v.major, &v.minor), "nvrtcVersion");
+    v.build = read_nvrtc_build();
+    return v;
+  }();
+  return version;
+}
+
+std::vector<std::string> CompileRequest::all_options() const {
+  std::vector<std::string> all = options;
+  all.push_back(target.nvrtc_option());
+  return all;
+}
+
+std::string CompileRequest::cache_key() const {
+  Sha256 hash;
+  hash.add_field("sparsejit-cubin-key-v1").add_field(nvrtc_version().to_string());
+  hash.add_field(target.name()).add_field(program_name).add_field(source);
+  hash.add_field(std::to_string(headers.size()));
+  for (const SourceFile& header : headers) hash.add_field(header.name).add_field(header.content);
+  hash.add_field(std::to_string(name_expressions.size()));
+  for (const std::string& expression : name_expressions) hash.add_field(expression);
+  hash.add_field(std::to_string(options.size()));
+  for (const std::string& option : options) hash.add_field(option);
+  return hash.hex();
+}
+
+CompiledBinary compile(const CompileRequest& request) {
+  const auto start = std::chrono::steady_clock::now();
+  std::vector<const char*> header_contents;
+  std::vector<const char*> header_names;
+  for (const SourceFile& header : request.headers) {
+    header_contents.push_back(header.content.c_str());
+    header_names.push_back(header.name.c_str());
+  }
+  ProgramHandle program(new nvrtcProgram(nullptr));
+  check_nvrtc(nvrtcCreateProgram(program.get(), request.source.c_str(),
+                                 request.program_name.c_str(),
+                                 static_cast<int>(request.headers.size()), header_contents.data(),
+                                 header_names.data()),
+              "nvrtcCreateProgram");
+  for (const std::string& expression : request.name_expressions)
+    check_nvrtc(nvrtcAddNameExpression(*program, expression.c_str()), "nvrtcAddNameExpression");
+
+  const std::vector<std::string> options = request.all_options();
+  std::vector<const char*> option_pointers;
+  for (const std::string& option : options) option_pointers.push_back(option.c_str());
+
+  compile_counter.fetch_add(1, std::memory_order_relaxed);
+  const nvrtcResult result = nvrtcCompileProgram(
+      *program, static_cast<int>(option_pointers.size()), option_pointers.data());
+  CompiledBinary binary;
+  binary.log = program_log(*program);
+  if (result != NVRTC_SUCCESS)
+    throw CompileError(request.program_name, options, binary.log, nvrtcGetErrorString(result));
+
+  std::size_t cubin_size = 0;
+  check_nvrtc(nvrtcGetCUBINSize(*program, &cubin_size), "nvrtcGetCUBINSize");
+  if (cubin_size == 0)
+    throw NvrtcError("NVRTC produced no CUBIN for " + request.program_name + " with " +
+                     request.target.nvrtc_option());
+  binary.cubin.resize(cubin_size);
+  check_nvrtc(nvrtcGetCUBIN(*program, reinterpret_cast<char*>(binary.cubin.data())),
+              "nvrtcGetCUBIN");
+  for (const std::string& expression : request.name_expressions) {
+    const char* lowered = nullptr;
+    check_nvrtc(nvrtcGetLoweredName(*program, expression.c_str(), &lowered),
+                "nvrtcGetLoweredName");
+    binary.lowered_names.emplace(expression, lowered);
+  }
+  binary.compile_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  return binary;
+}
+
+std::uint64_t nvrtc_compile_count() { return compile_counter.load(std::memory_order_relaxed); }
+
+}  // namespace sparsejit::jit

@@ -1,0 +1,32 @@
+#pragma once
+// What the GPU test suites share: a fixture that skips visibly without a GPU, random data.
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "jit/device.h"
+
+namespace sparsejit::testing {
+
+// Base of every test that needs a GPU. Without one it skips with the reason, visibly; with
+// SPARSEJIT_REQUIRE_GPU=1 (set on the GPU machine) a missing GPU fails instead of skipping,
+// so a GPU run can never pass by skipping.
+class GpuTest : public ::testing::Test {
+ protected:
+  void SetUp() override;
+  const jit::DeviceContext& context() const { return *shared_context(); }
+  // One primary context for the whole test program, made current in SetUp.
+  static std::shared_ptr<jit::DeviceContext> shared_context();
+};
+
+// A generator with a fresh seed on every run: tests must hold for any valid input.
+std::mt19937_64 fresh_generator();
+
+// `count` random bf16 bit patterns of values in [-2, 2), never zero.
+std::vector<std::uint16_t> random_bf16(std::size_t count, std::mt19937_64& generator);
+
+}  // namespace sparsejit::testing
