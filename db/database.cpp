@@ -1,0 +1,238 @@
+#include "db/database.h"
+
+#include <nlohmann/json.hpp>
+
+#include <stdexcept>
+#include <system_error>
+#include <utility>
+
+#include "db/schema.h"
+
+namespace sparsejit::db {
+namespace {
+
+void create_parent_directories(const std::filesystem::path& path) {
+  const std::filesystem::path directory = path.parent_path();
+  if (directory.empty()) return;
+  std::error_code error;
+  std::filesystem::create_directories(directory, error);
+  if (error) {
+    throw DatabaseError(DatabaseError::Kind::io, path, 0, {},
+                        path.string() + ": cannot create directory " + directory.string() + ": " + error.message());
+  }
+}
+
+// A read-only connection can neither initialize nor migrate the file.
+void require_current_schema_for_reading(const SchemaState& state, const std::filesystem::path& path) {
+  if (state.content == DatabaseContent::empty) {
+    throw DatabaseError(DatabaseError::Kind::not_a_database, path, 0, {},
+                        path.string() + ": the file is empty, not a sparsejit database yet; "
+                                        "open it read-write once to create one");
+  }
+  if (state.version < kCurrentSchemaVersion) {
+    throw DatabaseError(DatabaseError::Kind::other, path, 0, {},
+                        path.string() + ": schema version " + std::to_string(state.version) +
+                            " is older than this sparsejit's (" + std::to_string(kCurrentSchemaVersion) +
+                            ") and a read-only open cannot migrate it; open it read-write once");
+  }
+}
+
+bool is_sha256_hex(std::string_view key) {
+  return key.size() == 64 &&
+         key.find_first_not_of("0123456789abcdef") == std::string_view::npos;
+}
+
+bool is_object_of_strings(const std::string& json_text) {
+  const nlohmann::json parsed = nlohmann::json::parse(json_text, nullptr, /*allow_exceptions=*/false);
+  if (!parsed.is_object()) return false;  // also covers a parse error (is_discarded)
+  for (const nlohmann::json& lowered_name : parsed) {  // iterates the values of an object
+    if (!lowered_name.is_string()) return false;
+  }
+  return true;
+}
+
+void validate(const CubinRecord& cubin) {
+  if (!is_sha256_hex(cubin.key)) {
+    throw std::invalid_argument("cubin key must be 64 lowercase hex digits (SHA-256), got '" + cubin.key + "'");
+  }
+  if (!is_object_of_strings(cubin.lowered_names_json)) {
+    throw std::invalid_argument("cubin " + cubin.key +
+                                ": lowered_names_json must be a JSON object of strings, got '" +
+                                cubin.lowered_names_json + "'");
+  }
+  if (cubin.binary.empty()) throw std::invalid_argument("cubin " + cubin.key + ": empty binary");
+}
+
+}  // namespace
+
+std::string GpuRecord::fingerprint() const {
+  return name + "|cc" + std::to_string(cc_major) + "." + std::to_string(cc_minor) + "|" +
+         std::to_string(sm_count) + " SMs|" + std::to_string(memory_bytes) + " bytes";
+}
+
+Database::Database(Connection connection, int schema_version)
+    : connection_(std::move(connection)), schema_version_(schema_version) {}
+
+Database Database::open(const std::filesystem::path& path, OpenOptions options) {
+  if (!options.read_only) create_parent_directories(path);
+  Connection connection = Connection::open(
+      path, options.read_only ? OpenMode::read_only : OpenMode::read_write_create, options.busy_timeout_ms);
+  // Identify the file before anything writes to it (WAL mode rewrites the header).
+  const SchemaState state = inspect_schema(connection);
+  require_usable_schema(state, path);
+  if (options.read_only) {
+    require_current_schema_for_reading(state, path);
+    return Database(std::move(connection), state.version);
+  }
+  connection.enable_write_ahead_log();
+  // An up-to-date file is not write-locked at all, so opening never waits for a writer.
+  const int version = state.version == kCurrentSchemaVersion ? state.version : migrate(connection);
+  return Database(std::move(connection), version);
+}
+
+std::int64_t Database::upsert_gpu(const GpuRecord& gpu) {
+  const std::string fingerprint = gpu.fingerprint();
+  Transaction transaction(connection_);
+  Statement upsert = connection_.prepare(R"sql(
+    INSERT INTO gpus (fingerprint, name, cc_major, cc_minor, sm_count, memory_bytes, driver_version, uuid,
+                      sm_clock_khz, memory_clock_khz, first_seen, last_seen)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10,
+            strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+    ON CONFLICT (fingerprint) DO UPDATE SET
+      driver_version = excluded.driver_version, uuid = excluded.uuid, sm_clock_khz = excluded.sm_clock_khz,
+      memory_clock_khz = excluded.memory_clock_khz, last_seen = excluded.last_seen)sql");
+  upsert.bind_text(1, fingerprint);
+  upsert.bind_text(2, gpu.name);
+  upsert.bind_int64(3, gpu.cc_major);
+  upsert.bind_int64(4, gpu.cc_minor);
+  upsert.bind_int64(5, gpu.sm_count);
+  upsert.bind_int64(6, gpu.memory_bytes);
+  upsert.bind_text(7, gpu.driver_version);
+  upsert.bind_text(8, gpu.uuid);
+  upsert.bind_int64(9, gpu.sm_clock_khz);
+  upsert.bind_int64(10, gpu.memory_clock_khz);
+  upsert.step();
+
+  Statement select = connection_.prepare("SELECT id FROM gpus WHERE fingerprint = ?1");
+  select.bind_text(1, fingerprint);
+  if (!select.step()) {
+    throw DatabaseError(DatabaseError::Kind::other, path(), 0, {},
+                        path().string() + ": GPU row '" + fingerprint + "' missing right after its upsert");
+  }
+  const std::int64_t id = select.column_int64(0);
+  transaction.commit();
+  return id;
+}
+
+std::vector<StoredGpu> Database::list_gpus() const {
+  Statement query = connection_.prepare(R"sql(
+    SELECT id, name, cc_major, cc_minor, sm_count, memory_bytes, driver_version, uuid, sm_clock_khz,
+           memory_clock_khz, first_seen, last_seen
+    FROM gpus ORDER BY id)sql");
+  std::vector<StoredGpu> gpus;
+  while (query.step()) {
+    StoredGpu& row = gpus.emplace_back();
+    row.id = query.column_int64(0);
+    row.gpu.name = query.column_text(1);
+    row.gpu.cc_major = static_cast<int>(query.column_int64(2));
+    row.gpu.cc_minor = static_cast<int>(query.column_int64(3));
+    row.gpu.sm_count = static_cast<int>(query.column_int64(4));
+    row.gpu.memory_bytes = query.column_int64(5);
+    row.gpu.driver_version = query.column_text(6);
+    row.gpu.uuid = query.column_text(7);
+    row.gpu.sm_clock_khz = static_cast<int>(query.column_int64(8));
+    row.gpu.memory_clock_khz = static_cast<int>(query.column_int64(9));
+    row.first_seen = query.column_text(10);
+    row.last_seen = query.column_text(11);
+  }
+  return gpus;
+}
+
+void Database::put_cubin(const CubinRecord& cubin) {
+  validate(cubin);
+  Transaction transaction(connection_);
+  Statement upsert = connection_.prepare(R"sql(
+    INSERT INTO cubins (key, family, target, nvrtc_version, specialization, lowered_names_json, binary,
+                        compile_ms, created_at)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, coalesce(nullif(?9, ''), strftime('%Y-%m-%dT%H:%M:%fZ', 'now')))
+    ON CONFLICT (key) DO UPDATE SET
+      family = excluded.family, target = excluded.target, nvrtc_version = excluded.nvrtc_version,
+      specialization = excluded.specialization, lowered_names_json = excluded.lowered_names_json,
+      binary = excluded.binary, compile_ms = excluded.compile_ms, created_at = excluded.created_at)sql");
+  upsert.bind_text(1, cubin.key);
+  upsert.bind_text(2, cubin.family);
+  upsert.bind_text(3, cubin.target);
+  upsert.bind_text(4, cubin.nvrtc_version);
+  upsert.bind_text(5, cubin.specialization);
+  upsert.bind_text(6, cubin.lowered_names_json);
+  upsert.bind_blob(7, cubin.binary);
+  upsert.bind_double(8, cubin.compile_ms);
+  upsert.bind_text(9, cubin.created_at);
+  upsert.step();
+  transaction.commit();
+}
+
+std::optional<CubinRecord> Database::find_cubin(std::string_view key) const {
+  Statement query = connection_.prepare(R"sql(
+    SELECT key, family, target, nvrtc_version, specialization, lowered_names_json, binary, compile_ms, created_at
+    FROM cubins WHERE key = ?1)sql");
+  query.bind_text(1, key);
+  if (!query.step()) return std::nullopt;
+  return CubinRecord{
+      .key = query.column_text(0),
+      .family = query.column_text(1),
+      .target = query.column_text(2),
+      .nvrtc_version = query.column_text(3),
+      .specialization = query.column_text(4),
+      .lowered_names_json = query.column_text(5),
+      .binary = query.column_blob(6),
+      .compile_ms = query.column_double(7),
+      .created_at = query.column_text(8),
+  };
+}
+
+std::vector<CubinSummary> Database::list_cubins() const {
+  Statement query = connection_.prepare(R"sql(
+    SELECT key, family, target, nvrtc_version, specialization, lowered_names_json, length(binary), compile_ms,
+           created_at
+    FROM cubins ORDER BY family, target, specialization, key)sql");
+  std::vector<CubinSummary> cubins;
+  while (query.step()) {
+    cubins.push_back(CubinSummary{
+        .key = query.column_text(0),
+        .family = query.column_text(1),
+        .target = query.column_text(2),
+        .nvrtc_version = query.column_text(3),
+        .specialization = query.column_text(4),
+        .lowered_names_json = query.column_text(5),
+        .binary_bytes = query.column_int64(6),
+        .compile_ms = query.column_double(7),
+        .created_at = query.column_text(8),
+    });
+  }
+  return cubins;
+}
+
+DatabaseStats Database::stats() const {
+  Statement query = connection_.prepare(R"sql(
+    SELECT (SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()),
+           (SELECT count(*) FROM gpus),
+           (SELECT count(*) FROM cubins),
+           (SELECT coalesce(sum(length(binary)), 0) FROM cubins),
+           (SELECT count(*) FROM trials),
+           (SELECT count(*) FROM best_configs),
+           (SELECT count(*) FROM sparsity_profiles))sql");
+  query.step();  // a SELECT without FROM always yields one row
+  return DatabaseStats{
+      .schema_version = schema_version_,
+      .file_bytes = query.column_int64(0),
+      .gpus = query.column_int64(1),
+      .cubins = query.column_int64(2),
+      .cubin_bytes = query.column_int64(3),
+      .trials = query.column_int64(4),
+      .best_configs = query.column_int64(5),
+      .sparsity_profiles = query.column_int64(6),
+  };
+}
+
+}  // namespace sparsejit::db

@@ -1,0 +1,117 @@
+// The sparsejit tuning database: GPUs, compiled CUBINs and (from schema v2) trials, best
+// configs and sparsity profiles, in one SQLite file shared safely by several processes.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "db/sqlite.h"
+
+namespace sparsejit::db {
+
+// A GPU as the CUDA driver describes it; plain data, filled in by the caller.
+struct GpuRecord {
+  std::string name;  // e.g. "NVIDIA H100 80GB HBM3"
+  int cc_major = 0;
+  int cc_minor = 0;
+  int sm_count = 0;
+  std::int64_t memory_bytes = 0;
+  std::string driver_version;  // metadata only
+  std::string uuid;            // metadata only: identical cards share one row
+  int sm_clock_khz = 0;        // metadata only
+  int memory_clock_khz = 0;    // metadata only
+
+  // The identity of the GPU: name, compute capability, SM count and memory size, e.g.
+  // "NVIDIA H100 80GB HBM3|cc9.0|132 SMs|85029158912 bytes". Tuning results carry over
+  // between cards (and driver versions) with the same fingerprint.
+  std::string fingerprint() const;
+};
+
+struct StoredGpu {
+  std::int64_t id = 0;
+  GpuRecord gpu;
+  std::string first_seen;  // ISO 8601 UTC, e.g. "2025-01-31T12:00:00.123Z"
+  std::string last_seen;
+};
+
+// One compiled specialization.
+struct CubinRecord {
+  std::string key;             // hex SHA-256 of source, arguments, options, target, NVRTC version: 64 chars
+  std::string family;          // kernel family, e.g. "permute"
+  std::string target;          // e.g. "sm_90a"
+  std::string nvrtc_version;   // e.g. "13.0 (build cuda_13.0.r13.0/...)"
+  std::string specialization;  // human-readable, e.g. "permute<bf16,128,gather,bnhd>"
+  std::string lowered_names_json;  // JSON object {"name expression": "lowered name", ...}
+  std::vector<std::uint8_t> binary;  // the CUBIN, never empty
+  double compile_ms = 0;
+  std::string created_at;  // ISO 8601 UTC; put_cubin fills it with the current time when empty
+};
+
+// A CubinRecord without its binary, as listings show it.
+struct CubinSummary {
+  std::string key;
+  std::string family;
+  std::string target;
+  std::string nvrtc_version;
+  std::string specialization;
+  std::string lowered_names_json;
+  std::int64_t binary_bytes = 0;
+  double compile_ms = 0;
+  std::string created_at;
+};
+
+struct DatabaseStats {
+  int schema_version = 0;
+  std::int64_t file_bytes = 0;  // pages in use x page size, i.e. the file after a checkpoint (-wal not counted)
+  std::int64_t gpus = 0;
+  std::int64_t cubins = 0;
+  std::int64_t cubin_bytes = 0;  // sum of the CUBIN sizes
+  std::int64_t trials = 0;
+  std::int64_t best_configs = 0;
+  std::int64_t sparsity_profiles = 0;
+};
+
+struct OpenOptions {
+  bool read_only = false;
+  int busy_timeout_ms = kDefaultBusyTimeoutMs;  // how long to wait for another process's lock
+};
+
+class Database {
+ public:
+  // Opens or creates the database at `path`.
+  // Read-write: creates missing parent directories; a missing or zero-length file becomes
+  // a new database; an older schema is migrated to kCurrentSchemaVersion; WAL mode is on.
+  // Read-only: the file must exist and already have the current schema.
+  // Throws DatabaseError: Kind::not_a_database (not SQLite, or SQLite of another program;
+  // the file is never modified), Kind::schema_too_new, Kind::locked, Kind::io.
+  static Database open(const std::filesystem::path& path, OpenOptions options = {});
+
+  const std::filesystem::path& path() const { return connection_.path(); }
+  int schema_version() const { return schema_version_; }
+
+  // Inserts the GPU or, when its fingerprint is known, refreshes its metadata and
+  // last_seen. Returns the row id, stable for a fingerprint.
+  std::int64_t upsert_gpu(const GpuRecord& gpu);
+  std::vector<StoredGpu> list_gpus() const;  // ordered by id
+
+  // Inserts the CUBIN or replaces the one with the same key. Throws std::invalid_argument
+  // if the key is not 64 lowercase hex digits, lowered_names_json is not a JSON object of
+  // strings, or the binary is empty.
+  void put_cubin(const CubinRecord& cubin);
+  std::optional<CubinRecord> find_cubin(std::string_view key) const;
+  std::vector<CubinSummary> list_cubins() const;  // ordered by family, target, specialization, key
+
+  DatabaseStats stats() const;
+
+ private:
+  Database(Connection connection, int schema_version);
+
+  Connection connection_;
+  int schema_version_;
+};
+
+}  // namespace sparsejit::db

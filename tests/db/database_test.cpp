@@ -1,0 +1,275 @@
+#include "db/database.h"
+
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <iomanip>
+#include <sstream>
+
+#include "tests/support/test_support.h"
+
+namespace sparsejit::db {
+namespace {
+
+using testing::TempDirectory;
+
+// A valid 64-hex-digit key unique per (writer, index).
+std::string cubin_key(int writer, int index) {
+  std::ostringstream key;
+  key << std::hex << std::setfill('0') << std::setw(8) << writer << std::setw(56) << index;
+  return key.str();
+}
+
+// A small CUBIN stand-in whose size and bytes depend on (writer, index).
+CubinRecord sample_cubin(int writer, int index) {
+  CubinRecord cubin;
+  cubin.key = cubin_key(writer, index);
+  cubin.family = "permute";
+  cubin.target = "sm_90a";
+  cubin.nvrtc_version = "13.0 (build cuda_13.0.r13.0/compiler.36424714_0)";
+  cubin.specialization = "permute<bf16,128,gather,bnhd>#" + std::to_string(writer) + "." + std::to_string(index);
+  cubin.lowered_names_json = R"({"permute<__nv_bfloat16,128>": "_Z7permuteI13__nv_bfloat16Li128EEvv"})";
+  cubin.binary.resize(static_cast<std::size_t>(16 + (writer * 131 + index) % 512));
+  for (std::size_t i = 0; i < cubin.binary.size(); ++i) {
+    cubin.binary[i] = static_cast<std::uint8_t>(writer * 31 + index * 7 + static_cast<int>(i));
+  }
+  cubin.compile_ms = 30.0 + index;
+  return cubin;
+}
+
+GpuRecord h100() {
+  return GpuRecord{
+      .name = "NVIDIA H100 80GB HBM3",
+      .cc_major = 9,
+      .cc_minor = 0,
+      .sm_count = 132,
+      .memory_bytes = 85029158912,
+      .driver_version = "580.65.06",
+      .uuid = "GPU-1b2c",
+      .sm_clock_khz = 1980000,
+      .memory_clock_khz = 2619000,
+  };
+}
+
+class DatabaseTest : public ::testing::Test {
+ protected:
+  TempDirectory directory;
+  std::filesystem::path file = directory / "tuning.db";
+};
+
+TEST_F(DatabaseTest, StoresCubinsAndGpusAcrossReopening) {
+  const CubinRecord first = sample_cubin(0, 1);
+  const CubinRecord second = sample_cubin(0, 2);
+  {
+    Database database = Database::open(file);
+    EXPECT_EQ(database.path(), file);
+    EXPECT_EQ(database.schema_version(), 2);
+    database.put_cubin(first);
+    database.put_cubin(second);
+    database.upsert_gpu(h100());
+  }
+
+  Database database = Database::open(file);
+  const std::optional<CubinRecord> found = database.find_cubin(first.key);
+  ASSERT_TRUE(found.has_value());
+  EXPECT_EQ(found->key, first.key);
+  EXPECT_EQ(found->family, first.family);
+  EXPECT_EQ(found->target, first.target);
+  EXPECT_EQ(found->nvrtc_version, first.nvrtc_version);
+  EXPECT_EQ(found->specialization, first.specialization);
+  EXPECT_EQ(found->lowered_names_json, first.lowered_names_json);
+  EXPECT_EQ(found->binary, first.binary);
+  EXPECT_EQ(found->compile_ms, first.compile_ms);
+  EXPECT_EQ(found->created_at.size(), std::string("2025-01-31T12:00:00.123Z").size()) << found->created_at;
+  EXPECT_FALSE(database.find_cubin(cubin_key(9, 9)).has_value());
+
+  const std::vector<CubinSummary> cubins = database.list_cubins();
+  ASSERT_EQ(cubins.size(), 2u);
+  EXPECT_EQ(cubins[0].key, first.key);
+  EXPECT_EQ(cubins[0].binary_bytes, static_cast<std::int64_t>(first.binary.size()));
+  EXPECT_EQ(cubins[1].key, second.key);
+  EXPECT_EQ(cubins[1].specialization, second.specialization);
+
+  const std::vector<StoredGpu> gpus = database.list_gpus();
+  ASSERT_EQ(gpus.size(), 1u);
+  EXPECT_EQ(gpus[0].gpu.fingerprint(), h100().fingerprint());
+  EXPECT_EQ(gpus[0].gpu.uuid, "GPU-1b2c");
+  EXPECT_EQ(gpus[0].gpu.memory_clock_khz, 2619000);
+  EXPECT_FALSE(gpus[0].first_seen.empty());
+
+  const DatabaseStats stats = database.stats();
+  EXPECT_EQ(stats.schema_version, 2);
+  EXPECT_EQ(stats.gpus, 1);
+  EXPECT_EQ(stats.cubins, 2);
+  EXPECT_EQ(stats.cubin_bytes, static_cast<std::int64_t>(first.binary.size() + second.binary.size()));
+  EXPECT_EQ(stats.trials, 0);
+  EXPECT_EQ(stats.best_configs, 0);
+  EXPECT_EQ(stats.sparsity_profiles, 0);
+  EXPECT_GT(stats.file_bytes, 0);
+}
+
+TEST_F(DatabaseTest, PutCubinReplacesTheRowWithTheSameKey) {
+  Database database = Database::open(file);
+  CubinRecord cubin = sample_cubin(1, 1);
+  cubin.created_at = "2025-01-01T00:00:00.000Z";
+  database.put_cubin(cubin);
+  cubin.binary = {1, 2, 3};
+  cubin.compile_ms = 99;
+  database.put_cubin(cubin);
+
+  EXPECT_EQ(database.list_cubins().size(), 1u);
+  const std::optional<CubinRecord> found = database.find_cubin(cubin.key);
+  ASSERT_TRUE(found.has_value());
+  EXPECT_EQ(found->binary, (std::vector<std::uint8_t>{1, 2, 3}));
+  EXPECT_EQ(found->compile_ms, 99);
+  EXPECT_EQ(found->created_at, "2025-01-01T00:00:00.000Z");
+}
+
+TEST_F(DatabaseTest, PutCubinRejectsMalformedRecords) {
+  Database database = Database::open(file);
+  const auto expect_rejected = [&](CubinRecord cubin) {
+    EXPECT_THROW(database.put_cubin(cubin), std::invalid_argument) << cubin.key;
+  };
+  CubinRecord cubin = sample_cubin(1, 1);
+  cubin.key = "abc";
+  expect_rejected(cubin);
+  cubin.key = std::string(64, 'A');  // upper case is not the canonical form
+  expect_rejected(cubin);
+  cubin = sample_cubin(1, 1);
+  cubin.lowered_names_json = "not json";
+  expect_rejected(cubin);
+  cubin.lowered_names_json = R"({"k": 1})";
+  expect_rejected(cubin);
+  cubin = sample_cubin(1, 1);
+  cubin.binary.clear();
+  expect_rejected(cubin);
+  EXPECT_TRUE(database.list_cubins().empty());
+}
+
+TEST_F(DatabaseTest, UpsertGpuKeepsOneRowPerFingerprint) {
+  Database database = Database::open(file);
+  const std::int64_t id = database.upsert_gpu(h100());
+
+  GpuRecord new_driver = h100();
+  new_driver.driver_version = "590.10";
+  new_driver.uuid = "GPU-other-card";
+  new_driver.sm_clock_khz = 1755000;
+  EXPECT_EQ(new_driver.fingerprint(), h100().fingerprint()) << "driver, uuid and clocks are metadata";
+  EXPECT_EQ(database.upsert_gpu(new_driver), id);
+
+  std::vector<StoredGpu> gpus = database.list_gpus();
+  ASSERT_EQ(gpus.size(), 1u);
+  EXPECT_EQ(gpus[0].id, id);
+  EXPECT_EQ(gpus[0].gpu.driver_version, "590.10");
+  EXPECT_EQ(gpus[0].gpu.uuid, "GPU-other-card");
+  EXPECT_EQ(gpus[0].gpu.sm_clock_khz, 1755000);
+  EXPECT_GE(gpus[0].last_seen, gpus[0].first_seen);
+
+  GpuRecord fewer_sms = h100();
+  fewer_sms.sm_count = 114;  // the PCIe H100
+  EXPECT_NE(fewer_sms.fingerprint(), h100().fingerprint());
+  const std::int64_t other = database.upsert_gpu(fewer_sms);
+  EXPECT_NE(other, id);
+  gpus = database.list_gpus();
+  ASSERT_EQ(gpus.size(), 2u);
+  EXPECT_EQ(gpus[1].id, other);
+  EXPECT_EQ(gpus[1].gpu.sm_count, 114);
+}
+
+TEST_F(DatabaseTest, CreatesMissingParentDirectories) {
+  const std::filesystem::path nested = directory / "cache/sparsejit/tuning.db";
+  EXPECT_EQ(Database::open(nested).schema_version(), 2);
+  EXPECT_TRUE(std::filesystem::is_regular_file(nested));
+}
+
+TEST_F(DatabaseTest, ReadOnlyOpenOfAMissingFileSaysSoAndCreatesNothing) {
+  try {
+    Database::open(file, {.read_only = true});
+    FAIL() << "a read-only open of a missing file must throw";
+  } catch (const DatabaseError& error) {
+    EXPECT_EQ(error.kind(), DatabaseError::Kind::io);
+    EXPECT_NE(std::string(error.what()).find(file.string() + ": cannot open the database read-only: "
+                                                             "the file does not exist"),
+              std::string::npos)
+        << error.what();
+  }
+  EXPECT_FALSE(std::filesystem::exists(file));
+}
+
+TEST_F(DatabaseTest, ReadOnlyOpenReadsButCannotWrite) {
+  { Database::open(file).put_cubin(sample_cubin(0, 0)); }
+  Database database = Database::open(file, {.read_only = true});
+  EXPECT_EQ(database.list_cubins().size(), 1u);
+  try {
+    database.put_cubin(sample_cubin(0, 1));
+    FAIL() << "a read-only database must refuse writes";
+  } catch (const DatabaseError& error) {
+    EXPECT_EQ(error.kind(), DatabaseError::Kind::io) << error.what();
+  }
+}
+
+TEST_F(DatabaseTest, WriterFailsWithLockedWhileAnotherConnectionHoldsTheWriteLock) {
+  { Database::open(file); }
+  Database writer = Database::open(file, {.busy_timeout_ms = 100});
+
+  Connection holder = Connection::open(file, OpenMode::read_write_create);
+  holder.exec("BEGIN IMMEDIATE");
+  try {
+    writer.put_cubin(sample_cubin(0, 0));
+    FAIL() << "put_cubin must give up while the write lock is held";
+  } catch (const DatabaseError& error) {
+    EXPECT_EQ(error.kind(), DatabaseError::Kind::locked);
+    EXPECT_NE(std::string(error.what()).find("another process holds it"), std::string::npos) << error.what();
+  }
+  EXPECT_EQ(writer.list_cubins().size(), 0u) << "readers are not blocked by the writer";
+
+  holder.exec("ROLLBACK");
+  writer.put_cubin(sample_cubin(0, 0));
+  EXPECT_EQ(writer.list_cubins().size(), 1u);
+}
+
+// Several processes open the same new file at once and each writes its own CUBINs.
+TEST_F(DatabaseTest, ConcurrentWritingProcessesLoseNothing) {
+  constexpr int kWriters = 4;
+  constexpr int kCubinsPerWriter = 100;
+
+  std::vector<pid_t> children;
+  for (int writer = 0; writer < kWriters; ++writer) {
+    const pid_t pid = fork();
+    ASSERT_GE(pid, 0) << "fork failed";
+    if (pid == 0) {
+      // The child must leave through _exit: neither gtest nor the parent's state may run.
+      try {
+        Database database = Database::open(file, {.busy_timeout_ms = 60000});
+        for (int index = 0; index < kCubinsPerWriter; ++index) database.put_cubin(sample_cubin(writer, index));
+      } catch (const std::exception& error) {
+        std::fprintf(stderr, "writer %d: %s\n", writer, error.what());
+        _exit(1);
+      }
+      _exit(0);
+    }
+    children.push_back(pid);
+  }
+  for (const pid_t pid : children) {
+    int status = 0;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "writer process " << pid << " failed";
+  }
+
+  Database database = Database::open(file);
+  EXPECT_EQ(database.list_cubins().size(), static_cast<std::size_t>(kWriters * kCubinsPerWriter));
+  for (int writer = 0; writer < kWriters; ++writer) {
+    for (int index = 0; index < kCubinsPerWriter; ++index) {
+      const CubinRecord expected = sample_cubin(writer, index);
+      const std::optional<CubinRecord> found = database.find_cubin(expected.key);
+      ASSERT_TRUE(found.has_value()) << expected.key;
+      EXPECT_EQ(found->binary, expected.binary) << expected.key;
+      EXPECT_EQ(found->specialization, expected.specialization);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace sparsejit::db
