@@ -1,0 +1,27 @@
+#include "templates/kernel_family.h"
+
+#include "templates/embedded_sources.h"
+
+namespace sparsejit::templates {
+
+std::vector<std::string> common_nvrtc_options() {
+  // -std=c++17: the newest dialect NVRTC 12 and 13 both accept.
+  // -default-device: helpers in the headers need no __device__ annotation.
+  return {"-std=c++17", "-default-device"};
+}
+
+jit::CompileRequest render_program(std::string_view program_name, std::string_view entry_header,
+                                   const std::vector<std::string_view>& headers,
+                                   const std::string& name_expression, const jit::Target& target) {
+  jit::CompileRequest request;
+  request.program_name = std::string(program_name);
+  request.source = "#include \"" + std::string(entry_header) + "\"\n";
+  for (std::string_view header : headers)
+    request.headers.push_back({std::string(header), std::string(embedded_source(header))});
+  request.name_expressions = {name_expression};
+  request.options = common_nvrtc_options();
+  request.target = target;
+  return request;
+}
+
+}  // namespace sparsejit::templates

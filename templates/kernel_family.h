@@ -1,0 +1,45 @@
+#pragma once
+// A kernel family: a templated kernel source and the descriptor of its parameter space.
+//
+// Each family lives in templates/<family>/: the device code (.cuh), a params header shared
+// with the host, a descriptor (its space, constraints, rendering and launch) and a CPU
+// reference. The registry (registry.cpp) lists the families; adding one touches its folder
+// and one line there.
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "jit/nvrtc_compiler.h"
+#include "jit/target.h"
+
+namespace sparsejit::templates {
+
+// One point of a family's space, rendered for NVRTC.
+struct Specialization {
+  std::string family;       // "permute_tokens"
+  std::string label;        // readable, e.g. "permute_tokens<D=128 vec=16 threads=256 unroll=2 gather>"
+  std::string name_expression;
+  jit::CompileRequest request;
+};
+
+class KernelFamily {
+ public:
+  virtual ~KernelFamily() = default;
+  virtual std::string_view name() const = 0;
+  virtual std::string_view summary() const = 0;
+  // Every valid specialization of the family for `target`: the space a tuner searches and
+  // `sparsejit precompile` compiles. Never contains a specialization that cannot compile.
+  virtual std::vector<Specialization> enumerate(const jit::Target& target) const = 0;
+};
+
+// Options every specialization is compiled with. Kernel sources include only embedded
+// headers (no toolkit headers), so no --include-path is needed on a user's machine.
+std::vector<std::string> common_nvrtc_options();
+
+// A CompileRequest whose source includes `entry_header` and instantiates `name_expression`;
+// `headers` are the embedded files the entry header may include (itself among them).
+jit::CompileRequest render_program(std::string_view program_name, std::string_view entry_header,
+                                   const std::vector<std::string_view>& headers,
+                                   const std::string& name_expression, const jit::Target& target);
+
+}  // namespace sparsejit::templates
