@@ -1,0 +1,73 @@
+#include "tools/cli_common.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <stdexcept>
+
+#include "db/paths.h"
+
+namespace sparsejit::tools {
+namespace {
+const auto kProcessStart = std::chrono::steady_clock::now();  // static init, before main
+}
+
+double ms_since_process_start() {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - kProcessStart)
+      .count();
+}
+
+std::filesystem::path database_path(const GlobalOptions& global) {
+  return global.database.empty() ? db::default_database_path()
+                                 : std::filesystem::path(global.database);
+}
+
+db::Database open_existing_database(const GlobalOptions& global) {
+  const std::filesystem::path path = database_path(global);
+  if (!std::filesystem::exists(path))
+    throw std::runtime_error("no database at " + path.string() +
+                             " (create one with 'sparsejit precompile' or 'sparsejit tune', "
+                             "or name another with --db or $SPARSEJIT_DB)");
+  return db::Database::open(path, {.read_only = true});
+}
+
+std::string Table::render() const {
+  std::vector<std::size_t> widths;
+  for (const auto& row : rows_) {
+    widths.resize(std::max(widths.size(), row.size()), 0);
+    for (std::size_t c = 0; c < row.size(); ++c) widths[c] = std::max(widths[c], row[c].size());
+  }
+  std::string out;
+  for (std::size_t r = 0; r < rows_.size(); ++r) {
+    std::string line;
+    for (std::size_t c = 0; c < rows_[r].size(); ++c) {
+      line += rows_[r][c];
+      if (c + 1 < rows_[r].size()) line += std::string(widths[c] - rows_[r][c].size() + 2, ' ');
+    }
+    out += line + "\n";
+    if (r == 0) {
+      std::size_t total = 0;
+      for (std::size_t w : widths) total += w + 2;
+      out += std::string(total > 2 ? total - 2 : 0, '-') + "\n";
+    }
+  }
+  return out;
+}
+
+std::string format_bytes(std::int64_t bytes) {
+  static constexpr const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double value = static_cast<double>(bytes);
+  int unit = 0;
+  while (value >= 1024 && unit < 4) {
+    value /= 1024;
+    ++unit;
+  }
+  return unit == 0 ? std::to_string(bytes) + " B" : format_fixed(value, 1) + " " + kUnits[unit];
+}
+
+std::string format_fixed(double value, int decimals) {
+  char buffer[64];
+  std::snprintf(buffer, sizeof buffer, "%.*f", decimals, value);
+  return buffer;
+}
+
+}  // namespace sparsejit::tools

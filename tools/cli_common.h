@@ -1,0 +1,52 @@
+#pragma once
+// What the sparsejit subcommands share: global options, the database they name, tables.
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "db/database.h"
+
+namespace sparsejit::tools {
+
+struct GlobalOptions {
+  std::string database;  // --db; empty: db::default_database_path()
+  int exit_code = 0;     // set by the subcommand that ran
+};
+
+// Exit codes of the CLI.
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitError = 1;
+inline constexpr int kExitNoGpu = 2;
+
+std::filesystem::path database_path(const GlobalOptions& global);
+// Opens the database read-only; a missing file gets an error saying how to create one.
+db::Database open_existing_database(const GlobalOptions& global);
+
+// A table for people: columns padded to their widest cell.
+class Table {
+ public:
+  explicit Table(std::vector<std::string> header) : rows_{std::move(header)} {}
+  void add(std::vector<std::string> row) { rows_.push_back(std::move(row)); }
+  std::string render() const;
+
+ private:
+  std::vector<std::vector<std::string>> rows_;
+};
+
+std::string format_bytes(std::int64_t bytes);  // "1.5 MiB"
+std::string format_fixed(double value, int decimals);
+
+// Milliseconds since the process started (for start-to-first-launch figures).
+double ms_since_process_start();
+
+// Each file registers its subcommand.
+void add_info_command(CLI::App& app, GlobalOptions& global);
+void add_precompile_command(CLI::App& app, GlobalOptions& global);
+void add_db_command(CLI::App& app, GlobalOptions& global);
+void add_bench_command(CLI::App& app, GlobalOptions& global);
+
+}  // namespace sparsejit::tools

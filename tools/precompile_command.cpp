@@ -1,0 +1,137 @@
+// sparsejit precompile: compile every registered specialization for a target into the
+// database. Needs no GPU; a second run finds everything stored and compiles nothing.
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <mutex>
+#include <thread>
+
+#include "jit/device.h"
+#include "jit/driver_api.h"
+#include "jit/target.h"
+#include "runtime/kernel_provider.h"
+#include "templates/registry.h"
+#include "tools/cli_common.h"
+
+namespace sparsejit::tools {
+namespace {
+
+struct PrecompileOptions {
+  std::vector<std::string> archs;
+  std::vector<std::string> families;
+  unsigned jobs = std::max(1u, std::thread::hardware_concurrency());
+};
+
+std::vector<jit::Target> targets_to_build(const PrecompileOptions& options) {
+  std::vector<jit::Target> targets;
+  for (const std::string& arch : options.archs) targets.push_back(jit::Target::parse(arch));
+  if (!targets.empty()) return targets;
+  std::string why;
+  if (!jit::driver_available(&why))
+    throw std::runtime_error(why + "; name the target to build for with --arch (e.g. --arch sm_90)");
+  for (int ordinal = 0; ordinal < jit::device_count(); ++ordinal) {
+    const jit::DeviceInfo device = jit::query_device(ordinal);
+    const jit::Target target = jit::Target::for_compute_capability(device.cc_major, device.cc_minor);
+    if (std::find(targets.begin(), targets.end(), target) == targets.end()) targets.push_back(target);
+  }
+  return targets;
+}
+
+// One line that rewrites itself on a terminal, and a line per tenth of the work otherwise.
+class Progress {
+ public:
+  explicit Progress(std::size_t total) : total_(total), terminal_(::isatty(STDERR_FILENO) == 1) {}
+  void step(const std::string& label, bool compiled) {
+    std::lock_guard lock(mutex_);
+    ++done_;
+    const bool tenth = done_ * 10 / total_ != (done_ - 1) * 10 / total_;
+    if (terminal_) {
+      std::fprintf(stderr, "\r\033[K[%zu/%zu] %s %s", done_, total_, compiled ? "compiled" : "stored  ",
+                   label.c_str());
+      if (done_ == total_) std::fputc('\n', stderr);
+    } else if (tenth || done_ == total_) {
+      std::fprintf(stderr, "[%zu/%zu] %s %s\n", done_, total_, compiled ? "compiled" : "stored",
+                   label.c_str());
+    }
+  }
+
+ private:
+  std::size_t total_;
+  bool terminal_;
+  std::size_t done_ = 0;
+  std::mutex mutex_;
+};
+
+int run_precompile(const GlobalOptions& global, const PrecompileOptions& options) {
+  const auto start = std::chrono::steady_clock::now();
+  std::vector<templates::Specialization> work;
+  for (const std::string& name : options.families) templates::find_family(name);  // unknown names fail
+  const std::vector<jit::Target> targets = targets_to_build(options);
+  for (const jit::Target& target : targets) {
+    for (const templates::KernelFamily* family : templates::registered_families()) {
+      if (!options.families.empty() &&
+          std::find(options.families.begin(), options.families.end(), family->name()) ==
+              options.families.end())
+        continue;
+      for (templates::Specialization& specialization : family->enumerate(target))
+        work.push_back(std::move(specialization));
+    }
+  }
+  if (work.empty()) throw std::runtime_error("nothing to compile");
+
+  db::Database database = db::Database::open(database_path(global));
+  runtime::KernelProvider provider(&database);
+  Progress progress(work.size());
+  std::atomic<std::size_t> next{0};
+  std::atomic<std::size_t> compiled{0};
+  std::mutex failure_mutex;
+  std::string failure;
+  const auto worker = [&] {
+    for (std::size_t i = next++; i < work.size(); i = next++) {
+      try {
+        const runtime::ProvidedBinary provided = provider.binary(work[i]);
+        const bool fresh = provided.source == runtime::BinarySource::nvrtc;
+        compiled += fresh;
+        progress.step(work[i].label + " " + work[i].request.target.name(), fresh);
+      } catch (const std::exception& error) {
+        std::lock_guard lock(failure_mutex);
+        if (failure.empty()) failure = work[i].label + ": " + error.what();
+        next = work.size();  // stop the other workers
+      }
+    }
+  };
+  std::vector<std::jthread> workers;
+  for (unsigned j = 0; j < std::max(1u, options.jobs); ++j) workers.emplace_back(worker);
+  workers.clear();  // joins
+  if (!failure.empty()) throw std::runtime_error("precompile stopped: " + failure);
+
+  std::string target_names;
+  for (const jit::Target& target : targets) target_names += (target_names.empty() ? "" : ", ") + target.name();
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::cout << work.size() << " specializations for " << target_names << ": " << compiled
+            << " compiled, " << work.size() - compiled << " already in " << database.path().string()
+            << " (" << format_fixed(seconds, 1) << " s)\n";
+  return kExitOk;
+}
+
+}  // namespace
+
+void add_precompile_command(CLI::App& app, GlobalOptions& global) {
+  auto options = std::make_shared<PrecompileOptions>();
+  CLI::App* command = app.add_subcommand(
+      "precompile",
+      "Compile every registered kernel specialization into the database, without a GPU.\n"
+      "A later run on a GPU of that target loads them instead of compiling.");
+  command->add_option("--arch", options->archs,
+                      "target(s), e.g. sm_80 sm_90 sm_90a (default: the local GPUs')");
+  command->add_option("--family", options->families, "only these kernel families");
+  command->add_option("-j,--jobs", options->jobs, "parallel NVRTC compiles")
+      ->check(CLI::Range(1u, 256u));
+  command->callback([&global, options] { global.exit_code = run_precompile(global, *options); });
+}
+
+}  // namespace sparsejit::tools
