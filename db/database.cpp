@@ -213,6 +213,141 @@ std::vector<CubinSummary> Database::list_cubins() const {
   return cubins;
 }
 
+std::string_view to_string(TrialStatus status) {
+  switch (status) {
+    case TrialStatus::ok: return "ok";
+    case TrialStatus::failed: return "failed";
+    case TrialStatus::incorrect: return "incorrect";
+  }
+  return "unknown";
+}
+
+namespace {
+
+TrialStatus trial_status_from(std::string_view text) {
+  if (text == "ok") return TrialStatus::ok;
+  if (text == "failed") return TrialStatus::failed;
+  return TrialStatus::incorrect;  // the CHECK constraint admits nothing else
+}
+
+void bind_optional(Statement& statement, int index, const std::optional<double>& value) {
+  if (value) statement.bind_double(index, *value);
+  else statement.bind_null(index);
+}
+
+std::optional<double> optional_column(const Statement& statement, int column) {
+  if (statement.column_is_null(column)) return std::nullopt;
+  return statement.column_double(column);
+}
+
+BestConfig best_from_row(const Statement& query) {
+  return BestConfig{.gpu_id = query.column_int64(0),
+                    .family = query.column_text(1),
+                    .problem_key = query.column_text(2),
+                    .config_json = query.column_text(3),
+                    .median_ms = query.column_double(4),
+                    .trial_id = query.column_is_null(5) ? 0 : query.column_int64(5),
+                    .updated_at = query.column_text(6)};
+}
+
+constexpr const char* kBestColumns =
+    "SELECT gpu_id, family, problem_key, config_json, median_ms, trial_id, updated_at FROM best_configs";
+
+}  // namespace
+
+std::int64_t Database::record_trial(const TrialRecord& trial) {
+  if (trial.status == TrialStatus::ok && !trial.median_ms)
+    throw std::invalid_argument("an ok trial needs its median time");
+  Transaction transaction(connection_);
+  Statement insert = connection_.prepare(R"sql(
+    INSERT INTO trials (gpu_id, family, problem_key, config_json, status, median_ms, p20_ms, p80_ms,
+                        rel_error, sm_clock_khz, cubin_key, message, created_at)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, nullif(?11, ''), ?12,
+            strftime('%Y-%m-%dT%H:%M:%fZ', 'now')))sql");
+  insert.bind_int64(1, trial.gpu_id);
+  insert.bind_text(2, trial.family);
+  insert.bind_text(3, trial.problem_key);
+  insert.bind_text(4, trial.config_json);
+  insert.bind_text(5, to_string(trial.status));
+  bind_optional(insert, 6, trial.median_ms);
+  bind_optional(insert, 7, trial.p20_ms);
+  bind_optional(insert, 8, trial.p80_ms);
+  bind_optional(insert, 9, trial.rel_error);
+  insert.bind_int64(10, trial.sm_clock_khz);
+  insert.bind_text(11, trial.cubin_key);
+  insert.bind_text(12, trial.message);
+  insert.step();
+  const std::int64_t id = connection_.last_insert_rowid();
+  if (trial.status == TrialStatus::ok) {
+    // Keeps the faster of the stored best and this trial.
+    Statement offer = connection_.prepare(R"sql(
+      INSERT INTO best_configs (gpu_id, family, problem_key, config_json, median_ms, trial_id, updated_at)
+      VALUES (?1, ?2, ?3, ?4, ?5, ?6, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+      ON CONFLICT (gpu_id, family, problem_key) DO UPDATE SET
+        config_json = excluded.config_json, median_ms = excluded.median_ms,
+        trial_id = excluded.trial_id, updated_at = excluded.updated_at
+      WHERE excluded.median_ms < best_configs.median_ms)sql");
+    offer.bind_int64(1, trial.gpu_id);
+    offer.bind_text(2, trial.family);
+    offer.bind_text(3, trial.problem_key);
+    offer.bind_text(4, trial.config_json);
+    offer.bind_double(5, *trial.median_ms);
+    offer.bind_int64(6, id);
+    offer.step();
+  }
+  transaction.commit();
+  return id;
+}
+
+std::vector<StoredTrial> Database::list_trials(std::int64_t gpu_id, std::string_view family,
+                                               std::string_view problem_key) const {
+  Statement query = connection_.prepare(R"sql(
+    SELECT id, gpu_id, family, problem_key, config_json, status, median_ms, p20_ms, p80_ms, rel_error,
+           sm_clock_khz, coalesce(cubin_key, ''), message, created_at
+    FROM trials WHERE gpu_id = ?1 AND family = ?2 AND problem_key = ?3 ORDER BY id)sql");
+  query.bind_int64(1, gpu_id);
+  query.bind_text(2, family);
+  query.bind_text(3, problem_key);
+  std::vector<StoredTrial> trials;
+  while (query.step()) {
+    StoredTrial& row = trials.emplace_back();
+    row.id = query.column_int64(0);
+    row.trial.gpu_id = query.column_int64(1);
+    row.trial.family = query.column_text(2);
+    row.trial.problem_key = query.column_text(3);
+    row.trial.config_json = query.column_text(4);
+    row.trial.status = trial_status_from(query.column_text(5));
+    row.trial.median_ms = optional_column(query, 6);
+    row.trial.p20_ms = optional_column(query, 7);
+    row.trial.p80_ms = optional_column(query, 8);
+    row.trial.rel_error = optional_column(query, 9);
+    row.trial.sm_clock_khz = static_cast<int>(query.column_int64(10));
+    row.trial.cubin_key = query.column_text(11);
+    row.trial.message = query.column_text(12);
+    row.created_at = query.column_text(13);
+  }
+  return trials;
+}
+
+std::optional<BestConfig> Database::find_best(std::int64_t gpu_id, std::string_view family,
+                                              std::string_view problem_key) const {
+  Statement query = connection_.prepare(std::string(kBestColumns) +
+                                        " WHERE gpu_id = ?1 AND family = ?2 AND problem_key = ?3");
+  query.bind_int64(1, gpu_id);
+  query.bind_text(2, family);
+  query.bind_text(3, problem_key);
+  if (!query.step()) return std::nullopt;
+  return best_from_row(query);
+}
+
+std::vector<BestConfig> Database::list_best_configs() const {
+  Statement query =
+      connection_.prepare(std::string(kBestColumns) + " ORDER BY gpu_id, family, problem_key");
+  std::vector<BestConfig> best;
+  while (query.step()) best.push_back(best_from_row(query));
+  return best;
+}
+
 DatabaseStats Database::stats() const {
   Statement query = connection_.prepare(R"sql(
     SELECT (SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()),

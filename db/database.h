@@ -64,6 +64,42 @@ struct CubinSummary {
   std::string created_at;
 };
 
+// One measured candidate of a tuning run. Every trial is kept, failed ones included, so an
+// interrupted run resumes where it stopped.
+enum class TrialStatus { ok, failed, incorrect };
+
+struct TrialRecord {
+  std::int64_t gpu_id = 0;      // from upsert_gpu
+  std::string family;           // kernel family
+  std::string problem_key;      // what was tuned, e.g. "permute_tokens|d128|gather"
+  std::string config_json;      // the candidate, as the family writes it
+  TrialStatus status = TrialStatus::ok;
+  std::optional<double> median_ms, p20_ms, p80_ms;  // set when status is ok
+  std::optional<double> rel_error;                  // from the correctness gate
+  int sm_clock_khz = 0;         // the SM clock seen while timing
+  std::string cubin_key;        // the CUBIN measured; empty when none was stored
+  std::string message;          // why it failed or was incorrect
+};
+
+struct StoredTrial {
+  std::int64_t id = 0;
+  TrialRecord trial;
+  std::string created_at;
+};
+
+// The fastest correct trial per (GPU, family, problem).
+struct BestConfig {
+  std::int64_t gpu_id = 0;
+  std::string family;
+  std::string problem_key;
+  std::string config_json;
+  double median_ms = 0;
+  std::int64_t trial_id = 0;
+  std::string updated_at;
+};
+
+std::string_view to_string(TrialStatus status);
+
 struct DatabaseStats {
   int schema_version = 0;
   std::int64_t file_bytes = 0;  // pages in use x page size, i.e. the file after a checkpoint (-wal not counted)
@@ -104,6 +140,16 @@ class Database {
   void put_cubin(const CubinRecord& cubin);
   std::optional<CubinRecord> find_cubin(std::string_view key) const;
   std::vector<CubinSummary> list_cubins() const;  // ordered by family, target, specialization, key
+
+  // Stores a trial and, when it is ok and faster than the best of its problem (or the first),
+  // makes it the best, in one transaction: several tuners may share the file. Returns its id.
+  std::int64_t record_trial(const TrialRecord& trial);
+  // Trials of one problem on one GPU, oldest first.
+  std::vector<StoredTrial> list_trials(std::int64_t gpu_id, std::string_view family,
+                                       std::string_view problem_key) const;
+  std::optional<BestConfig> find_best(std::int64_t gpu_id, std::string_view family,
+                                      std::string_view problem_key) const;
+  std::vector<BestConfig> list_best_configs() const;  // ordered by gpu, family, problem
 
   DatabaseStats stats() const;
 

@@ -70,6 +70,7 @@ CREATE TABLE trials (
   rel_error    REAL,
   sm_clock_khz INTEGER,
   cubin_key    TEXT REFERENCES cubins (key) ON DELETE SET NULL,
+  message      TEXT NOT NULL DEFAULT '',  -- why a trial failed or was incorrect
   created_at   TEXT NOT NULL
 );
 CREATE INDEX trials_by_problem ON trials (gpu_id, family, problem_key);

@@ -178,6 +178,62 @@ TEST_F(DatabaseTest, UpsertGpuKeepsOneRowPerFingerprint) {
   EXPECT_EQ(gpus[1].gpu.sm_count, 114);
 }
 
+TrialRecord ok_trial(std::int64_t gpu_id, const std::string& config, double median_ms) {
+  return TrialRecord{.gpu_id = gpu_id,
+                     .family = "permute_tokens",
+                     .problem_key = "permute_tokens|d128|gather",
+                     .config_json = config,
+                     .status = TrialStatus::ok,
+                     .median_ms = median_ms,
+                     .p20_ms = median_ms * 0.99,
+                     .p80_ms = median_ms * 1.01,
+                     .rel_error = 0.0,
+                     .sm_clock_khz = 1755000,
+                     .cubin_key = {},
+                     .message = {}};
+}
+
+TEST_F(DatabaseTest, RecordTrialKeepsEveryTrialAndTheFastestAsBest) {
+  Database database = Database::open(file);
+  const std::int64_t gpu = database.upsert_gpu(h100());
+  const std::int64_t slow = database.record_trial(ok_trial(gpu, R"({"vec":8})", 2.0));
+  const std::int64_t fast = database.record_trial(ok_trial(gpu, R"({"vec":16})", 1.0));
+  database.record_trial(ok_trial(gpu, R"({"vec":4})", 3.0));  // slower: best stays
+  TrialRecord failed = ok_trial(gpu, R"({"vec":2})", 0.0);
+  failed.status = TrialStatus::failed;
+  failed.median_ms.reset();
+  failed.message = "CUDA_ERROR_ILLEGAL_ADDRESS";
+  database.record_trial(failed);  // failed trials never become best, however "fast"
+
+  const std::vector<StoredTrial> trials =
+      database.list_trials(gpu, "permute_tokens", "permute_tokens|d128|gather");
+  ASSERT_EQ(trials.size(), 4u);
+  EXPECT_EQ(trials[0].id, slow);
+  EXPECT_EQ(trials[3].trial.status, TrialStatus::failed);
+  EXPECT_FALSE(trials[3].trial.median_ms.has_value());
+  EXPECT_EQ(trials[3].trial.message, "CUDA_ERROR_ILLEGAL_ADDRESS");
+  EXPECT_DOUBLE_EQ(*trials[1].trial.p80_ms, 1.01);
+
+  const std::optional<BestConfig> best =
+      database.find_best(gpu, "permute_tokens", "permute_tokens|d128|gather");
+  ASSERT_TRUE(best.has_value());
+  EXPECT_EQ(best->config_json, R"({"vec":16})");
+  EXPECT_DOUBLE_EQ(best->median_ms, 1.0);
+  EXPECT_EQ(best->trial_id, fast);
+  EXPECT_FALSE(database.find_best(gpu, "permute_tokens", "permute_tokens|d64|gather").has_value());
+  EXPECT_EQ(database.list_best_configs().size(), 1u);
+  EXPECT_EQ(database.stats().trials, 4);
+  EXPECT_EQ(database.stats().best_configs, 1);
+}
+
+TEST_F(DatabaseTest, RecordTrialRejectsAnOkTrialWithoutATime) {
+  Database database = Database::open(file);
+  TrialRecord trial = ok_trial(database.upsert_gpu(h100()), "{}", 1.0);
+  trial.median_ms.reset();
+  EXPECT_THROW(database.record_trial(trial), std::invalid_argument);
+  EXPECT_EQ(database.stats().trials, 0);
+}
+
 TEST_F(DatabaseTest, CreatesMissingParentDirectories) {
   const std::filesystem::path nested = directory / "cache/sparsejit/tuning.db";
   EXPECT_EQ(Database::open(nested).schema_version(), 2);
