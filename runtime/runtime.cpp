@@ -5,22 +5,52 @@
 
 namespace sparsejit::runtime {
 
+std::string_view to_string(ConfigSource source) {
+  return source == ConfigSource::tuned ? "tuned" : "built-in default";
+}
+
 Runtime::Runtime(RuntimeOptions options)
     : device_(jit::query_device(options.device)),
       context_(std::make_unique<jit::DeviceContext>(options.device)),
       target_(jit::Target::for_compute_capability(device_.cc_major, device_.cc_minor)) {
   if (options.use_database) {
     database_.emplace(db::Database::open(options.database_path.value_or(db::default_database_path())));
-    database_->upsert_gpu(to_gpu_record(device_));
+    gpu_id_ = database_->upsert_gpu(to_gpu_record(device_));
+    cubin_store_ = std::make_unique<DatabaseCubinStore>(*database_);
   }
-  kernels_ = std::make_unique<KernelProvider>(database());
+  kernels_ = std::make_unique<jit::KernelProvider>(cubin_store_.get());
+}
+
+Runtime::~Runtime() = default;
+
+PermuteChoice Runtime::permute_config(int head_dim, templates::PermuteDirection direction,
+                                      int max_vector_bytes) {
+  const templates::PermuteConfig fallback =
+      templates::default_permute_config(head_dim, direction, max_vector_bytes);
+  if (!database_) return {fallback, ConfigSource::built_in_default};
+  const std::string key = templates::permute_problem_key(head_dim, direction);
+  std::optional<std::string> tuned;
+  {
+    std::lock_guard lock(tuned_mutex_);
+    auto found = tuned_configs_.find(key);
+    if (found == tuned_configs_.end()) {
+      std::optional<db::BestConfig> best = database_->find_best(gpu_id_, "permute_tokens", key);
+      found = tuned_configs_.emplace(key, best ? std::optional(best->config_json) : std::nullopt).first;
+    }
+    tuned = found->second;
+  }
+  if (!tuned) return {fallback, ConfigSource::built_in_default};
+  const templates::PermuteConfig config =
+      templates::PermuteConfig::from_tuning_json(head_dim, direction, *tuned);
+  if (config.vector_bytes > max_vector_bytes) return {fallback, ConfigSource::built_in_default};
+  return {config, ConfigSource::tuned};
 }
 
 void Runtime::permute_tokens(const PermuteParams& params, int head_dim,
                              templates::PermuteDirection direction, CUstream stream) {
   using templates::PermuteFamily;
   const templates::PermuteConfig config =
-      templates::default_permute_config(head_dim, direction, PermuteFamily::max_vector_bytes(params));
+      permute_config(head_dim, direction, PermuteFamily::max_vector_bytes(params)).config;
   PermuteFamily::validate(config, params);
   const jit::Kernel kernel = kernels_->kernel(*context_, PermuteFamily::render(config, target_));
   PermuteFamily::launch(kernel, config, params, stream);

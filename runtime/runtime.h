@@ -1,17 +1,22 @@
 #pragma once
 // The runtime that inference code links: one GPU, an optional tuning database, and the
 // kernels loaded for them. Kernels come from the database's CUBIN store when it holds them
-// and are compiled with NVRTC (and stored) otherwise.
+// and are compiled with NVRTC (and stored) otherwise; configurations come from the
+// database's best configs for this GPU when it has been tuned, else the built-in defaults.
 #include <cuda.h>
 
 #include <filesystem>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
+#include <string>
 
 #include "db/database.h"
 #include "jit/device.h"
+#include "jit/kernel_provider.h"
 #include "jit/target.h"
-#include "runtime/kernel_provider.h"
+#include "runtime/database_cubin_store.h"
 #include "templates/permute/permute_family.h"
 
 namespace sparsejit::runtime {
@@ -24,17 +29,35 @@ struct RuntimeOptions {
   bool use_database = true;  // false: no database, every kernel is compiled in-process
 };
 
+// Where a configuration came from.
+enum class ConfigSource { tuned, built_in_default };
+std::string_view to_string(ConfigSource source);
+
+struct PermuteChoice {
+  templates::PermuteConfig config;
+  ConfigSource source;
+};
+
 class Runtime {
  public:
   // Throws jit::NoGpuError without a GPU, db::DatabaseError for an unusable database.
   explicit Runtime(RuntimeOptions options = {});
+  ~Runtime();
 
   const jit::DeviceInfo& device() const { return device_; }
   const jit::DeviceContext& context() const { return *context_; }
   // The target this runtime compiles for: the device's own (sm_90 on an H100).
   const jit::Target& target() const { return target_; }
-  KernelProvider& kernels() { return *kernels_; }
+  jit::KernelProvider& kernels() { return *kernels_; }
   db::Database* database() { return database_ ? &*database_ : nullptr; }
+  // This GPU's row in the database (0 without a database).
+  std::int64_t gpu_id() const { return gpu_id_; }
+
+  // The configuration permute_tokens uses for a call whose pointers and strides allow
+  // vectors of `max_vector_bytes`: this GPU's tuned best when there is one that fits, else
+  // the built-in default. Looked up in the database once per problem, then from memory.
+  PermuteChoice permute_config(int head_dim, templates::PermuteDirection direction,
+                               int max_vector_bytes);
 
   // Gathers token rows into the order of params.permutation, or scatters them back
   // (permute_params.h). Pointers are device pointers of this runtime's device; validates
@@ -47,7 +70,11 @@ class Runtime {
   std::unique_ptr<jit::DeviceContext> context_;
   jit::Target target_;
   std::optional<db::Database> database_;
-  std::unique_ptr<KernelProvider> kernels_;
+  std::int64_t gpu_id_ = 0;
+  std::unique_ptr<DatabaseCubinStore> cubin_store_;
+  std::unique_ptr<jit::KernelProvider> kernels_;
+  std::mutex tuned_mutex_;
+  std::map<std::string, std::optional<std::string>> tuned_configs_;  // problem key -> best JSON
 };
 
 }  // namespace sparsejit::runtime

@@ -5,22 +5,16 @@
 // with the host, a descriptor (its space, constraints, rendering and launch) and a CPU
 // reference. The registry (registry.cpp) lists the families; adding one touches its folder
 // and one line there.
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
 
-#include "jit/nvrtc_compiler.h"
+#include "jit/kernel_provider.h"
 #include "jit/target.h"
+#include "templates/tuning.h"
 
 namespace sparsejit::templates {
-
-// One point of a family's space, rendered for NVRTC.
-struct Specialization {
-  std::string family;       // "permute_tokens"
-  std::string label;        // readable, e.g. "permute_tokens<D=128 vec=16 threads=256 unroll=2 gather>"
-  std::string name_expression;
-  jit::CompileRequest request;
-};
 
 class KernelFamily {
  public:
@@ -29,7 +23,9 @@ class KernelFamily {
   virtual std::string_view summary() const = 0;
   // Every valid specialization of the family for `target`: the space a tuner searches and
   // `sparsejit precompile` compiles. Never contains a specialization that cannot compile.
-  virtual std::vector<Specialization> enumerate(const jit::Target& target) const = 0;
+  virtual std::vector<jit::KernelSpec> enumerate(const jit::Target& target) const = 0;
+  // The problems `sparsejit tune` measures by default (DESIGN.md's model shapes).
+  virtual std::vector<std::unique_ptr<TuningProblem>> tuning_problems() const = 0;
 };
 
 // Options every specialization is compiled with. Kernel sources include only embedded

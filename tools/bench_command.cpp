@@ -40,7 +40,7 @@ int run_bench_permute(const GlobalOptions& global, const PermuteBenchOptions& op
   const auto direction = options.direction == "scatter" ? templates::PermuteDirection::scatter
                                                         : templates::PermuteDirection::gather;
 
-  // Source [B, N, H, D] (the models' layout), destination [B, H, N, D] (the kernels').
+  // Gather: source [B,N,H,D] (the models' layout) to [B,H,N,D] (the kernels'); scatter: back.
   const long long elements = static_cast<long long>(options.batch) * options.tokens *
                              options.heads * options.head_dim;
   const std::size_t bytes = static_cast<std::size_t>(elements) * 2;
@@ -61,12 +61,12 @@ int run_bench_permute(const GlobalOptions& global, const PermuteBenchOptions& op
   params.heads = options.heads;
   params.tokens = options.tokens;
   params.permutation = static_cast<const int*>(permutation_device.pointer());
-  const long long d = options.head_dim, h = options.heads, n = options.tokens;
-  for (int t = 0; t < options.tensors; ++t) {
-    params.tensors[t] = {sources[t].pointer(), destinations[t].pointer(),
-                         n * h * d, d, h * d,       // [B, N, H, D]
-                         h * n * d, n * d, d};      // [B, H, N, D]
-  }
+  const bool gather = direction == templates::PermuteDirection::gather;
+  for (int t = 0; t < options.tensors; ++t)
+    params.tensors[t] = templates::dense_permute_tensor(
+        sources[t].pointer(), gather ? templates::TokenLayout::bnhd : templates::TokenLayout::bhnd,
+        destinations[t].pointer(), gather ? templates::TokenLayout::bhnd : templates::TokenLayout::bnhd,
+        options.heads, options.tokens, options.head_dim);
   jit::Stream stream;
   runtime.permute_tokens(params, options.head_dim, direction, stream.handle());
   stream.synchronize();
@@ -82,6 +82,8 @@ int run_bench_permute(const GlobalOptions& global, const PermuteBenchOptions& op
                                   stream.handle()));
       },
       stream.handle());
+  const runtime::PermuteChoice choice = runtime.permute_config(
+      options.head_dim, direction, templates::PermuteFamily::max_vector_bytes(params));
   const double moved = 2.0 * static_cast<double>(bytes) * options.tensors;  // read + write
   const double permute_gbs = moved / (permute.median_ms * 1e6);
   const double copy_gbs = moved / (copy.median_ms * 1e6);
@@ -90,7 +92,8 @@ int run_bench_permute(const GlobalOptions& global, const PermuteBenchOptions& op
       {"shape", {{"batch", options.batch}, {"heads", options.heads}, {"tokens", options.tokens},
                  {"head_dim", options.head_dim}, {"tensors", options.tensors}}},
       {"direction", options.direction},
-      {"config", templates::default_permute_config(options.head_dim, direction).label()},
+      {"config", choice.config.label()},
+      {"config_source", runtime::to_string(choice.source)},
       {"permute_ms", {{"median", permute.median_ms}, {"p20", permute.p20_ms}, {"p80", permute.p80_ms}}},
       {"copy_ms", {{"median", copy.median_ms}, {"p20", copy.p20_ms}, {"p80", copy.p80_ms}}},
       {"permute_gb_per_s", permute_gbs},
@@ -98,7 +101,7 @@ int run_bench_permute(const GlobalOptions& global, const PermuteBenchOptions& op
       {"fraction_of_copy", permute_gbs / copy_gbs},
       {"process_start_to_first_launch_ms", first_launch_ms},
       {"kernels_compiled", runtime.kernels().compiled()},
-      {"kernels_from_database", runtime.kernels().database_hits()}};
+      {"kernels_from_database", runtime.kernels().store_hits()}};
   if (options.json) {
     std::cout << report.dump(2) << "\n";
     return kExitOk;
@@ -110,11 +113,12 @@ int run_bench_permute(const GlobalOptions& global, const PermuteBenchOptions& op
              format_fixed(copy.p80_ms, 3), format_fixed(copy_gbs, 0)});
   std::cout << runtime.device().name << ", B=" << options.batch << " H=" << options.heads
             << " N=" << options.tokens << " D=" << options.head_dim << ", " << options.tensors
-            << " tensor(s), [B,N,H,D] -> [B,H,N,D]\n"
+            << " tensor(s), " << (gather ? "[B,N,H,D] -> [B,H,N,D]" : "[B,H,N,D] -> [B,N,H,D]")
+            << ", " << choice.config.label() << " (" << runtime::to_string(choice.source) << ")\n"
             << table.render() << "permute reaches " << format_fixed(100 * permute_gbs / copy_gbs, 1)
             << "% of the copy bandwidth\n"
             << "process start to first launch: " << format_fixed(first_launch_ms, 1) << " ms ("
-            << runtime.kernels().database_hits() << " kernel(s) from the database, "
+            << runtime.kernels().store_hits() << " kernel(s) from the database, "
             << runtime.kernels().compiled() << " compiled)\n";
   return kExitOk;
 }

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "db/database.h"
+#include "jit/target.h"
 
 namespace sparsejit::tools {
 
@@ -43,9 +44,15 @@ std::string format_fixed(double value, int decimals);
 // Milliseconds since the process started (for start-to-first-launch figures).
 double ms_since_process_start();
 
+// Compiles every specialization of `families` (all when empty) for `targets` into the
+// database, `jobs` compiles at a time, with a progress line; prints a summary.
+void precompile(const GlobalOptions& global, const std::vector<jit::Target>& targets,
+                const std::vector<std::string>& families, unsigned jobs);
+
 // Each file registers its subcommand.
 void add_info_command(CLI::App& app, GlobalOptions& global);
 void add_precompile_command(CLI::App& app, GlobalOptions& global);
+void add_tune_command(CLI::App& app, GlobalOptions& global);
 void add_db_command(CLI::App& app, GlobalOptions& global);
 void add_bench_command(CLI::App& app, GlobalOptions& global);
 

@@ -15,6 +15,7 @@ int main(int argc, char** argv) {
   GlobalOptions global;
   app.add_option("--db", global.database, "tuning database (default: see above)");
   add_info_command(app, global);
+  add_tune_command(app, global);
   add_precompile_command(app, global);
   add_db_command(app, global);
   add_bench_command(app, global);

@@ -11,8 +11,9 @@
 
 #include "jit/device.h"
 #include "jit/driver_api.h"
+#include "jit/kernel_provider.h"
 #include "jit/target.h"
-#include "runtime/kernel_provider.h"
+#include "runtime/database_cubin_store.h"
 #include "templates/registry.h"
 #include "tools/cli_common.h"
 
@@ -65,25 +66,25 @@ class Progress {
   std::mutex mutex_;
 };
 
-int run_precompile(const GlobalOptions& global, const PrecompileOptions& options) {
+}  // namespace
+
+void precompile(const GlobalOptions& global, const std::vector<jit::Target>& targets,
+                const std::vector<std::string>& families, unsigned jobs) {
   const auto start = std::chrono::steady_clock::now();
-  std::vector<templates::Specialization> work;
-  for (const std::string& name : options.families) templates::find_family(name);  // unknown names fail
-  const std::vector<jit::Target> targets = targets_to_build(options);
-  for (const jit::Target& target : targets) {
+  for (const std::string& name : families) templates::find_family(name);  // unknown names fail
+  std::vector<jit::KernelSpec> work;
+  for (const jit::Target& target : targets)
     for (const templates::KernelFamily* family : templates::registered_families()) {
-      if (!options.families.empty() &&
-          std::find(options.families.begin(), options.families.end(), family->name()) ==
-              options.families.end())
+      if (!families.empty() &&
+          std::find(families.begin(), families.end(), family->name()) == families.end())
         continue;
-      for (templates::Specialization& specialization : family->enumerate(target))
-        work.push_back(std::move(specialization));
+      for (jit::KernelSpec& spec : family->enumerate(target)) work.push_back(std::move(spec));
     }
-  }
   if (work.empty()) throw std::runtime_error("nothing to compile");
 
   db::Database database = db::Database::open(database_path(global));
-  runtime::KernelProvider provider(&database);
+  runtime::DatabaseCubinStore store(database);
+  jit::KernelProvider provider(&store);
   Progress progress(work.size());
   std::atomic<std::size_t> next{0};
   std::atomic<std::size_t> compiled{0};
@@ -92,8 +93,7 @@ int run_precompile(const GlobalOptions& global, const PrecompileOptions& options
   const auto worker = [&] {
     for (std::size_t i = next++; i < work.size(); i = next++) {
       try {
-        const runtime::ProvidedBinary provided = provider.binary(work[i]);
-        const bool fresh = provided.source == runtime::BinarySource::nvrtc;
+        const bool fresh = provider.binary(work[i]).source == jit::BinarySource::nvrtc;
         compiled += fresh;
         progress.step(work[i].label + " " + work[i].request.target.name(), fresh);
       } catch (const std::exception& error) {
@@ -104,21 +104,19 @@ int run_precompile(const GlobalOptions& global, const PrecompileOptions& options
     }
   };
   std::vector<std::jthread> workers;
-  for (unsigned j = 0; j < std::max(1u, options.jobs); ++j) workers.emplace_back(worker);
+  for (unsigned j = 0; j < std::max(1u, jobs); ++j) workers.emplace_back(worker);
   workers.clear();  // joins
   if (!failure.empty()) throw std::runtime_error("precompile stopped: " + failure);
 
   std::string target_names;
-  for (const jit::Target& target : targets) target_names += (target_names.empty() ? "" : ", ") + target.name();
+  for (const jit::Target& target : targets)
+    target_names += (target_names.empty() ? "" : ", ") + target.name();
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::cout << work.size() << " specializations for " << target_names << ": " << compiled
-            << " compiled, " << work.size() - compiled << " already in " << database.path().string()
-            << " (" << format_fixed(seconds, 1) << " s)\n";
-  return kExitOk;
+            << " compiled, " << work.size() - compiled << " already in "
+            << database.path().string() << " (" << format_fixed(seconds, 1) << " s)\n";
 }
-
-}  // namespace
 
 void add_precompile_command(CLI::App& app, GlobalOptions& global) {
   auto options = std::make_shared<PrecompileOptions>();
@@ -131,7 +129,9 @@ void add_precompile_command(CLI::App& app, GlobalOptions& global) {
   command->add_option("--family", options->families, "only these kernel families");
   command->add_option("-j,--jobs", options->jobs, "parallel NVRTC compiles")
       ->check(CLI::Range(1u, 256u));
-  command->callback([&global, options] { global.exit_code = run_precompile(global, *options); });
+  command->callback([&global, options] {
+    precompile(global, targets_to_build(*options), options->families, options->jobs);
+  });
 }
 
 }  // namespace sparsejit::tools

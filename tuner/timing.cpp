@@ -53,23 +53,25 @@ Timing summarize(std::vector<double> samples_ms) {
           static_cast<int>(samples_ms.size())};
 }
 
+std::vector<double> collect_samples(const std::function<void()>& run, CUstream stream,
+                                    double budget_ms, int min_runs, int max_runs) {
+  Event start, stop;
+  std::vector<double> samples;
+  double total = 0;
+  while (static_cast<int>(samples.size()) < max_runs &&
+         (total < budget_ms || static_cast<int>(samples.size()) < min_runs)) {
+    samples.push_back(time_once(run, stream, start, stop));
+    total += samples.back();
+  }
+  return samples;
+}
+
 Timing time_on_stream(const std::function<void()>& run, CUstream stream,
                       const TimingOptions& options) {
-  Event start, stop;
-  // Warm-up: module load, caches and clocks settle; also estimates one run's time.
-  double warm_total = 0;
-  int warm_runs = 0;
-  while (warm_total < options.warmup_ms || warm_runs < 1) {
-    warm_total += time_once(run, stream, start, stop);
-    ++warm_runs;
-  }
-  const double estimate = std::max(warm_total / warm_runs, 1e-3);
-  const int repetitions = std::clamp(static_cast<int>(options.measure_ms / estimate),
-                                     options.min_repetitions, options.max_repetitions);
-  std::vector<double> samples;
-  samples.reserve(static_cast<std::size_t>(repetitions));
-  for (int i = 0; i < repetitions; ++i) samples.push_back(time_once(run, stream, start, stop));
-  return summarize(std::move(samples));
+  // Warm-up: module load, caches and clocks settle.
+  collect_samples(run, stream, options.warmup_ms, 1, options.max_repetitions);
+  return summarize(collect_samples(run, stream, options.measure_ms, options.min_repetitions,
+                                   options.max_repetitions));
 }
 
 }  // namespace sparsejit::tuner

@@ -27,6 +27,11 @@ struct Timing {
 Timing time_on_stream(const std::function<void()>& run, CUstream stream,
                       const TimingOptions& options = {});
 
+// One sample per run, each between two events, for about `budget_ms` in all and at least
+// `min_runs` runs. The building block for interleaving candidates.
+std::vector<double> collect_samples(const std::function<void()>& run, CUstream stream,
+                                    double budget_ms, int min_runs, int max_runs);
+
 // Median, p20 and p80 of samples (in ms); exposed for tests.
 Timing summarize(std::vector<double> samples_ms);
 

@@ -1,9 +1,13 @@
 #include "templates/permute/permute_family.h"
 
+#include <nlohmann/json.hpp>
+
 #include <algorithm>
 #include <cstdint>
 #include <stdexcept>
 #include <vector>
+
+#include "templates/permute/permute_tuning.h"
 
 namespace sparsejit::templates {
 namespace {
@@ -31,6 +35,30 @@ std::string PermuteConfig::label() const {
          direction_name(direction) + ">";
 }
 
+std::string PermuteConfig::tuning_json() const {
+  return nlohmann::json{{"vector_bytes", vector_bytes}, {"threads", threads}, {"unroll", unroll}}.dump();
+}
+
+PermuteConfig PermuteConfig::from_tuning_json(int head_dim, PermuteDirection direction,
+                                              const std::string& json) {
+  const nlohmann::json parsed = nlohmann::json::parse(json, nullptr, /*allow_exceptions=*/false);
+  const auto member = [&](const char* name, const auto& allowed) {
+    if (!parsed.is_object() || !parsed.contains(name) || !parsed[name].is_number_integer())
+      throw std::invalid_argument("permute_tokens config '" + json + "' lacks the integer '" + name + "'");
+    const int value = parsed[name].get<int>();
+    if (std::find(allowed.begin(), allowed.end(), value) == allowed.end())
+      throw std::invalid_argument("permute_tokens config '" + json + "': " + name + " = " +
+                                  std::to_string(value) + " is outside the family's space");
+    return value;
+  };
+  return PermuteConfig{head_dim, member("vector_bytes", kPermuteVectorBytes),
+                       member("threads", kPermuteThreads), member("unroll", kPermuteUnroll), direction};
+}
+
+std::string permute_problem_key(int head_dim, PermuteDirection direction) {
+  return "permute_tokens|d" + std::to_string(head_dim) + "|" + direction_name(direction);
+}
+
 PermuteConfig default_permute_config(int head_dim, PermuteDirection direction,
                                      int max_vector_bytes) {
   PermuteConfig config;
@@ -40,8 +68,8 @@ PermuteConfig default_permute_config(int head_dim, PermuteDirection direction,
   return config;
 }
 
-Specialization PermuteFamily::render(const PermuteConfig& config, const jit::Target& target) {
-  Specialization specialization;
+jit::KernelSpec PermuteFamily::render(const PermuteConfig& config, const jit::Target& target) {
+  jit::KernelSpec specialization;
   specialization.family = "permute_tokens";
   specialization.label = config.label();
   specialization.name_expression = config.name_expression();
@@ -52,8 +80,8 @@ Specialization PermuteFamily::render(const PermuteConfig& config, const jit::Tar
   return specialization;
 }
 
-std::vector<Specialization> PermuteFamily::enumerate(const jit::Target& target) const {
-  std::vector<Specialization> space;
+std::vector<jit::KernelSpec> PermuteFamily::enumerate(const jit::Target& target) const {
+  std::vector<jit::KernelSpec> space;
   for (int head_dim : kPermuteHeadDims)
     for (int vector_bytes : kPermuteVectorBytes)
       for (int threads : kPermuteThreads)
@@ -61,6 +89,28 @@ std::vector<Specialization> PermuteFamily::enumerate(const jit::Target& target) 
           for (PermuteDirection direction : {PermuteDirection::gather, PermuteDirection::scatter})
             space.push_back(render({head_dim, vector_bytes, threads, unroll, direction}, target));
   return space;
+}
+
+PermuteTensor dense_permute_tensor(const void* source, TokenLayout source_layout, void* destination,
+                                   TokenLayout destination_layout, int heads, int tokens,
+                                   int head_dim) {
+  const long long h = heads, n = tokens, d = head_dim;
+  // {batch, head, token} strides in elements.
+  const auto strides = [&](TokenLayout layout) {
+    return layout == TokenLayout::bnhd ? std::array<long long, 3>{n * h * d, d, h * d}
+                                       : std::array<long long, 3>{h * n * d, n * d, d};
+  };
+  const auto from = strides(source_layout);
+  const auto to = strides(destination_layout);
+  return PermuteTensor{source, destination, from[0], from[1], from[2], to[0], to[1], to[2]};
+}
+
+std::vector<std::unique_ptr<TuningProblem>> PermuteFamily::tuning_problems() const {
+  std::vector<std::unique_ptr<TuningProblem>> problems;
+  for (int head_dim : kPermuteHeadDims)
+    for (PermuteDirection direction : {PermuteDirection::gather, PermuteDirection::scatter})
+      problems.push_back(std::make_unique<PermuteTuningProblem>(head_dim, direction));
+  return problems;
 }
 
 int PermuteFamily::max_vector_bytes(const PermuteParams& params) {

@@ -17,6 +17,15 @@ namespace sparsejit::templates {
 
 enum class PermuteDirection { gather, scatter };
 
+// Storage orders of a [batch, heads, tokens, head_dim] tensor: the models' [B,N,H,D] and the
+// attention kernels' [B,H,N,D], both dense.
+enum class TokenLayout { bnhd, bhnd };
+
+// One tensor of PermuteParams for dense storage in the given layouts.
+PermuteTensor dense_permute_tensor(const void* source, TokenLayout source_layout, void* destination,
+                                   TokenLayout destination_layout, int heads, int tokens,
+                                   int head_dim);
+
 // Why these values: head dims are the ones the models use (DESIGN.md); vectors of 16 bytes
 // are the widest global access, 8 and 4 serve misaligned strides; 128-256 threads with
 // 1-4 vectors each keep 2-16 KB in flight per CTA, about what one SM needs to cover HBM
@@ -35,6 +44,12 @@ struct PermuteConfig {
 
   std::string name_expression() const;  // "sparsejit::permute_tokens<128, 16, 256, 2, false>"
   std::string label() const;            // "permute_tokens<D=128 vec=16 threads=256 unroll=2 gather>"
+  // The tunable part, as stored in the database: {"threads":256,"unroll":2,"vector_bytes":16}.
+  std::string tuning_json() const;
+  // A config for (head_dim, direction) with the tunable part read from tuning_json();
+  // throws std::invalid_argument for malformed or out-of-space JSON.
+  static PermuteConfig from_tuning_json(int head_dim, PermuteDirection direction,
+                                        const std::string& json);
   friend bool operator==(const PermuteConfig&, const PermuteConfig&) = default;
 };
 
@@ -43,15 +58,21 @@ struct PermuteConfig {
 PermuteConfig default_permute_config(int head_dim, PermuteDirection direction,
                                      int max_vector_bytes = 16);
 
+// The problem key a permute config is tuned and looked up under: "permute_tokens|d128|gather".
+// The timed shape is not part of it: a copy's best config hardly depends on the length.
+std::string permute_problem_key(int head_dim, PermuteDirection direction);
+
 class PermuteFamily final : public KernelFamily {
  public:
   std::string_view name() const override { return "permute_tokens"; }
   std::string_view summary() const override {
     return "gather token rows of Q/K/V into a new order (or scatter O back), any strides";
   }
-  std::vector<Specialization> enumerate(const jit::Target& target) const override;
+  std::vector<jit::KernelSpec> enumerate(const jit::Target& target) const override;
+  // Every head dim x direction, timed on Wan2.1-1.3B 480p Q/K/V (12 heads, 32,760 tokens).
+  std::vector<std::unique_ptr<TuningProblem>> tuning_problems() const override;
 
-  static Specialization render(const PermuteConfig& config, const jit::Target& target);
+  static jit::KernelSpec render(const PermuteConfig& config, const jit::Target& target);
   // The widest vector (16, 8, 4 bytes; 2 means none fits) that every pointer and stride of
   // `params` is aligned to.
   static int max_vector_bytes(const PermuteParams& params);

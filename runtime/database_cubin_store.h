@@ -1,0 +1,24 @@
+#pragma once
+// The database's CUBIN table as the jit layer's CubinStore.
+#include <mutex>
+
+#include "db/database.h"
+#include "jit/kernel_provider.h"
+
+namespace sparsejit::runtime {
+
+class DatabaseCubinStore final : public jit::CubinStore {
+ public:
+  // `database` must outlive the store.
+  explicit DatabaseCubinStore(db::Database& database) : database_(database) {}
+
+  std::optional<jit::CompiledBinary> find(const std::string& key) override;
+  void put(const std::string& key, const jit::KernelSpec& spec,
+           const jit::CompiledBinary& binary) override;
+
+ private:
+  db::Database& database_;
+  std::mutex mutex_;  // one SQLite connection, used by one thread at a time
+};
+
+}  // namespace sparsejit::runtime

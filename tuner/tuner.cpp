@@ -1,0 +1,128 @@
+#include "tuner/tuner.h"
+
+#include <cmath>
+#include <set>
+
+#include "jit/device_memory.h"
+#include "jit/driver_api.h"
+#include "jit/error.h"
+#include "tuner/timing.h"
+
+namespace sparsejit::tuner {
+namespace {
+
+struct Measured {
+  const templates::TuningCandidate* candidate;
+  jit::Kernel kernel;
+  std::string cubin_key;
+  double rel_error;
+  std::vector<double> samples;
+};
+
+db::TrialRecord trial_of(const templates::TuningProblem& problem, const TuneEnvironment& environment,
+                         const templates::TuningCandidate& candidate) {
+  db::TrialRecord trial;
+  trial.gpu_id = environment.gpu_id;
+  trial.family = problem.family();
+  trial.problem_key = problem.key();
+  trial.config_json = candidate.config_json;
+  trial.sm_clock_khz = environment.sm_clock_khz;
+  return trial;
+}
+
+// After a CUDA error: is the context still usable, or did a fault poison it for good?
+bool context_usable() { return jit::driver().cuCtxSynchronize() == CUDA_SUCCESS; }
+
+}  // namespace
+
+ProblemReport tune_problem(templates::TuningProblem& problem, const TuneEnvironment& environment,
+                           const TuneOptions& options, const ProgressCallback& progress) {
+  ProblemReport report;
+  report.key = problem.key();
+  report.description = problem.description();
+  const std::vector<templates::TuningCandidate> candidates = problem.candidates(environment.target);
+  report.candidates = static_cast<int>(candidates.size());
+
+  std::set<std::string> done;
+  for (const db::StoredTrial& stored :
+       environment.database.list_trials(environment.gpu_id, problem.family(), problem.key()))
+    done.insert(stored.trial.config_json);
+
+  environment.context.make_current();
+  jit::Stream stream;
+  problem.prepare();
+  std::vector<Measured> measured;
+  int step = 0;
+  const auto advance = [&](std::string_view what) {
+    if (progress) progress(what, ++step, report.candidates);
+  };
+
+  // Compile (or load), then gate every candidate not tuned before.
+  for (const templates::TuningCandidate& candidate : candidates) {
+    if (done.count(candidate.config_json) != 0) {
+      ++report.resumed;
+      advance("stored");
+      continue;
+    }
+    db::TrialRecord trial = trial_of(problem, environment, candidate);
+    try {
+      const std::string cubin_key = candidate.specialization.request.cache_key();
+      const jit::Kernel kernel = environment.kernels.kernel(environment.context, candidate.specialization);
+      trial.cubin_key = environment.kernels.stored(candidate.specialization) ? cubin_key : "";
+      const double error = problem.check(kernel, candidate, stream.handle());
+      if (!(error <= problem.error_bound())) {  // NaN fails too
+        trial.status = db::TrialStatus::incorrect;
+        trial.rel_error = std::isnan(error) ? std::nullopt : std::optional<double>(error);
+        trial.message = "relative error " + std::to_string(error) + " above the bound " +
+                        std::to_string(problem.error_bound());
+        environment.database.record_trial(trial);
+        ++report.incorrect;
+      } else {
+        measured.push_back({&candidate, kernel, trial.cubin_key, error, {}});
+      }
+    } catch (const jit::JitError& error) {
+      trial.status = db::TrialStatus::failed;
+      trial.message = error.what();
+      environment.database.record_trial(trial);
+      ++report.failed;
+      if (!context_usable())
+        throw ContextLost(candidate.specialization.label + " left the GPU context unusable (" +
+                          error.what() + "); it is recorded as failed: run tune again to resume");
+    }
+    advance("gated");
+  }
+
+  // Time the survivors, interleaved: clock and thermal drift spread over all of them.
+  for (Measured& entry : measured)
+    collect_samples([&] { problem.run(entry.kernel, *entry.candidate, stream.handle()); },
+                    stream.handle(), options.warmup_ms, 1, 10000);
+  for (int round = 0; round < options.rounds; ++round)
+    for (Measured& entry : measured) {
+      const std::vector<double> samples = collect_samples(
+          [&] { problem.run(entry.kernel, *entry.candidate, stream.handle()); }, stream.handle(),
+          options.measure_ms / options.rounds, 3, 10000);
+      entry.samples.insert(entry.samples.end(), samples.begin(), samples.end());
+    }
+  for (Measured& entry : measured) {
+    const Timing timing = summarize(entry.samples);
+    db::TrialRecord trial = trial_of(problem, environment, *entry.candidate);
+    trial.status = db::TrialStatus::ok;
+    trial.median_ms = timing.median_ms;
+    trial.p20_ms = timing.p20_ms;
+    trial.p80_ms = timing.p80_ms;
+    trial.rel_error = entry.rel_error;
+    trial.cubin_key = entry.cubin_key;
+    environment.database.record_trial(trial);
+    ++report.measured;
+  }
+
+  report.best = environment.database.find_best(environment.gpu_id, problem.family(), problem.key());
+  const std::string default_json = problem.default_config_json();
+  for (const db::StoredTrial& stored :
+       environment.database.list_trials(environment.gpu_id, problem.family(), problem.key()))
+    if (stored.trial.config_json == default_json && stored.trial.median_ms)
+      report.default_ms = *stored.trial.median_ms;
+  return report;
+}
+
+}  // namespace sparsejit::tuner
