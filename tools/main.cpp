@@ -12,6 +12,8 @@ int main(int argc, char** argv) {
                "else ~/.cache/sparsejit/tuning.db).",
                "sparsejit"};
   app.require_subcommand(1);
+  app.fallthrough();  // --db may come after the subcommand too
+  app.failure_message(CLI::FailureMessage::help);  // a usage error prints the usage
   GlobalOptions global;
   app.add_option("--db", global.database, "tuning database (default: see above)");
   add_info_command(app, global);
@@ -22,7 +24,13 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& error) {
-    return app.exit(error);
+    if (error.get_exit_code() == 0) return app.exit(error);  // --help
+    // CLI11 checks for a missing subcommand before unexpected words: name the word.
+    if (dynamic_cast<const CLI::RequiredError*>(&error) != nullptr && app.remaining_size() > 0)
+      std::fprintf(stderr, "sparsejit: unknown subcommand or option '%s'\n",
+                   app.remaining().front().c_str());
+    app.exit(error);
+    return kExitError;  // usage errors exit 1, like every other error
   } catch (const std::exception& error) {
     // Subcommand callbacks run inside parse(); their failures land here.
     std::fprintf(stderr, "sparsejit: error: %s\n", error.what());
