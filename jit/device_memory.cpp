@@ -35,7 +35,11 @@ void DeviceBuffer::upload(std::span<const std::uint8_t> host) {
   if (host.size() != bytes_)
     throw JitError("upload of " + std::to_string(host.size()) + " bytes into a buffer of " +
                    std::to_string(bytes_));
-  if (bytes_ != 0) SJ_CU(cuMemcpyHtoD(address_, host.data(), bytes_));
+  if (bytes_ == 0) return;
+  SJ_CU(cuMemcpyHtoD(address_, host.data(), bytes_));
+  // From pageable memory the copy may still be in flight on the legacy stream, which
+  // sparsejit's non-blocking streams do not wait for: finish it here.
+  SJ_CU(cuStreamSynchronize(CU_STREAM_LEGACY));
 }
 
 std::vector<std::uint8_t> DeviceBuffer::download() const {
@@ -45,7 +49,9 @@ std::vector<std::uint8_t> DeviceBuffer::download() const {
 }
 
 void DeviceBuffer::fill(std::uint8_t byte) {
-  if (bytes_ != 0) SJ_CU(cuMemsetD8(address_, byte, bytes_));
+  if (bytes_ == 0) return;
+  SJ_CU(cuMemsetD8(address_, byte, bytes_));
+  SJ_CU(cuStreamSynchronize(CU_STREAM_LEGACY));  // as in upload(): done before any stream reads
 }
 
 Stream::Stream() { SJ_CU(cuStreamCreate(&stream_, CU_STREAM_NON_BLOCKING)); }

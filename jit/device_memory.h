@@ -24,8 +24,9 @@ class DeviceBuffer {
   void* pointer() const { return reinterpret_cast<void*>(address_); }
   std::size_t bytes() const { return bytes_; }
 
+  // All three are synchronous: the data is in place when they return, for any stream.
   void upload(std::span<const std::uint8_t> host);   // host.size() must equal bytes()
-  std::vector<std::uint8_t> download() const;        // synchronous
+  std::vector<std::uint8_t> download() const;
   void fill(std::uint8_t byte);                      // e.g. poison before a test launch
 
   template <class T>

@@ -1,9 +1,11 @@
 #include "jit/driver_api.h"
 
+#include <cudaTypedefs.h>
 #include <dlfcn.h>
 
 #include <mutex>
 #include <string>
+#include <type_traits>
 
 #include "jit/error.h"
 
@@ -33,16 +35,16 @@ LoadedDriver load_driver() {
     return loaded;
   }
   DriverApi& api = loaded.api;
-#define SPARSEJIT_RESOLVE(name)                                                            \
+#define SPARSEJIT_RESOLVE(name, version)                                                   \
   {                                                                                        \
+    static_assert(std::is_same_v<decltype(&::name), PFN_##name##_v##version>,              \
+                  #name ": cuda.h's prototype is not the requested ABI version");          \
     void* pointer = nullptr;                                                               \
     CUdriverProcAddressQueryResult status{};                                               \
-    if (get_proc(#name, &pointer, CUDA_VERSION, CU_GET_PROC_ADDRESS_DEFAULT, &status) !=   \
+    if (get_proc(#name, &pointer, version, CU_GET_PROC_ADDRESS_DEFAULT, &status) !=        \
             CUDA_SUCCESS ||                                                                \
         pointer == nullptr) {                                                              \
-      loaded.failure = "the CUDA driver lacks " #name " for CUDA " +                       \
-                       std::to_string(CUDA_VERSION / 1000) + "." +                         \
-                       std::to_string(CUDA_VERSION % 1000 / 10) + ": update the driver";   \
+      loaded.failure = "the CUDA driver lacks " #name " (ABI " #version "): update the driver"; \
       return loaded;                                                                       \
     }                                                                                      \
     api.name = reinterpret_cast<decltype(api.name)>(pointer);                              \

@@ -14,48 +14,51 @@
 
 namespace sparsejit::jit {
 
-// Every driver function sparsejit calls. X(name) with the name as written in cuda.h;
-// cuda.h's own macros map it to the versioned symbol (cuMemAlloc -> cuMemAlloc_v2).
+// Every driver function sparsejit calls, with the ABI version to ask cuGetProcAddress for:
+// X(name as written in cuda.h, version). The version is the one whose prototype cuda.h
+// declares under that name (cuda.h maps cuMemAlloc to cuMemAlloc_v2, the 3020 ABI); asking
+// for the newest instead can return a different signature (CUDA 13's cuCtxSynchronize takes
+// a context). A static_assert in driver_api.cpp checks each pair against cudaTypedefs.h.
 #define SPARSEJIT_DRIVER_FUNCTIONS(X) \
-  X(cuInit)                           \
-  X(cuDriverGetVersion)               \
-  X(cuGetErrorName)                   \
-  X(cuGetErrorString)                 \
-  X(cuDeviceGetCount)                 \
-  X(cuDeviceGet)                      \
-  X(cuDeviceGetName)                  \
-  X(cuDeviceGetAttribute)             \
-  X(cuDeviceTotalMem)                 \
-  X(cuDeviceGetUuid)                  \
-  X(cuDevicePrimaryCtxRetain)         \
-  X(cuDevicePrimaryCtxRelease)        \
-  X(cuCtxSetCurrent)                  \
-  X(cuCtxGetCurrent)                  \
-  X(cuCtxSynchronize)                 \
-  X(cuModuleLoadData)                 \
-  X(cuModuleUnload)                   \
-  X(cuModuleGetFunction)              \
-  X(cuFuncSetAttribute)               \
-  X(cuFuncGetAttribute)               \
-  X(cuLaunchKernel)                   \
-  X(cuMemAlloc)                       \
-  X(cuMemFree)                        \
-  X(cuMemGetInfo)                     \
-  X(cuMemcpyHtoD)                     \
-  X(cuMemcpyDtoH)                     \
-  X(cuMemcpyDtoDAsync)                \
-  X(cuMemsetD8)                       \
-  X(cuStreamCreate)                   \
-  X(cuStreamDestroy)                  \
-  X(cuStreamSynchronize)              \
-  X(cuEventCreate)                    \
-  X(cuEventRecord)                    \
-  X(cuEventSynchronize)               \
-  X(cuEventElapsedTime)               \
-  X(cuEventDestroy)
+  X(cuInit, 2000)                     \
+  X(cuDriverGetVersion, 2020)         \
+  X(cuGetErrorName, 6000)             \
+  X(cuGetErrorString, 6000)           \
+  X(cuDeviceGetCount, 2000)           \
+  X(cuDeviceGet, 2000)                \
+  X(cuDeviceGetName, 2000)            \
+  X(cuDeviceGetAttribute, 2000)       \
+  X(cuDeviceTotalMem, 3020)           \
+  X(cuDeviceGetUuid, 11040)           \
+  X(cuDevicePrimaryCtxRetain, 7000)   \
+  X(cuDevicePrimaryCtxRelease, 11000) \
+  X(cuCtxSetCurrent, 4000)            \
+  X(cuCtxGetCurrent, 4000)            \
+  X(cuCtxSynchronize, 2000)           \
+  X(cuModuleLoadData, 2000)           \
+  X(cuModuleUnload, 2000)             \
+  X(cuModuleGetFunction, 2000)        \
+  X(cuFuncSetAttribute, 9000)         \
+  X(cuFuncGetAttribute, 2020)         \
+  X(cuLaunchKernel, 4000)             \
+  X(cuMemAlloc, 3020)                 \
+  X(cuMemFree, 3020)                  \
+  X(cuMemGetInfo, 3020)               \
+  X(cuMemcpyHtoD, 3020)               \
+  X(cuMemcpyDtoH, 3020)               \
+  X(cuMemcpyDtoDAsync, 3020)          \
+  X(cuMemsetD8, 3020)                 \
+  X(cuStreamCreate, 2000)             \
+  X(cuStreamDestroy, 4000)            \
+  X(cuStreamSynchronize, 2000)        \
+  X(cuEventCreate, 2000)              \
+  X(cuEventRecord, 2000)              \
+  X(cuEventSynchronize, 2000)         \
+  X(cuEventElapsedTime, 12080)        \
+  X(cuEventDestroy, 4000)             
 
 struct DriverApi {
-#define SPARSEJIT_DECLARE_POINTER(name) decltype(&::name) name = nullptr;
+#define SPARSEJIT_DECLARE_POINTER(name, version) decltype(&::name) name = nullptr;
   SPARSEJIT_DRIVER_FUNCTIONS(SPARSEJIT_DECLARE_POINTER)
 #undef SPARSEJIT_DECLARE_POINTER
 };
