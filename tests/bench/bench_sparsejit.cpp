@@ -1,0 +1,263 @@
+// Microbenchmarks of sparsejit's host-side paths (Google Benchmark). Not a CTest test.
+//   CPU: NVRTC compile time per specialization, the SHA-256 cache key, rendering a
+//        specialization, a CUBIN lookup in the database.
+//   GPU: warm database to first launch, and the in-memory kernel lookup (skipped with
+//        "no GPU: ..." when there is none).
+// Run: build/tests/bench/bench_sparsejit [--benchmark_min_time=0.05] [--benchmark_filter=...]
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <numeric>
+#include <optional>
+#include <stdexcept>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "db/database.h"
+#include "jit/device.h"
+#include "jit/device_memory.h"
+#include "jit/driver_api.h"
+#include "jit/nvrtc_compiler.h"
+#include "jit/target.h"
+#include "jit/kernel_provider.h"
+#include "runtime/database_cubin_store.h"
+#include "templates/permute/permute_family.h"
+#include "templates/registry.h"
+#include "tests/support/test_support.h"
+
+namespace sparsejit::bench {
+namespace {
+
+using templates::PermuteConfig;
+using templates::PermuteDirection;
+using templates::PermuteFamily;
+
+jit::KernelSpec permute_specialization(int head_dim, const jit::Target& target) {
+  return PermuteFamily::render(templates::default_permute_config(head_dim, PermuteDirection::gather), target);
+}
+
+const jit::Target& sm90() {
+  static const jit::Target target = jit::Target::parse("sm_90");
+  return target;
+}
+
+// ------------------------------------------------------------------------------------ CPU
+
+// Figure: "NVRTC compile, one permute_tokens specialization (sm_90), ms per specialization"
+// for D = 64, 96, 128: what a cold cache costs per kernel, and what `sparsejit precompile`
+// spends per entry of a family's space.
+void BM_NvrtcCompilePermute(benchmark::State& state) {
+  const jit::KernelSpec specialization = permute_specialization(static_cast<int>(state.range(0)), sm90());
+  std::size_t cubin_bytes = 0;
+  for (auto _ : state) {
+    jit::CompiledBinary binary = jit::compile(specialization.request);
+    cubin_bytes = binary.cubin.size();
+    benchmark::DoNotOptimize(binary.cubin.data());
+  }
+  state.counters["cubin_bytes"] = static_cast<double>(cubin_bytes);
+  state.SetLabel(specialization.label);
+}
+BENCHMARK(BM_NvrtcCompilePermute)->Arg(64)->Arg(96)->Arg(128)->Unit(benchmark::kMillisecond);
+
+// Figure: "cache key (SHA-256 over source, headers, options, target, NVRTC version), us per
+// key", with the bytes hashed per second. KernelProvider::kernel() computes one per call.
+void BM_CacheKey(benchmark::State& state) {
+  const jit::KernelSpec specialization = permute_specialization(128, sm90());
+  std::size_t hashed = specialization.request.source.size();
+  for (const jit::SourceFile& header : specialization.request.headers)
+    hashed += header.name.size() + header.content.size();
+  for (auto _ : state) {
+    std::string key = specialization.request.cache_key();
+    benchmark::DoNotOptimize(key.data());
+  }
+  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * hashed));
+  state.counters["source_bytes"] = static_cast<double>(hashed);
+}
+BENCHMARK(BM_CacheKey)->Unit(benchmark::kMicrosecond);
+
+// Figure: "render one permute_tokens specialization (CompileRequest with its embedded
+// headers), us": Runtime::permute_tokens renders the specialization on every call.
+void BM_RenderPermuteSpecialization(benchmark::State& state) {
+  for (auto _ : state) {
+    jit::KernelSpec specialization = permute_specialization(128, sm90());
+    benchmark::DoNotOptimize(specialization.request.source.data());
+  }
+}
+BENCHMARK(BM_RenderPermuteSpecialization)->Unit(benchmark::kMicrosecond);
+
+// A database holding the 108 sm_90 specializations of permute_tokens, compiled once per
+// process (a few seconds, in parallel) into a temporary directory.
+struct PrecompiledDatabase {
+  testing::TempDirectory directory;
+  std::filesystem::path path = directory / "bench.db";
+  std::vector<std::string> keys;
+
+  PrecompiledDatabase() {
+    db::Database database = db::Database::open(path);
+    runtime::DatabaseCubinStore store(database);
+    jit::KernelProvider provider(&store);
+    const std::vector<jit::KernelSpec> space = templates::find_family("permute_tokens").enumerate(sm90());
+    std::atomic<std::size_t> next{0};
+    std::mutex failure_mutex;
+    std::string failure;
+    {
+      std::vector<std::jthread> workers;
+      for (unsigned j = 0; j < std::max(2u, std::thread::hardware_concurrency()); ++j)
+        workers.emplace_back([&] {
+          for (std::size_t i = next++; i < space.size(); i = next++) {
+            try {
+              provider.binary(space[i]);
+            } catch (const std::exception& error) {
+              std::lock_guard lock(failure_mutex);
+              failure = error.what();
+            }
+          }
+        });
+    }
+    if (!failure.empty()) throw std::runtime_error("precompiling the bench database: " + failure);
+    for (const jit::KernelSpec& specialization : space) keys.push_back(specialization.request.cache_key());
+  }
+
+  static const PrecompiledDatabase& get() {
+    static const PrecompiledDatabase database;
+    return database;
+  }
+};
+
+// Figure: "Database::find_cubin, hit, in a database of 108 CUBINs (sm_90), us per lookup":
+// the cost of a warm-cache kernel fetch before the module load.
+void BM_DatabaseFindCubin(benchmark::State& state) {
+  const PrecompiledDatabase& precompiled = PrecompiledDatabase::get();
+  const db::Database database = db::Database::open(precompiled.path, {.read_only = true});
+  std::size_t i = 0;
+  std::size_t bytes = 0;
+  for (auto _ : state) {
+    std::optional<db::CubinRecord> record = database.find_cubin(precompiled.keys[i++ % precompiled.keys.size()]);
+    if (!record) {
+      state.SkipWithError("a stored key was not found");
+      break;
+    }
+    bytes += record->binary.size();
+  }
+  state.SetBytesProcessed(static_cast<std::int64_t>(bytes));
+  state.counters["cubins"] = static_cast<double>(database.stats().cubins);
+}
+BENCHMARK(BM_DatabaseFindCubin)->Unit(benchmark::kMicrosecond);
+
+// Figure: "Database::find_cubin, miss (key not stored), us per lookup": what a cold cache
+// pays before it compiles.
+void BM_DatabaseFindCubinMiss(benchmark::State& state) {
+  const PrecompiledDatabase& precompiled = PrecompiledDatabase::get();
+  const db::Database database = db::Database::open(precompiled.path, {.read_only = true});
+  const std::string absent(64, 'f');
+  for (auto _ : state) {
+    if (database.find_cubin(absent)) {
+      state.SkipWithError("an absent key was found");
+      break;
+    }
+  }
+}
+BENCHMARK(BM_DatabaseFindCubinMiss)->Unit(benchmark::kMicrosecond);
+
+// ------------------------------------------------------------------------------------ GPU
+
+// The GPU pieces every GPU benchmark shares: a primary context, a stream and small permute
+// buffers (B=1, H=2, N=1024, D=128, one tensor, [B,N,H,D] -> [B,H,N,D]).
+struct GpuSetup {
+  std::unique_ptr<jit::DeviceContext> context;
+  jit::Target target = sm90();
+  std::unique_ptr<jit::Stream> stream;
+  jit::DeviceBuffer source, destination, permutation;
+  PermuteParams params{};
+  PermuteConfig config;
+
+  explicit GpuSetup(int head_dim = 128, int heads = 2, int tokens = 1024) {
+    const jit::DeviceInfo device = jit::query_device(0);
+    target = jit::Target::for_compute_capability(device.cc_major, device.cc_minor);
+    context = std::make_unique<jit::DeviceContext>(0);
+    context->make_current();
+    stream = std::make_unique<jit::Stream>();
+    const std::size_t bytes = static_cast<std::size_t>(heads) * tokens * head_dim * 2;
+    source = jit::DeviceBuffer(bytes);
+    destination = jit::DeviceBuffer(bytes);
+    source.fill(0x3c);
+    std::vector<int> order(static_cast<std::size_t>(tokens));
+    std::iota(order.begin(), order.end(), 0);
+    std::shuffle(order.begin(), order.end(), std::mt19937(42));
+    permutation = jit::DeviceBuffer::from_host(order);
+    const long long d = head_dim, h = heads, n = tokens;
+    params.tensors[0] = {source.pointer(), destination.pointer(), n * h * d, d, h * d, h * n * d, n * d, d};
+    params.permutation = static_cast<const int*>(permutation.pointer());
+    params.tensor_count = 1;
+    params.batch = 1;
+    params.heads = heads;
+    params.tokens = tokens;
+    config = templates::default_permute_config(head_dim, PermuteDirection::gather,
+                                               PermuteFamily::max_vector_bytes(params));
+  }
+  jit::KernelSpec specialization() const { return PermuteFamily::render(config, target); }
+};
+
+// Skips the benchmark, visibly, when there is no GPU; true when it may run.
+bool require_gpu(benchmark::State& state) {
+  std::string why;
+  if (jit::driver_available(&why)) return true;
+  state.SkipWithError(("no GPU: " + why).c_str());
+  return false;
+}
+
+// Figure: "warm database to first launch, ms": a process that finds its kernel in the
+// database: open the database, new KernelProvider, fetch the CUBIN (hit), cuModuleLoadData,
+// launch one small permute and synchronize (the context already exists; the provider's module
+// is unloaded at the end of each iteration, inside the timing).
+void BM_WarmDatabaseToFirstLaunch(benchmark::State& state) {
+  if (!require_gpu(state)) return;
+  GpuSetup gpu;
+  testing::TempDirectory directory;
+  const std::filesystem::path path = directory / "warm.db";
+  const jit::KernelSpec specialization = gpu.specialization();
+  {
+    db::Database database = db::Database::open(path);
+    runtime::DatabaseCubinStore store(database);
+    jit::KernelProvider(&store).binary(specialization);  // warm the database
+  }
+  for (auto _ : state) {
+    db::Database database = db::Database::open(path);
+    runtime::DatabaseCubinStore store(database);
+    jit::KernelProvider provider(&store);
+    const jit::Kernel kernel = provider.kernel(*gpu.context, specialization);
+    PermuteFamily::launch(kernel, gpu.config, gpu.params, gpu.stream->handle());
+    gpu.stream->synchronize();
+    if (provider.store_hits() != 1 || provider.compiled() != 0) {
+      state.SkipWithError("the kernel did not come from the database");
+      break;
+    }
+  }
+  state.SetLabel(specialization.label + " " + gpu.target.name());
+}
+BENCHMARK(BM_WarmDatabaseToFirstLaunch)->Unit(benchmark::kMillisecond);
+
+// Figure: "loaded kernel lookup, us": KernelProvider::kernel() for a specialization already
+// loaded in this process, i.e. the in-memory hot path before every launch (it includes the
+// cache key of the specialization, see BM_CacheKey).
+void BM_LoadedKernelLookup(benchmark::State& state) {
+  if (!require_gpu(state)) return;
+  GpuSetup gpu;
+  jit::KernelProvider provider(nullptr);
+  const jit::KernelSpec specialization = gpu.specialization();
+  provider.kernel(*gpu.context, specialization);  // compile and load once
+  for (auto _ : state) {
+    jit::Kernel kernel = provider.kernel(*gpu.context, specialization);
+    benchmark::DoNotOptimize(kernel.handle());
+  }
+  if (provider.compiled() != 1) state.SkipWithError("the kernel was compiled more than once");
+}
+BENCHMARK(BM_LoadedKernelLookup)->Unit(benchmark::kMicrosecond);
+
+}  // namespace
+}  // namespace sparsejit::bench

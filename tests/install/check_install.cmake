@@ -1,0 +1,115 @@
+# cmake -P check_install.cmake: installs the build tree into a fresh prefix, then configures,
+# builds and runs tests/install/consumer against that prefix only.
+# Variables: BUILD_DIR (the sparsejit build tree), CONFIG (its build type), WORK_DIR (scratch,
+# emptied first), CONSUMER_SOURCE, GENERATOR, CXX_COMPILER, EXPECTED_VERSION, and optionally
+# CUDA_ROOT (passed on as CUDAToolkit_ROOT).
+cmake_minimum_required(VERSION 3.24)
+foreach(variable BUILD_DIR WORK_DIR CONSUMER_SOURCE GENERATOR CXX_COMPILER EXPECTED_VERSION)
+  if(NOT DEFINED ${variable} OR "${${variable}}" STREQUAL "")
+    message(FATAL_ERROR "check_install.cmake needs -D${variable}=...")
+  endif()
+endforeach()
+
+set(prefix ${WORK_DIR}/prefix)
+set(consumer_build ${WORK_DIR}/consumer-build)
+file(REMOVE_RECURSE ${WORK_DIR})
+file(MAKE_DIRECTORY ${WORK_DIR})
+
+# Runs a command; on failure stops with the command, its exit code and both streams.
+function(run_step name)
+  execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  if(NOT rc EQUAL 0)
+    string(REPLACE ";" " " command "${ARGN}")
+    message(FATAL_ERROR "${name} failed (exit ${rc}): ${command}\n--- stdout ---\n${out}\n--- stderr ---\n${err}")
+  endif()
+  set(step_output "${out}" PARENT_SCOPE)
+endfunction()
+
+# 1. Install.
+set(config_args "")
+if(CONFIG)
+  set(config_args --config ${CONFIG})
+endif()
+run_step("cmake --install" ${CMAKE_COMMAND} --install ${BUILD_DIR} --prefix ${prefix} ${config_args})
+
+# The files a user needs are there.
+file(GLOB config_files ${prefix}/lib*/cmake/sparsejit/sparsejitConfig.cmake)
+file(GLOB libraries ${prefix}/lib*/libsparsejit.so)
+set(missing "")
+foreach(file
+    ${prefix}/include/sparsejit/templates/registry.h
+    ${prefix}/include/sparsejit/templates/kernel_family.h
+    ${prefix}/include/sparsejit/templates/permute/permute_family.h
+    ${prefix}/include/sparsejit/templates/permute/permute_params.h
+    ${prefix}/include/sparsejit/jit/nvrtc_compiler.h
+    ${prefix}/include/sparsejit/db/database.h
+    ${prefix}/include/sparsejit/runtime/runtime.h
+    ${prefix}/bin/sparsejit)
+  if(NOT EXISTS ${file})
+    list(APPEND missing ${file})
+  endif()
+endforeach()
+if(NOT config_files)
+  list(APPEND missing "${prefix}/lib*/cmake/sparsejit/sparsejitConfig.cmake")
+endif()
+if(NOT libraries)
+  list(APPEND missing "${prefix}/lib*/libsparsejit.so")
+endif()
+if(missing)
+  string(REPLACE ";" "\n  " missing "${missing}")
+  message(FATAL_ERROR "cmake --install did not install:\n  ${missing}")
+endif()
+
+# Every header that an installed header includes with "folder/file.h" is installed too.
+file(GLOB_RECURSE installed_headers RELATIVE ${prefix}/include/sparsejit ${prefix}/include/sparsejit/*.h)
+foreach(header IN LISTS installed_headers)
+  file(STRINGS ${prefix}/include/sparsejit/${header} includes REGEX "^#include \"")
+  foreach(line IN LISTS includes)
+    string(REGEX REPLACE "^#include \"([^\"]+)\".*" "\\1" included "${line}")
+    if(NOT EXISTS ${prefix}/include/sparsejit/${included})
+      message(FATAL_ERROR "installed header ${header} includes \"${included}\", which is not installed")
+    endif()
+  endforeach()
+endforeach()
+
+# 2. Configure and build the consumer against the prefix only (no package registries).
+set(configure_args
+  -S ${CONSUMER_SOURCE} -B ${consumer_build} -G ${GENERATOR}
+  -DCMAKE_CXX_COMPILER=${CXX_COMPILER}
+  -DCMAKE_BUILD_TYPE=Release
+  -DCMAKE_PREFIX_PATH=${prefix}
+  -DCMAKE_FIND_USE_PACKAGE_REGISTRY=OFF
+  -DCMAKE_FIND_USE_SYSTEM_PACKAGE_REGISTRY=OFF)
+if(CUDA_ROOT)
+  list(APPEND configure_args -DCUDAToolkit_ROOT=${CUDA_ROOT})
+endif()
+run_step("configuring the consumer" ${CMAKE_COMMAND} ${configure_args})
+set(configure_output "${step_output}")
+file(GLOB expected_dir ${prefix}/lib*/cmake/sparsejit)
+if(NOT configure_output MATCHES "consumer: sparsejit_DIR=${expected_dir}\n")
+  message(FATAL_ERROR "the consumer found sparsejit elsewhere than ${expected_dir}:\n${configure_output}")
+endif()
+if(NOT configure_output MATCHES "consumer: sparsejit_VERSION=${EXPECTED_VERSION}\n")
+  message(FATAL_ERROR "the package reports another version than ${EXPECTED_VERSION}:\n${configure_output}")
+endif()
+run_step("building the consumer" ${CMAKE_COMMAND} --build ${consumer_build})
+
+# 3. Run it and check every line it prints.
+run_step("running the consumer" ${consumer_build}/consumer ${WORK_DIR}/consumer.db)
+set(output "${step_output}")
+message(STATUS "consumer output:\n${output}")
+foreach(pattern
+    "package version ${EXPECTED_VERSION}\n"
+    "nvrtc [0-9]+\\.[0-9]+ \\("
+    "family permute_tokens\n"
+    "compiled permute_tokens<D=128 vec=16 threads=256 unroll=2 gather> for sm_90: ELF cubin, 1 lowered name\\(s\\)\n"
+    "provider: first from nvrtc, second from database, 1 cubin\\(s\\) stored\n"
+    "gpu (available|absent)\n")
+  if(NOT output MATCHES "${pattern}")
+    message(FATAL_ERROR "the consumer's output lacks '${pattern}':\n${output}")
+  endif()
+endforeach()
+if(NOT EXISTS ${WORK_DIR}/consumer.db)
+  message(FATAL_ERROR "the consumer did not create its database")
+endif()
+message(STATUS "install check passed: ${prefix}")

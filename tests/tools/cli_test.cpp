@@ -1,0 +1,636 @@
+// The sparsejit CLI, run as a child process: help and usage errors, info, precompile, db,
+// bench, and where the database lives. Every child gets HOME and XDG_CACHE_HOME inside a
+// temporary directory and no SPARSEJIT_DB unless a test sets one, so the user's real cache
+// is never touched. Tests that behave differently with a GPU assert both branches.
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <map>
+#include <regex>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "db/database.h"
+#include "db/sqlite.h"
+#include "jit/device.h"
+#include "jit/driver_api.h"
+#include "jit/nvrtc_compiler.h"
+#include "jit/target.h"
+#include "templates/registry.h"
+#include "tests/support/gpu_test.h"
+#include "tests/support/test_support.h"
+#include "tests/tools/cli_runner.h"
+
+namespace sparsejit::testing {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+bool has(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+
+bool gpu_present(std::string* why = nullptr) { return jit::driver_available(why); }
+
+// The target of the local GPU 0 (only called when there is one).
+std::string local_target() {
+  const jit::DeviceInfo device = jit::query_device(0);
+  return jit::Target::for_compute_capability(device.cc_major, device.cc_minor).name();
+}
+
+// Parses `text` as JSON; a parse failure fails the test with the text.
+json parse_json(const CliResult& result) {
+  const json parsed = json::parse(result.out, nullptr, /*allow_exceptions=*/false);
+  EXPECT_FALSE(parsed.is_discarded()) << "stdout is not JSON\n" << result.describe();
+  return parsed;
+}
+
+class CliTest : public ::testing::Test {
+ protected:
+  CliTest() {
+    fs::create_directories(home());
+    fs::create_directories(xdg());
+  }
+  fs::path home() const { return temp_ / "home"; }
+  fs::path xdg() const { return temp_ / "xdg"; }
+  fs::path xdg_database() const { return xdg() / "sparsejit" / "tuning.db"; }
+  fs::path home_database() const { return home() / ".cache" / "sparsejit" / "tuning.db"; }
+
+  // HOME and XDG_CACHE_HOME in the temp dir, SPARSEJIT_DB unset; `extra` replaces them.
+  EnvironmentOverrides environment(const EnvironmentOverrides& extra = {}) const {
+    EnvironmentOverrides overrides = {{"HOME", home().string()},
+                                      {"XDG_CACHE_HOME", xdg().string()},
+                                      {"SPARSEJIT_DB", std::nullopt}};
+    for (const auto& [name, value] : extra) overrides[name] = value;
+    return overrides;
+  }
+  CliResult run(const std::vector<std::string>& args, const EnvironmentOverrides& extra = {}) const {
+    return run_cli(args, environment(extra), temp_.path());
+  }
+  // A valid, empty sparsejit database at `path` (created in-process: no compile needed).
+  static void create_database(const fs::path& path) { db::Database::open(path); }
+
+  TempDirectory temp_;
+};
+
+// ---------------------------------------------------------------------------------- help
+
+struct HelpCase {
+  std::vector<std::string> command;       // the subcommand path, e.g. {"db", "cubins"}
+  std::vector<std::string> must_mention;  // its options and subcommands
+};
+
+std::string joined(const std::vector<std::string>& words) {
+  std::string out;
+  for (const std::string& word : words) out += (out.empty() ? "" : " ") + word;
+  return out;
+}
+
+void PrintTo(const HelpCase& help, std::ostream* os) { *os << joined({"sparsejit", joined(help.command), "--help"}); }
+
+class HelpTest : public CliTest, public ::testing::WithParamInterface<HelpCase> {};
+
+TEST_P(HelpTest, ExitsZeroAndListsTheOptions) {
+  std::vector<std::string> args = GetParam().command;
+  args.push_back("--help");
+  const CliResult result = run(args);
+  ASSERT_EQ(result.exit_code, 0) << result.describe();
+  EXPECT_TRUE(result.err.empty()) << result.describe();
+  const std::string usage =
+      "Usage: sparsejit" + (GetParam().command.empty() ? "" : " " + joined(GetParam().command));
+  EXPECT_TRUE(has(result.out, usage)) << "expected '" << usage << "'\n" << result.describe();
+  EXPECT_TRUE(has(result.out, "--help")) << result.describe();
+  for (const std::string& word : GetParam().must_mention)
+    EXPECT_TRUE(has(result.out, word)) << "help should mention '" << word << "'\n" << result.describe();
+  // Help never touches the database.
+  EXPECT_FALSE(fs::exists(xdg_database()));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Subcommands, HelpTest,
+    ::testing::Values(
+        HelpCase{{}, {"--db", "info", "tune", "precompile", "db", "bench", "SPARSEJIT_DB", "XDG_CACHE_HOME"}},
+        HelpCase{{"info"}, {"--json"}},
+        HelpCase{{"tune"}, {"--device", "--family", "--measure-ms", "--json"}},
+        HelpCase{{"precompile"}, {"--arch", "--family", "-j", "--jobs"}},
+        HelpCase{{"db"}, {"gpus", "cubins", "stats"}},
+        HelpCase{{"db", "gpus"}, {"--json"}},
+        HelpCase{{"db", "cubins"}, {"--json", "--family"}},
+        HelpCase{{"db", "stats"}, {"--json"}},
+        HelpCase{{"bench"}, {"permute"}},
+        HelpCase{{"bench", "permute"},
+                 {"--batch", "--heads", "--tokens", "--head-dim", "--tensors", "--direction", "--no-db",
+                  "--json"}}),
+    [](const ::testing::TestParamInfo<HelpCase>& info) {
+      std::string name = info.param.command.empty() ? "top_level" : joined(info.param.command);
+      std::replace(name.begin(), name.end(), ' ', '_');
+      return name;
+    });
+
+// --------------------------------------------------------------------------- usage errors
+
+struct UsageCase {
+  std::string name;
+  std::vector<std::string> args;
+  std::string must_mention;  // in stderr: what was wrong
+};
+
+void PrintTo(const UsageCase& usage, std::ostream* os) { *os << "sparsejit " << joined(usage.args); }
+
+class UsageErrorTest : public CliTest, public ::testing::WithParamInterface<UsageCase> {};
+
+// A usage error: non-zero, and not the "no GPU" code (2) scripts test for; nothing on stdout;
+// stderr says what was wrong and points at --help.
+TEST_P(UsageErrorTest, FailsWithAUsageMessage) {
+  const CliResult result = run(GetParam().args);
+  EXPECT_NE(result.exit_code, 0) << result.describe();
+  EXPECT_NE(result.exit_code, 2) << "2 means 'no GPU'\n" << result.describe();
+  EXPECT_LT(result.exit_code, 128) << "the CLI must not crash\n" << result.describe();
+  EXPECT_TRUE(result.out.empty()) << result.describe();
+  EXPECT_TRUE(has(result.err, "--help")) << result.describe();
+  EXPECT_TRUE(has(result.err, GetParam().must_mention))
+      << "expected '" << GetParam().must_mention << "'\n" << result.describe();
+  EXPECT_FALSE(fs::exists(xdg_database())) << "a usage error must not create the database";
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Cli, UsageErrorTest,
+    ::testing::Values(UsageCase{"no_subcommand", {}, "subcommand is required"},
+                      // The top-level cases below only say a subcommand is required: see the
+                      // report (CLI11 checks require_subcommand before the extra arguments).
+                      UsageCase{"unknown_subcommand", {"nope"}, "subcommand"},
+                      UsageCase{"unknown_top_level_option", {"--bogus"}, "subcommand"},
+                      UsageCase{"unknown_option_of_info", {"info", "--bogus"}, "--bogus"},
+                      UsageCase{"unknown_option_of_db_stats", {"db", "stats", "--verbose"}, "--verbose"},
+                      UsageCase{"db_without_subcommand", {"db"}, "subcommand is required"},
+                      UsageCase{"unknown_db_subcommand", {"db", "nope"}, "subcommand"},
+                      UsageCase{"bench_without_subcommand", {"bench"}, "subcommand is required"},
+                      UsageCase{"jobs_out_of_range", {"precompile", "--arch", "sm_90", "-j", "0"}, "jobs"},
+                      UsageCase{"head_dim_not_in_space", {"bench", "permute", "--head-dim", "80"}, "80"},
+                      UsageCase{"db_option_without_value", {"--db"}, "--db"}),
+    [](const ::testing::TestParamInfo<UsageCase>& info) { return info.param.name; });
+
+// --db is an option of the top-level app; it must work after a subcommand too.
+TEST_F(CliTest, TheDbOptionIsAcceptedAfterTheSubcommand) {
+  const fs::path database = temp_ / "after.db";
+  create_database(database);
+  const CliResult stats = run({"db", "stats", "--json", "--db", database.string()});
+  ASSERT_EQ(stats.exit_code, 0) << stats.describe();
+  EXPECT_EQ(parse_json(stats).value("path", ""), database.string()) << stats.describe();
+  const CliResult info = run({"info", "--json", "--db", database.string()});
+  EXPECT_EQ(parse_json(info).value("database", ""), database.string()) << info.describe();
+  const CliResult refused = run({"precompile", "--arch", "sm_90", "--family", "nope", "--db", database.string()});
+  EXPECT_TRUE(has(refused.err, "no kernel family 'nope'")) << refused.describe();
+}
+
+// A wrong word is named, and the usage is shown.
+TEST_F(CliTest, AnUnknownSubcommandIsNamedAndTheUsageShown) {
+  for (const char* word : {"nope", "--bogus"}) {
+    const CliResult result = run({word});
+    EXPECT_NE(result.exit_code, 0) << result.describe();
+    EXPECT_TRUE(has(result.err, word)) << result.describe();
+    EXPECT_TRUE(has(result.err, "Usage: sparsejit")) << result.describe();
+  }
+}
+
+// ---------------------------------------------------------------------------------- info
+
+TEST_F(CliTest, InfoTextShowsNvrtcAndDatabaseAndExitsTwoWithoutAGpu) {
+  const CliResult result = run({"info"});
+  const std::string nvrtc = jit::nvrtc_version().to_string();
+  EXPECT_TRUE(has(result.out, nvrtc)) << result.describe();
+  EXPECT_TRUE(has(result.out, xdg_database().string())) << result.describe();
+  std::string why;
+  if (!gpu_present(&why)) {
+    EXPECT_EQ(result.exit_code, 2) << result.describe();
+    const std::vector<std::string> lines = lines_of(result.err);
+    ASSERT_EQ(lines.size(), 1u) << "exactly one line on stderr\n" << result.describe();
+    EXPECT_EQ(lines[0], "sparsejit: " + why) << result.describe();
+    EXPECT_FALSE(why.empty());
+  } else {
+    EXPECT_EQ(result.exit_code, 0) << result.describe();
+    EXPECT_TRUE(result.err.empty()) << result.describe();
+    EXPECT_TRUE(has(result.out, jit::query_device(0).name)) << result.describe();
+    EXPECT_TRUE(has(result.out, local_target())) << result.describe();
+  }
+  EXPECT_FALSE(fs::exists(xdg_database())) << "info shows the database path, it must not create the file";
+}
+
+TEST_F(CliTest, InfoJsonHasNvrtcDatabaseAndGpusOrTheReasonThereAreNone) {
+  const CliResult result = run({"info", "--json"});
+  const json report = parse_json(result);
+  ASSERT_TRUE(report.is_object()) << result.describe();
+  EXPECT_EQ(report.value("nvrtc", ""), jit::nvrtc_version().to_string()) << result.describe();
+  EXPECT_EQ(report.value("database", ""), xdg_database().string()) << result.describe();
+  ASSERT_TRUE(report.contains("gpus") && report["gpus"].is_array()) << result.describe();
+  std::string why;
+  if (!gpu_present(&why)) {
+    EXPECT_EQ(result.exit_code, 2) << result.describe();
+    EXPECT_TRUE(report["gpus"].empty()) << result.describe();
+    EXPECT_EQ(report.value("no_gpu", ""), why) << result.describe();
+    const std::vector<std::string> lines = lines_of(result.err);
+    ASSERT_EQ(lines.size(), 1u) << result.describe();
+    EXPECT_EQ(lines[0], "sparsejit: " + why);
+  } else {
+    EXPECT_EQ(result.exit_code, 0) << result.describe();
+    EXPECT_FALSE(report.contains("no_gpu")) << result.describe();
+    ASSERT_GE(report["gpus"].size(), 1u) << result.describe();
+    for (const json& gpu : report["gpus"]) {
+      ASSERT_TRUE(gpu.is_object()) << result.describe();
+      EXPECT_FALSE(gpu.value("name", "").empty()) << gpu.dump();
+      EXPECT_TRUE(gpu.value("target", "").starts_with("sm_")) << gpu.dump();
+      EXPECT_GT(gpu.value("sm_count", 0), 0) << gpu.dump();
+    }
+    EXPECT_EQ(report["gpus"][0].value("target", ""), local_target());
+    EXPECT_EQ(report["gpus"][0].value("sm_count", 0), jit::query_device(0).sm_count);
+  }
+}
+
+// ----------------------------------------------------------------------------- precompile
+
+// Counts the rows of `db cubins --json` per target, checking the fields of every row.
+std::map<std::string, int> cubins_per_target(const json& rows, std::set<std::string>* keys) {
+  static const std::regex kSha256("^[0-9a-f]{64}$");
+  std::map<std::string, int> counts;
+  for (const json& row : rows) {
+    EXPECT_EQ(row.value("family", ""), "permute_tokens") << row.dump();
+    const std::string key = row.value("key", "");
+    EXPECT_TRUE(std::regex_match(key, kSha256)) << "key is not 64 hex digits: " << row.dump();
+    EXPECT_GT(row.value("binary_bytes", 0), 0) << row.dump();
+    EXPECT_EQ(row.value("nvrtc_version", ""), jit::nvrtc_version().to_string()) << row.dump();
+    keys->insert(key);
+    ++counts[row.value("target", "")];
+  }
+  return counts;
+}
+
+// One flow (each gtest case runs in its own process under CTest, so the compiled database
+// cannot be shared between cases): compile, recompile nothing, inspect, add two targets.
+TEST_F(CliTest, PrecompileCompilesOnceThenFindsEverythingStored) {
+  const fs::path database = temp_ / "t.db";
+  const fs::path environment_database = temp_ / "env.db";
+  // --db wins over SPARSEJIT_DB and XDG_CACHE_HOME (both set here).
+  const EnvironmentOverrides with_env = {{"SPARSEJIT_DB", environment_database.string()}};
+  {
+    SCOPED_TRACE("first precompile");
+    const CliResult result = run({"--db", database.string(), "precompile", "--arch", "sm_90"}, with_env);
+    ASSERT_EQ(result.exit_code, 0) << result.describe();
+    const std::vector<std::string> lines = lines_of(result.out);
+    ASSERT_EQ(lines.size(), 1u) << result.describe();
+    EXPECT_TRUE(lines[0].starts_with("108 specializations for sm_90: 108 compiled, 0 already in " +
+                                     database.string()))
+        << result.describe();
+    EXPECT_TRUE(fs::exists(database));
+    EXPECT_FALSE(fs::exists(environment_database)) << "--db must override SPARSEJIT_DB";
+    EXPECT_FALSE(fs::exists(xdg_database())) << "--db must override XDG_CACHE_HOME";
+    EXPECT_FALSE(fs::exists(home_database()));
+  }
+  {
+    SCOPED_TRACE("second precompile");
+    const CliResult result = run({"--db", database.string(), "precompile", "--arch", "sm_90"});
+    ASSERT_EQ(result.exit_code, 0) << result.describe();
+    EXPECT_TRUE(has(result.out, "108 specializations for sm_90: 0 compiled, 108 already in " +
+                                    database.string()))
+        << result.describe();
+  }
+  {
+    SCOPED_TRACE("db stats --json");
+    const CliResult result = run({"--db", database.string(), "db", "stats", "--json"});
+    ASSERT_EQ(result.exit_code, 0) << result.describe();
+    const json stats = parse_json(result);
+    EXPECT_EQ(stats.value("cubins", -1), 108) << result.describe();
+    EXPECT_EQ(stats.value("schema_version", -1), 2) << result.describe();
+    EXPECT_EQ(stats.value("gpus", -1), 0) << "precompile records no GPU\n" << result.describe();
+    EXPECT_GT(stats.value("cubin_bytes", 0), 108 * 1000) << result.describe();
+    EXPECT_EQ(stats.value("path", ""), database.string()) << result.describe();
+  }
+  {
+    SCOPED_TRACE("db stats (table)");
+    const CliResult result = run({"--db", database.string(), "db", "stats"});
+    ASSERT_EQ(result.exit_code, 0) << result.describe();
+    EXPECT_TRUE(std::regex_search(result.out, std::regex("CUBINs +108 ")))
+        << result.describe();
+    EXPECT_TRUE(std::regex_search(result.out, std::regex("schema version +2\n"))) << result.describe();
+  }
+  {
+    SCOPED_TRACE("db cubins --json");
+    const CliResult result = run({"--db", database.string(), "db", "cubins", "--json"});
+    ASSERT_EQ(result.exit_code, 0) << result.describe();
+    const json rows = parse_json(result);
+    ASSERT_TRUE(rows.is_array()) << result.describe();
+    EXPECT_EQ(rows.size(), 108u);
+    std::set<std::string> keys;
+    const std::map<std::string, int> counts = cubins_per_target(rows, &keys);
+    EXPECT_EQ(counts, (std::map<std::string, int>{{"sm_90", 108}}));
+    EXPECT_EQ(keys.size(), 108u) << "every specialization has its own key";
+  }
+  {
+    SCOPED_TRACE("db cubins (table)");
+    const CliResult result = run({"--db", database.string(), "db", "cubins"});
+    ASSERT_EQ(result.exit_code, 0) << result.describe();
+    const std::vector<std::string> lines = lines_of(result.out);
+    ASSERT_EQ(lines.size(), 110u) << "header, rule and 108 rows\n" << result.describe();
+    EXPECT_TRUE(lines[0].starts_with("family") && has(lines[0], "target") && has(lines[0], "key"))
+        << lines[0];
+    EXPECT_EQ(lines[1].find_first_not_of('-'), std::string::npos) << lines[1];
+    for (std::size_t i = 2; i < lines.size(); ++i) {
+      EXPECT_TRUE(std::regex_search(lines[i], std::regex("^permute_tokens +sm_90 +permute_tokens<D=")))
+          << lines[i];
+    }
+  }
+  {
+    SCOPED_TRACE("db cubins --family");
+    const CliResult other = run({"--db", database.string(), "db", "cubins", "--family", "nope", "--json"});
+    ASSERT_EQ(other.exit_code, 0) << other.describe();
+    EXPECT_EQ(parse_json(other), json::array());
+    const CliResult text = run({"--db", database.string(), "db", "cubins", "--family", "nope"});
+    EXPECT_TRUE(has(text.out, "no CUBINs stored in " + database.string())) << text.describe();
+  }
+  {
+    SCOPED_TRACE("db gpus");
+    const CliResult text = run({"--db", database.string(), "db", "gpus"});
+    ASSERT_EQ(text.exit_code, 0) << text.describe();
+    EXPECT_TRUE(has(text.out, "no GPUs recorded")) << text.describe();
+    const CliResult as_json = run({"--db", database.string(), "db", "gpus", "--json"});
+    ASSERT_EQ(as_json.exit_code, 0) << as_json.describe();
+    EXPECT_EQ(parse_json(as_json), json::array()) << as_json.describe();
+  }
+  {
+    SCOPED_TRACE("two more targets, database named by SPARSEJIT_DB");
+    const CliResult result =
+        run({"precompile", "--arch", "sm_80", "--arch", "sm_90a", "--family", "permute_tokens", "-j", "2"},
+            {{"SPARSEJIT_DB", database.string()}});
+    ASSERT_EQ(result.exit_code, 0) << result.describe();
+    EXPECT_TRUE(has(result.out, "216 specializations for sm_80, sm_90a: 216 compiled, 0 already in " +
+                                    database.string()))
+        << result.describe();
+    EXPECT_FALSE(fs::exists(xdg_database())) << "SPARSEJIT_DB must override XDG_CACHE_HOME";
+    const CliResult listed = run({"--db", database.string(), "db", "cubins", "--json"});
+    ASSERT_EQ(listed.exit_code, 0) << listed.describe();
+    const json rows = parse_json(listed);
+    ASSERT_TRUE(rows.is_array());
+    std::set<std::string> keys;
+    EXPECT_EQ(cubins_per_target(rows, &keys),
+              (std::map<std::string, int>{{"sm_80", 108}, {"sm_90", 108}, {"sm_90a", 108}}));
+    EXPECT_EQ(keys.size(), 324u) << "the target is part of the key";
+    const CliResult stats = run({"--db", database.string(), "db", "stats", "--json"});
+    EXPECT_EQ(parse_json(stats).value("cubins", -1), 324) << stats.describe();
+  }
+}
+
+TEST_F(CliTest, PrecompileOfAnUnknownFamilyNamesTheRegisteredOnes) {
+  const fs::path database = temp_ / "t.db";
+  const CliResult result =
+      run({"--db", database.string(), "precompile", "--arch", "sm_90", "--family", "nope"});
+  EXPECT_EQ(result.exit_code, 1) << result.describe();
+  EXPECT_TRUE(result.out.empty()) << result.describe();
+  EXPECT_TRUE(result.err.starts_with("sparsejit: ")) << result.describe();
+  EXPECT_TRUE(has(result.err, "'nope'")) << result.describe();
+  ASSERT_FALSE(templates::registered_families().empty());
+  for (const templates::KernelFamily* family : templates::registered_families())
+    EXPECT_TRUE(has(result.err, std::string(family->name()))) << result.describe();
+  EXPECT_FALSE(fs::exists(database)) << "a refused precompile must not create the database";
+}
+
+TEST_F(CliTest, PrecompileForAnUnsupportedTargetListsTheSupportedOnes) {
+  const fs::path database = temp_ / "t.db";
+  const CliResult result = run({"--db", database.string(), "precompile", "--arch", "sm_12"});
+  EXPECT_EQ(result.exit_code, 1) << result.describe();
+  EXPECT_TRUE(result.out.empty()) << result.describe();
+  EXPECT_TRUE(result.err.starts_with("sparsejit: ")) << result.describe();
+  EXPECT_TRUE(has(result.err, "'sm_12'")) << result.describe();
+  for (const char* supported : {"sm_80", "sm_90"})
+    EXPECT_TRUE(has(result.err, supported)) << "should list " << supported << "\n" << result.describe();
+  EXPECT_FALSE(fs::exists(database));
+}
+
+TEST_F(CliTest, PrecompileWithoutArchNeedsAGpu) {
+  const fs::path database = temp_ / "t.db";
+  std::string why;
+  if (!gpu_present(&why)) {
+    const CliResult result = run({"--db", database.string(), "precompile"});
+    EXPECT_EQ(result.exit_code, 1) << result.describe();
+    EXPECT_TRUE(result.out.empty()) << result.describe();
+    EXPECT_EQ(lines_of(result.err).size(), 1u) << result.describe();
+    EXPECT_TRUE(has(result.err, why)) << result.describe();
+    EXPECT_TRUE(has(result.err, "name the target to build for with --arch")) << result.describe();
+    EXPECT_FALSE(fs::exists(database));
+  } else {
+    // With a GPU it builds for the local target.
+    const CliResult result = run({"--db", database.string(), "precompile"});
+    ASSERT_EQ(result.exit_code, 0) << result.describe();
+    EXPECT_TRUE(has(result.out, "108 specializations for " + local_target() + ": ")) << result.describe();
+  }
+}
+
+// ------------------------------------------------------------------------------------ db
+
+TEST_F(CliTest, DbCommandsOnAMissingFileSayThereIsNoDatabase) {
+  const fs::path missing = temp_ / "missing.db";
+  for (const std::vector<std::string>& command :
+       {std::vector<std::string>{"stats"}, {"gpus"}, {"cubins"}, {"stats", "--json"}}) {
+    std::vector<std::string> args = {"--db", missing.string(), "db"};
+    args.insert(args.end(), command.begin(), command.end());
+    const CliResult result = run(args);
+    SCOPED_TRACE(joined(args));
+    EXPECT_EQ(result.exit_code, 1) << result.describe();
+    EXPECT_TRUE(result.out.empty()) << result.describe();
+    EXPECT_TRUE(has(result.err, "no database at " + missing.string())) << result.describe();
+    EXPECT_EQ(lines_of(result.err).size(), 1u) << result.describe();
+    EXPECT_FALSE(fs::exists(missing)) << "db commands are read-only: they must not create the file";
+  }
+  // The default path is named when no --db is given.
+  const CliResult result = run({"db", "stats"});
+  EXPECT_EQ(result.exit_code, 1) << result.describe();
+  EXPECT_TRUE(has(result.err, "no database at " + xdg_database().string())) << result.describe();
+  EXPECT_FALSE(fs::exists(xdg_database()));
+}
+
+TEST_F(CliTest, DbCommandsRefuseAGarbageFileAndLeaveItUntouched) {
+  const fs::path garbage = temp_ / "garbage.db";
+  std::mt19937_64 generator = fresh_generator();
+  std::vector<char> bytes(8192);
+  for (char& byte : bytes) byte = static_cast<char>(generator() & 0xff);
+  bytes[0] = 'X';  // never the SQLite magic header by chance
+  write_bytes(garbage, bytes);
+  for (const char* command : {"stats", "gpus", "cubins"}) {
+    const CliResult result = run({"--db", garbage.string(), "db", command});
+    SCOPED_TRACE(command);
+    EXPECT_EQ(result.exit_code, 1) << result.describe();
+    EXPECT_TRUE(result.out.empty()) << result.describe();
+    EXPECT_TRUE(std::regex_search(result.err, std::regex("not a (SQLite|sparsejit) database")))
+        << result.describe();
+    EXPECT_TRUE(has(result.err, garbage.string())) << result.describe();
+    EXPECT_EQ(read_bytes(garbage), bytes) << "the file must be byte-identical afterwards";
+  }
+  // No journal, WAL or shared-memory file was left beside it.
+  std::vector<std::string> names;
+  for (const fs::directory_entry& entry : fs::directory_iterator(temp_.path()))
+    if (entry.is_regular_file()) names.push_back(entry.path().filename().string());
+  EXPECT_EQ(names, std::vector<std::string>{"garbage.db"});
+}
+
+TEST_F(CliTest, DbCommandsRefuseTheSqliteDatabaseOfAnotherProgram) {
+  const fs::path foreign = temp_ / "foreign.db";
+  {
+    db::Connection connection = db::Connection::open(foreign, db::OpenMode::read_write_create);
+    connection.exec("CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT); "
+                    "INSERT INTO notes (text) VALUES ('keep me');");
+  }
+  const std::vector<char> before = read_bytes(foreign);
+  ASSERT_FALSE(before.empty());
+  const CliResult result = run({"--db", foreign.string(), "db", "stats"});
+  EXPECT_EQ(result.exit_code, 1) << result.describe();
+  EXPECT_TRUE(has(result.err, "not a sparsejit")) << result.describe();
+  EXPECT_EQ(read_bytes(foreign), before);
+}
+
+TEST_F(CliTest, DbStatsOnAnEmptyFileSaysItIsNotADatabaseYet) {
+  const fs::path empty = temp_ / "empty.db";
+  write_bytes(empty, {});
+  const CliResult result = run({"--db", empty.string(), "db", "stats"});
+  EXPECT_EQ(result.exit_code, 1) << result.describe();
+  EXPECT_TRUE(has(result.err, "empty")) << result.describe();
+  EXPECT_EQ(fs::file_size(empty), 0u) << "a read-only command must not initialize the file";
+}
+
+TEST_F(CliTest, DbOnAFreshDatabaseHasNoGpusAndNoCubins) {
+  const fs::path database = temp_ / "fresh.db";
+  create_database(database);
+  const CliResult gpus = run({"--db", database.string(), "db", "gpus"});
+  EXPECT_EQ(gpus.exit_code, 0) << gpus.describe();
+  EXPECT_EQ(gpus.out, "no GPUs recorded in " + database.string() + "\n") << gpus.describe();
+  const CliResult gpus_json = run({"--db", database.string(), "db", "gpus", "--json"});
+  EXPECT_EQ(gpus_json.exit_code, 0) << gpus_json.describe();
+  EXPECT_EQ(parse_json(gpus_json), json::array());
+  const CliResult cubins_json = run({"--db", database.string(), "db", "cubins", "--json"});
+  EXPECT_EQ(cubins_json.exit_code, 0) << cubins_json.describe();
+  EXPECT_EQ(parse_json(cubins_json), json::array());
+  const CliResult stats = run({"--db", database.string(), "db", "stats", "--json"});
+  const json report = parse_json(stats);
+  EXPECT_EQ(report.value("cubins", -1), 0) << stats.describe();
+  EXPECT_EQ(report.value("gpus", -1), 0) << stats.describe();
+  EXPECT_EQ(report.value("schema_version", -1), 2) << stats.describe();
+}
+
+// ---------------------------------------------------------------------- database location
+
+// The database a command opens: --db, else $SPARSEJIT_DB, else $XDG_CACHE_HOME/sparsejit/
+// tuning.db (absolute paths only), else $HOME/.cache/sparsejit/tuning.db. Every candidate
+// holds a database, so the path that `db stats` reports is the one it chose.
+TEST_F(CliTest, DbFlagOverridesSparsejitDbWhichOverridesXdgWhichOverridesHome) {
+  const fs::path flag = temp_ / "flag.db";
+  const fs::path environment_variable = temp_ / "env.db";
+  for (const fs::path& path : {flag, environment_variable, xdg_database(), home_database()})
+    create_database(path);
+  struct Case {
+    std::string name;
+    std::vector<std::string> args;
+    EnvironmentOverrides environment;
+    fs::path expected;
+  };
+  const std::vector<Case> cases = {
+      {"--db with everything set", {"--db", flag.string()}, {{"SPARSEJIT_DB", environment_variable.string()}}, flag},
+      {"SPARSEJIT_DB over XDG and HOME", {}, {{"SPARSEJIT_DB", environment_variable.string()}},
+       environment_variable},
+      {"XDG over HOME", {}, {}, xdg_database()},
+      {"empty SPARSEJIT_DB is ignored", {}, {{"SPARSEJIT_DB", ""}}, xdg_database()},
+      {"HOME when XDG is unset", {}, {{"XDG_CACHE_HOME", std::nullopt}}, home_database()},
+      {"relative XDG is ignored", {}, {{"XDG_CACHE_HOME", "relative/cache"}}, home_database()},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    std::vector<std::string> args = c.args;
+    for (const char* word : {"db", "stats", "--json"}) args.push_back(word);
+    const CliResult stats = run(args, c.environment);
+    ASSERT_EQ(stats.exit_code, 0) << stats.describe();
+    EXPECT_EQ(parse_json(stats).value("path", ""), c.expected.string()) << stats.describe();
+    // info reports the same choice.
+    std::vector<std::string> info_args = c.args;
+    for (const char* word : {"info", "--json"}) info_args.push_back(word);
+    const CliResult info = run(info_args, c.environment);
+    EXPECT_EQ(parse_json(info).value("database", ""), c.expected.string()) << info.describe();
+  }
+}
+
+TEST_F(CliTest, WithoutDbSparsejitDbXdgOrHomeTheCliExplainsWhatToSet) {
+  const EnvironmentOverrides nothing = {{"HOME", std::nullopt}, {"XDG_CACHE_HOME", std::nullopt}};
+  const CliResult stats = run({"db", "stats"}, nothing);
+  EXPECT_EQ(stats.exit_code, 1) << stats.describe();
+  EXPECT_TRUE(has(stats.err, "SPARSEJIT_DB") && has(stats.err, "--db")) << stats.describe();
+  const CliResult info = run({"info", "--json"}, nothing);
+  EXPECT_TRUE(parse_json(info).value("database", "").starts_with("(none: ")) << info.describe();
+}
+
+// ---------------------------------------------------------------------------------- bench
+
+// tune: without a GPU it says so and pre-compiles for the common targets (the README's first
+// command must do useful work on any machine); with one it tunes, and a second run resumes.
+TEST_F(CliTest, TuneTunesOnAGpuAndPrecompilesWithoutOne) {
+  const fs::path database = temp_ / "tune.db";
+  std::string why;
+  if (!gpu_present(&why)) {
+    const CliResult result = run({"--db", database.string(), "tune"});
+    ASSERT_EQ(result.exit_code, 0) << result.describe();
+    const std::vector<std::string> lines = lines_of(result.err);
+    ASSERT_FALSE(lines.empty()) << result.describe();
+    EXPECT_EQ(lines[0], "sparsejit: " + why +
+                            ": tuning needs a GPU; pre-compiling the candidates for sm_80, sm_86, "
+                            "sm_89, sm_90 instead")
+        << result.describe();
+    EXPECT_TRUE(has(result.out, "432 specializations for sm_80, sm_86, sm_89, sm_90: 432 compiled"))
+        << result.describe();
+    EXPECT_EQ(parse_json(run({"--db", database.string(), "db", "stats", "--json"})).value("cubins", 0), 432);
+    return;
+  }
+  const CliResult first = run({"--db", database.string(), "tune", "--measure-ms", "3", "--json"});
+  ASSERT_EQ(first.exit_code, 0) << first.describe();
+  const json problems = parse_json(first);
+  ASSERT_EQ(problems.size(), 6u) << first.describe();  // 3 head dims x gather/scatter
+  for (const json& problem : problems) {
+    EXPECT_EQ(problem.value("measured", -1), 27) << problem.dump();
+    EXPECT_TRUE(problem["best_config"].is_object()) << problem.dump();
+    EXPECT_GT(problem.value("best_ms", 0.0), 0.0) << problem.dump();
+    EXPECT_LE(problem.value("best_ms", 0.0), problem.value("default_ms", 0.0)) << problem.dump();
+  }
+  const CliResult second = run({"--db", database.string(), "tune", "--measure-ms", "3", "--json"});
+  ASSERT_EQ(second.exit_code, 0) << second.describe();
+  for (const json& problem : parse_json(second)) {
+    EXPECT_EQ(problem.value("measured", -1), 0) << problem.dump();
+    EXPECT_EQ(problem.value("resumed", -1), 27) << problem.dump();
+  }
+  const json stats = parse_json(run({"--db", database.string(), "db", "stats", "--json"}));
+  EXPECT_EQ(stats.value("trials", 0), 162);
+  EXPECT_EQ(stats.value("best_configs", 0), 6);
+}
+
+TEST_F(CliTest, BenchPermuteNeedsAGpu) {
+  const fs::path database = temp_ / "bench.db";
+  std::string why;
+  if (!gpu_present(&why)) {
+    const CliResult result = run({"--db", database.string(), "bench", "permute"});
+    EXPECT_EQ(result.exit_code, 2) << result.describe();
+    EXPECT_TRUE(result.out.empty()) << result.describe();
+    const std::vector<std::string> lines = lines_of(result.err);
+    ASSERT_EQ(lines.size(), 1u) << "exactly one line on stderr\n" << result.describe();
+    EXPECT_TRUE(lines[0].starts_with("sparsejit: " + why)) << result.describe();
+    EXPECT_TRUE(has(lines[0], "GPU")) << result.describe();
+    EXPECT_FALSE(fs::exists(database));
+  } else {
+    // A small shape: compiles one kernel into a fresh database, times it, records the GPU.
+    const CliResult result = run({"--db", database.string(), "bench", "permute", "--tokens", "4096",
+                                  "--heads", "2", "--head-dim", "64", "--json"});
+    ASSERT_EQ(result.exit_code, 0) << result.describe();
+    const json report = parse_json(result);
+    EXPECT_GT(report["permute_ms"].value("median", 0.0), 0.0) << result.describe();
+    EXPECT_GT(report.value("copy_gb_per_s", 0.0), 0.0) << result.describe();
+    EXPECT_EQ(report.value("kernels_compiled", -1) + report.value("kernels_from_database", -1), 1)
+        << result.describe();
+    const CliResult gpus = run({"--db", database.string(), "db", "gpus", "--json"});
+    EXPECT_EQ(parse_json(gpus).size(), 1u) << gpus.describe();
+  }
+}
+
+}  // namespace
+}  // namespace sparsejit::testing
