@@ -9,8 +9,7 @@ foreach(folder jit db templates tuner runtime)
 endforeach()
 
 install(TARGETS sparsejit EXPORT sparsejitTargets
-        LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
-        INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+        LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
 install(EXPORT sparsejitTargets NAMESPACE sparsejit::
         DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/sparsejit)
 configure_package_config_file(${PROJECT_SOURCE_DIR}/cmake/sparsejitConfig.cmake.in

@@ -31,7 +31,7 @@ PermuteChoice Runtime::permute_config(int head_dim, templates::PermuteDirection 
   const std::string key = templates::permute_problem_key(head_dim, direction);
   std::optional<std::string> tuned;
   {
-    std::lock_guard lock(tuned_mutex_);
+    std::lock_guard lock(cache_mutex_);
     auto found = tuned_configs_.find(key);
     if (found == tuned_configs_.end()) {
       std::optional<db::BestConfig> best = database_->find_best(gpu_id_, "permute_tokens", key);
@@ -52,8 +52,20 @@ void Runtime::permute_tokens(const PermuteParams& params, int head_dim,
   const templates::PermuteConfig config =
       permute_config(head_dim, direction, PermuteFamily::max_vector_bytes(params)).config;
   PermuteFamily::validate(config, params);
-  const jit::Kernel kernel = kernels_->kernel(*context_, PermuteFamily::render(config, target_));
-  PermuteFamily::launch(kernel, config, params, stream);
+  // Loaded kernels are kept by name expression (the target is fixed), so a repeated call
+  // neither renders nor hashes the source again.
+  const std::string name = config.name_expression();
+  std::optional<jit::Kernel> kernel;
+  {
+    std::lock_guard lock(cache_mutex_);
+    if (auto found = permute_kernels_.find(name); found != permute_kernels_.end()) kernel = found->second;
+  }
+  if (!kernel) {
+    kernel = kernels_->kernel(*context_, PermuteFamily::render(config, target_));
+    std::lock_guard lock(cache_mutex_);
+    permute_kernels_.emplace(name, *kernel);
+  }
+  PermuteFamily::launch(*kernel, config, params, stream);
 }
 
 }  // namespace sparsejit::runtime

@@ -73,8 +73,9 @@ class Runtime {
   std::int64_t gpu_id_ = 0;
   std::unique_ptr<DatabaseCubinStore> cubin_store_;
   std::unique_ptr<jit::KernelProvider> kernels_;
-  std::mutex tuned_mutex_;
+  std::mutex cache_mutex_;  // guards the two maps below
   std::map<std::string, std::optional<std::string>> tuned_configs_;  // problem key -> best JSON
+  std::map<std::string, jit::Kernel> permute_kernels_;  // name expression -> loaded kernel
 };
 
 }  // namespace sparsejit::runtime
