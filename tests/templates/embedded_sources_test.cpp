@@ -2,6 +2,7 @@
 // and every kernel source of the tree is embedded.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <set>
 #include <stdexcept>
@@ -17,7 +18,15 @@
 namespace sparsejit::templates {
 namespace {
 
-const std::filesystem::path kTemplatesDir = std::filesystem::path(SPARSEJIT_SOURCE_DIR) / "templates";
+// The tree the test was built from, or $SPARSEJIT_SOURCE_DIR where the binary runs elsewhere
+// (the GPU machine runs it from another checkout of the same commit).
+std::filesystem::path templates_directory() {
+  const char* override_dir = std::getenv("SPARSEJIT_SOURCE_DIR");
+  const std::filesystem::path root =
+      override_dir != nullptr && *override_dir != '\0' ? override_dir : SPARSEJIT_SOURCE_DIR;
+  return root / "templates";
+}
+const std::filesystem::path kTemplatesDir = templates_directory();
 
 std::string file_text(const std::filesystem::path& path) {
   const std::vector<char> bytes = testing::read_bytes(path);
