@@ -18,6 +18,7 @@
 #include "jit/driver_api.h"
 #include "jit/nvrtc_compiler.h"
 #include "jit/target.h"
+#include "templates/permute/permute_family.h"
 #include "templates/registry.h"
 #include "tests/support/gpu_test.h"
 #include "tests/support/test_support.h"
@@ -584,12 +585,16 @@ TEST_F(CliTest, TuneTunesOnAGpuAndPrecompilesWithoutOne) {
     EXPECT_EQ(parse_json(run({"--db", database.string(), "db", "stats", "--json"})).value("cubins", 0), 432);
     return;
   }
+  // Every vector width x threads x unroll of the family's space, per (head dim, direction).
+  constexpr int kCandidatesPerProblem = static_cast<int>(
+      templates::kPermuteVectorBytes.size() * templates::kPermuteThreads.size() *
+      templates::kPermuteUnroll.size());
   const CliResult first = run({"--db", database.string(), "tune", "--measure-ms", "3", "--json"});
   ASSERT_EQ(first.exit_code, 0) << first.describe();
   const json problems = parse_json(first);
   ASSERT_EQ(problems.size(), 6u) << first.describe();  // 3 head dims x gather/scatter
   for (const json& problem : problems) {
-    EXPECT_EQ(problem.value("measured", -1), 27) << problem.dump();
+    EXPECT_EQ(problem.value("measured", -1), kCandidatesPerProblem) << problem.dump();
     EXPECT_TRUE(problem["best_config"].is_object()) << problem.dump();
     EXPECT_GT(problem.value("best_ms", 0.0), 0.0) << problem.dump();
     EXPECT_LE(problem.value("best_ms", 0.0), problem.value("default_ms", 0.0)) << problem.dump();
@@ -598,10 +603,10 @@ TEST_F(CliTest, TuneTunesOnAGpuAndPrecompilesWithoutOne) {
   ASSERT_EQ(second.exit_code, 0) << second.describe();
   for (const json& problem : parse_json(second)) {
     EXPECT_EQ(problem.value("measured", -1), 0) << problem.dump();
-    EXPECT_EQ(problem.value("resumed", -1), 27) << problem.dump();
+    EXPECT_EQ(problem.value("resumed", -1), kCandidatesPerProblem) << problem.dump();
   }
   const json stats = parse_json(run({"--db", database.string(), "db", "stats", "--json"}));
-  EXPECT_EQ(stats.value("trials", 0), 162);
+  EXPECT_EQ(stats.value("trials", 0), 6 * kCandidatesPerProblem);
   EXPECT_EQ(stats.value("best_configs", 0), 6);
 }
 

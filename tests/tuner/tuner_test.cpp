@@ -18,6 +18,11 @@ namespace {
 using templates::PermuteDirection;
 using templates::PermuteTuningProblem;
 
+// Every vector width x threads x unroll of the permute space, for one head dim and direction.
+constexpr int kCandidates = static_cast<int>(templates::kPermuteVectorBytes.size() *
+                                             templates::kPermuteThreads.size() *
+                                             templates::kPermuteUnroll.size());
+
 // A permute problem with two planted faults: one candidate's gate result is reported wrong,
 // and one extra candidate's source does not compile.
 class FaultyPermuteProblem final : public templates::TuningProblem {
@@ -82,15 +87,15 @@ TEST_F(TunerTest, MeasuresEveryCandidateAndKeepsTheFastest) {
   int progress_calls = 0;
   const ProblemReport report = tune_problem(problem, environment(), quick(),
                                             [&](std::string_view, int, int) { ++progress_calls; });
-  EXPECT_EQ(report.candidates, 27);
-  EXPECT_EQ(report.measured, 27);
+  EXPECT_EQ(report.candidates, kCandidates);
+  EXPECT_EQ(report.measured, kCandidates);
   EXPECT_EQ(report.resumed, 0);
   EXPECT_EQ(report.incorrect + report.failed, 0);
-  EXPECT_EQ(progress_calls, 27);
+  EXPECT_EQ(progress_calls, kCandidates);
   ASSERT_TRUE(report.best.has_value());
   ASSERT_TRUE(report.default_ms.has_value());
   const auto trials = database_->list_trials(gpu_id_, "permute_tokens", problem.key());
-  ASSERT_EQ(trials.size(), 27u);
+  ASSERT_EQ(trials.size(), static_cast<std::size_t>(kCandidates));
   double fastest = 1e30;
   for (const db::StoredTrial& stored : trials) {
     ASSERT_EQ(stored.trial.status, db::TrialStatus::ok) << stored.trial.message;
@@ -110,18 +115,19 @@ TEST_F(TunerTest, ASecondRunResumesWithoutMeasuringAgain) {
   tune_problem(problem, environment(), quick());
   const ProblemReport again = tune_problem(problem, environment(), quick());
   EXPECT_EQ(again.measured, 0);
-  EXPECT_EQ(again.resumed, 27);
-  EXPECT_EQ(database_->list_trials(gpu_id_, "permute_tokens", problem.key()).size(), 27u);
+  EXPECT_EQ(again.resumed, kCandidates);
+  EXPECT_EQ(database_->list_trials(gpu_id_, "permute_tokens", problem.key()).size(),
+            static_cast<std::size_t>(kCandidates));
   EXPECT_TRUE(again.best.has_value());
 }
 
 TEST_F(TunerTest, WrongAndBrokenCandidatesAreRecordedAndTheRunGoesOn) {
   FaultyPermuteProblem problem;
   const ProblemReport report = tune_problem(problem, environment(), quick());
-  EXPECT_EQ(report.candidates, 28);
+  EXPECT_EQ(report.candidates, kCandidates + 1);  // the broken one added
   EXPECT_EQ(report.incorrect, 1);
   EXPECT_EQ(report.failed, 1);
-  EXPECT_EQ(report.measured, 26);
+  EXPECT_EQ(report.measured, kCandidates - 1);  // all but the wrong one; the broken one is extra
   ASSERT_TRUE(report.best.has_value());
   EXPECT_NE(report.best->config_json, FaultyPermuteProblem::wrong_config());
   int incorrect = 0, failed = 0;
