@@ -27,13 +27,12 @@ struct PermuteBenchOptions {
 };
 
 int run_bench_permute(const GlobalOptions& global, const PermuteBenchOptions& options) {
-  std::string why;
+  const double driver_start_ms = ms_since_process_start();
+  std::string why;  // driver_available() opens the driver and runs cuInit, the same for any CUDA program
   if (!jit::driver_available(&why)) {
     std::fprintf(stderr, "sparsejit: %s; bench needs a GPU\n", why.c_str());
     return kExitNoGpu;
   }
-  const double driver_start_ms = ms_since_process_start();
-  jit::driver();  // cuInit: the driver's own start-up, the same for every CUDA program
   const double driver_ready_ms = ms_since_process_start();
   runtime::RuntimeOptions runtime_options;
   runtime_options.use_database = !options.no_database;
