@@ -84,6 +84,44 @@ TEST_F(ModuleTest, ARefusedLaunchNamesTheKernelAndGeometry) {
   }
 }
 
+// Above 48 KB of dynamic shared memory a launch needs the function's limit raised first.
+TEST_F(ModuleTest, DynamicSharedMemoryAbove48KbNeedsTheLimitRaised) {
+  const DeviceInfo device = query_device(0);
+  CompileRequest request;
+  request.program_name = "shared.cu";
+  request.source = R"(
+extern "C" __global__ void reverse_through_shared(const int* in, int* out, int n) {
+  extern __shared__ int staged[];
+  for (int i = threadIdx.x; i < n; i += blockDim.x) staged[i] = in[i];
+  __syncthreads();
+  for (int i = threadIdx.x; i < n; i += blockDim.x) out[i] = staged[n - 1 - i];
+})";
+  request.name_expressions = {"reverse_through_shared"};
+  request.target = Target::for_compute_capability(device.cc_major, device.cc_minor);
+  const CompiledBinary compiled = compile(request);
+  auto module = LoadedModule::load(context(), compiled.cubin, compiled.lowered_names);
+  const Kernel kernel = module->kernel("reverse_through_shared");
+
+  const int n = 64 * 1024 / 4 + 1000;  // 69.5 KB of ints, above the 48 KB default
+  const unsigned shared_bytes = n * sizeof(int);
+  ASSERT_LE(shared_bytes, static_cast<unsigned>(device.max_shared_bytes_per_block));
+  std::vector<int> values(n);
+  for (int i = 0; i < n; ++i) values[i] = 7 * i + 3;
+  DeviceBuffer in = DeviceBuffer::from_host(values);
+  DeviceBuffer out(n * sizeof(int));
+  out.fill(0xff);
+  CUdeviceptr in_address = in.address(), out_address = out.address();
+  int count = n;
+  void* args[] = {&in_address, &out_address, &count};
+  const LaunchConfig config{{1, 1, 1}, {256, 1, 1}, shared_bytes, nullptr};
+  EXPECT_THROW(kernel.launch(config, args), CudaError) << "48 KB is the default limit";
+  kernel.allow_dynamic_shared_bytes(shared_bytes);
+  kernel.launch(config, args);
+  SJ_CU(cuCtxSynchronize());
+  const std::vector<int> reversed = out.download_as<int>();
+  for (int i = 0; i < n; ++i) ASSERT_EQ(reversed[i], values[n - 1 - i]) << "at " << i;
+}
+
 TEST_F(ModuleTest, UnknownNameExpressionIsAClearError) {
   const CompiledBinary compiled = binary();
   auto module = LoadedModule::load(context(), compiled.cubin, compiled.lowered_names);
