@@ -1,0 +1,47 @@
+#pragma once
+// Parameters of the sparse_attention kernels. Shared by the host (g++) and the device
+// (NVRTC): plain fixed-size fields, no includes, so both compilers see the same layout.
+//
+// O = softmax(Q K^T * softmax_scale) V per (batch, head), restricted to a block mask.
+// Q, K, V, O are logical [batch, heads, tokens, head_dim] of 16-bit elements (bf16 or fp16,
+// fixed by the specialization); the last dim is contiguous, the other strides are free (in
+// elements), so [B,H,N,D] and [B,N,H,D] storage both work without copies.
+//
+// The mask is block-CSR over sparse blocks of block_q queries x block_kv keys (both fixed by
+// the specialization): for query block qb of (b, h), kv_block_count[(b*H + h)*QB + qb] key
+// blocks are kept, listed in ascending order in kv_block_index[((b*H + h)*QB + qb)*max_kv_blocks
+// + i], i < count, where QB = ceil(tokens_q / block_q), KB = ceil(tokens_kv / block_kv).
+// Optional fine bits (FG-Attn) refine each kept pair: fine_bits[same index as kv_block_index]
+// holds one bit per sub-tile of 16 queries x fine_n keys, bit (qs * (block_kv / fine_n) + ks)
+// for query sub-tile qs and key sub-tile ks inside the pair; a 0 bit removes those keys for
+// those queries (their scores count as -inf). A query row with no kept key writes zeros to O
+// and -inf to LSE.
+
+namespace sparsejit {
+
+struct SparseAttentionParams {
+  const void* q;
+  const void* k;
+  const void* v;
+  void* o;
+  long long q_batch_stride, q_head_stride, q_token_stride;  // elements
+  long long k_batch_stride, k_head_stride, k_token_stride;
+  long long v_batch_stride, v_head_stride, v_token_stride;
+  long long o_batch_stride, o_head_stride, o_token_stride;
+  // Optional [batch, heads, tokens_q] float32, contiguous, natural-log LSE of each row's
+  // scaled scores; null: not written.
+  float* lse;
+
+  const int* kv_block_count;                // [batch, heads, QB]
+  const int* kv_block_index;                // [batch, heads, QB, max_kv_blocks]
+  const unsigned long long* fine_bits;      // [batch, heads, QB, max_kv_blocks] or null
+  int max_kv_blocks;
+
+  int batch;
+  int heads;
+  int tokens_q;
+  int tokens_kv;
+  float softmax_scale;                      // usually 1 / sqrt(head_dim)
+};
+
+}  // namespace sparsejit

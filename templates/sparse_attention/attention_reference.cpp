@@ -1,0 +1,120 @@
+#include "templates/sparse_attention/attention_reference.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <stdexcept>
+#include <string>
+
+namespace sparsejit::templates {
+namespace {
+
+// One (b, h) slice of a 16-bit tensor as doubles, [tokens, head_dim] contiguous.
+std::vector<double> load_slice(const void* data, long long batch_stride, long long head_stride,
+                               long long token_stride, int b, int h, int tokens, int head_dim,
+                               AttentionDtype dtype) {
+  const auto* elements = static_cast<const std::uint16_t*>(data);
+  std::vector<double> slice(static_cast<std::size_t>(tokens) * static_cast<std::size_t>(head_dim));
+  for (int n = 0; n < tokens; ++n) {
+    const std::uint16_t* row = elements + b * batch_stride + h * head_stride + n * token_stride;
+    for (int d = 0; d < head_dim; ++d)
+      slice[static_cast<std::size_t>(n) * static_cast<std::size_t>(head_dim) + static_cast<std::size_t>(d)] =
+          half_bits_to_float(row[d], dtype);
+  }
+  return slice;
+}
+
+}  // namespace
+
+AttentionReference sparse_attention_reference(const SparseAttentionParams& p, AttentionDtype dtype,
+                                              int head_dim, const BlockMask& mask) {
+  if (head_dim < 1)
+    throw std::invalid_argument("sparse_attention_reference: head_dim = " + std::to_string(head_dim) +
+                                " must be positive");
+  if (p.q == nullptr || p.k == nullptr || p.v == nullptr)
+    throw std::invalid_argument(std::string("sparse_attention_reference: ") +
+                                (p.q == nullptr ? "q" : p.k == nullptr ? "k" : "v") + " is null");
+  if (p.batch < 1 || p.heads < 1 || p.tokens_q < 1 || p.tokens_kv < 1)
+    throw std::invalid_argument(
+        "sparse_attention_reference: batch, heads, tokens_q, tokens_kv = " + std::to_string(p.batch) +
+        ", " + std::to_string(p.heads) + ", " + std::to_string(p.tokens_q) + ", " +
+        std::to_string(p.tokens_kv) + " must all be positive");
+  if (mask.batch != p.batch || mask.heads != p.heads)
+    throw std::invalid_argument("sparse_attention_reference: the mask is for batch " +
+                                std::to_string(mask.batch) + " x heads " + std::to_string(mask.heads) +
+                                ", the params for " + std::to_string(p.batch) + " x " +
+                                std::to_string(p.heads));
+  validate_block_mask(mask, p.tokens_q, p.tokens_kv);
+
+  const auto D = static_cast<std::size_t>(head_dim);
+  const auto Nq = static_cast<std::size_t>(p.tokens_q);
+  const double scale = p.softmax_scale;
+  const int keys_per_subtile = mask.fine_n;
+  const int key_subtiles = mask.fine_n == 0 ? 0 : mask.block_kv / mask.fine_n;
+
+  AttentionReference result;
+  result.o.assign(static_cast<std::size_t>(p.batch) * static_cast<std::size_t>(p.heads) * Nq * D, 0.0);
+  result.lse.assign(static_cast<std::size_t>(p.batch) * static_cast<std::size_t>(p.heads) * Nq,
+                    -std::numeric_limits<double>::infinity());
+
+  std::vector<int> keys;       // the keys of the current row
+  std::vector<double> scores;  // their scaled scores
+  for (int b = 0; b < p.batch; ++b)
+    for (int h = 0; h < p.heads; ++h) {
+      const std::vector<double> q = load_slice(p.q, p.q_batch_stride, p.q_head_stride, p.q_token_stride,
+                                               b, h, p.tokens_q, head_dim, dtype);
+      const std::vector<double> k = load_slice(p.k, p.k_batch_stride, p.k_head_stride, p.k_token_stride,
+                                               b, h, p.tokens_kv, head_dim, dtype);
+      const std::vector<double> v = load_slice(p.v, p.v_batch_stride, p.v_head_stride, p.v_token_stride,
+                                               b, h, p.tokens_kv, head_dim, dtype);
+      const std::size_t slice_row = (static_cast<std::size_t>(b) * static_cast<std::size_t>(p.heads) +
+                                     static_cast<std::size_t>(h)) * Nq;
+      for (int n = 0; n < p.tokens_q; ++n) {
+        const int qb = n / mask.block_q;
+        const int query_subtile = (n % mask.block_q) / 16;
+        keys.clear();
+        const std::span<const int> kept = mask.kept_blocks(b, h, qb);
+        for (std::size_t i = 0; i < kept.size(); ++i) {
+          const int first = kept[i] * mask.block_kv;
+          const int last = std::min(first + mask.block_kv, p.tokens_kv);
+          const std::uint64_t word =
+              mask.fine_n == 0 ? 0 : mask.fine_word(b, h, qb, static_cast<int>(i));
+          for (int j = first; j < last; ++j) {
+            if (mask.fine_n != 0) {
+              const int bit = query_subtile * key_subtiles + (j - first) / keys_per_subtile;
+              if (((word >> bit) & 1u) == 0) continue;
+            }
+            keys.push_back(j);
+          }
+        }
+        if (keys.empty()) continue;  // O stays 0, LSE -inf
+
+        const double* q_row = q.data() + static_cast<std::size_t>(n) * D;
+        scores.resize(keys.size());
+        double max_score = -std::numeric_limits<double>::infinity();
+        for (std::size_t i = 0; i < keys.size(); ++i) {
+          const double* k_row = k.data() + static_cast<std::size_t>(keys[i]) * D;
+          double dot = 0.0;
+          for (std::size_t d = 0; d < D; ++d) dot += q_row[d] * k_row[d];
+          scores[i] = dot * scale;
+          max_score = std::max(max_score, scores[i]);
+        }
+        double sum = 0.0;
+        for (double& score : scores) {
+          score = std::exp(score - max_score);  // now the unnormalized probability
+          sum += score;
+        }
+        double* o_row = result.o.data() + (slice_row + static_cast<std::size_t>(n)) * D;
+        for (std::size_t i = 0; i < keys.size(); ++i) {
+          const double weight = scores[i] / sum;
+          const double* v_row = v.data() + static_cast<std::size_t>(keys[i]) * D;
+          for (std::size_t d = 0; d < D; ++d) o_row[d] += weight * v_row[d];
+        }
+        result.lse[slice_row + static_cast<std::size_t>(n)] = max_score + std::log(sum);
+      }
+    }
+  return result;
+}
+
+}  // namespace sparsejit::templates
