@@ -54,6 +54,13 @@ void DeviceBuffer::fill(std::uint8_t byte) {
   SJ_CU(cuStreamSynchronize(CU_STREAM_LEGACY));  // as in upload(): done before any stream reads
 }
 
+std::vector<std::uint8_t> copy_device_to_host(const void* device_pointer, std::size_t bytes) {
+  std::vector<std::uint8_t> host(bytes);
+  if (bytes != 0)
+    SJ_CU(cuMemcpyDtoH(host.data(), reinterpret_cast<CUdeviceptr>(device_pointer), bytes));
+  return host;
+}
+
 Stream::Stream() { SJ_CU(cuStreamCreate(&stream_, CU_STREAM_NON_BLOCKING)); }
 
 Stream::~Stream() {

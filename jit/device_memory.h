@@ -48,6 +48,9 @@ class DeviceBuffer {
   std::size_t bytes_ = 0;
 };
 
+// Copies `bytes` from device memory the caller owns (synchronous).
+std::vector<std::uint8_t> copy_device_to_host(const void* device_pointer, std::size_t bytes);
+
 // A non-blocking stream of the current context.
 class Stream {
  public:

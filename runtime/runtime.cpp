@@ -1,6 +1,11 @@
 #include "runtime/runtime.h"
 
+#include <cstring>
+
 #include "db/paths.h"
+#include "jit/device_memory.h"
+#include "jit/driver_api.h"
+#include "templates/sparse_attention/block_mask.h"
 #include "runtime/gpu_record.h"
 
 namespace sparsejit::runtime {
@@ -52,20 +57,63 @@ void Runtime::permute_tokens(const PermuteParams& params, int head_dim,
   const templates::PermuteConfig config =
       permute_config(head_dim, direction, PermuteFamily::max_vector_bytes(params)).config;
   PermuteFamily::validate(config, params);
+  const jit::Kernel kernel = cached_kernel(permute_kernels_, config.name_expression(),
+                                           [&] { return PermuteFamily::render(config, target_); });
+  PermuteFamily::launch(kernel, config, params, stream);
+}
+
+jit::Kernel Runtime::cached_kernel(std::map<std::string, jit::Kernel>& cache, const std::string& name,
+                                   const std::function<jit::KernelSpec()>& render) {
   // Loaded kernels are kept by name expression (the target is fixed), so a repeated call
   // neither renders nor hashes the source again.
-  const std::string name = config.name_expression();
-  std::optional<jit::Kernel> kernel;
   {
     std::lock_guard lock(cache_mutex_);
-    if (auto found = permute_kernels_.find(name); found != permute_kernels_.end()) kernel = found->second;
+    if (auto found = cache.find(name); found != cache.end()) return found->second;
   }
-  if (!kernel) {
-    kernel = kernels_->kernel(*context_, PermuteFamily::render(config, target_));
-    std::lock_guard lock(cache_mutex_);
-    permute_kernels_.emplace(name, *kernel);
+  const jit::Kernel kernel = kernels_->kernel(*context_, render());
+  std::lock_guard lock(cache_mutex_);
+  cache.emplace(name, kernel);
+  return kernel;
+}
+
+templates::AttentionConfig Runtime::attention_config(const AttentionProblem& problem) const {
+  return templates::default_attention_config(problem.dtype, problem.head_dim, problem.block_q,
+                                             problem.block_kv, problem.fine_n,
+                                             device_.max_shared_bytes_per_block);
+}
+
+void Runtime::sparse_attention(const SparseAttentionParams& params, const AttentionProblem& problem,
+                               CUstream stream, bool check_mask) {
+  using templates::SparseAttentionFamily;
+  const templates::AttentionConfig config = attention_config(problem);
+  SparseAttentionFamily::validate(config, params, device_.max_shared_bytes_per_block);
+  if (check_mask) {
+    templates::BlockMask mask;
+    mask.batch = params.batch;
+    mask.heads = params.heads;
+    mask.q_blocks = (params.tokens_q + problem.block_q - 1) / problem.block_q;
+    mask.kv_blocks = (params.tokens_kv + problem.block_kv - 1) / problem.block_kv;
+    mask.max_kv_blocks = params.max_kv_blocks;
+    mask.block_q = problem.block_q;
+    mask.block_kv = problem.block_kv;
+    mask.fine_n = problem.fine_n;
+    const std::size_t rows = static_cast<std::size_t>(mask.batch) * mask.heads * mask.q_blocks;
+    const auto download = [](const void* pointer, std::size_t count, auto& into) {
+      using Element = typename std::decay_t<decltype(into)>::value_type;
+      const std::vector<std::uint8_t> bytes = jit::copy_device_to_host(pointer, count * sizeof(Element));
+      into.resize(count);
+      std::memcpy(into.data(), bytes.data(), bytes.size());
+    };
+    SJ_CU(cuStreamSynchronize(stream));  // the mask may have been written on this stream
+    download(params.kv_block_count, rows, mask.count);
+    download(params.kv_block_index, rows * mask.max_kv_blocks, mask.index);
+    if (problem.fine_n > 0) download(params.fine_bits, rows * mask.max_kv_blocks, mask.fine_bits);
+    templates::validate_block_mask(mask, params.tokens_q, params.tokens_kv);
   }
-  PermuteFamily::launch(*kernel, config, params, stream);
+  const jit::Kernel kernel = cached_kernel(attention_kernels_, config.name_expression(), [&] {
+    return SparseAttentionFamily::render(config, target_);
+  });
+  SparseAttentionFamily::launch(kernel, config, params, device_.max_shared_bytes_per_block, stream);
 }
 
 }  // namespace sparsejit::runtime

@@ -6,6 +6,7 @@
 #include <cuda.h>
 
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -18,6 +19,7 @@
 #include "jit/target.h"
 #include "runtime/database_cubin_store.h"
 #include "templates/permute/permute_family.h"
+#include "templates/sparse_attention/attention_family.h"
 
 namespace sparsejit::runtime {
 
@@ -36,6 +38,15 @@ std::string_view to_string(ConfigSource source);
 struct PermuteChoice {
   templates::PermuteConfig config;
   ConfigSource source;
+};
+
+// What fixes a sparse attention kernel besides its tile: the data and the mask's geometry.
+struct AttentionProblem {
+  templates::AttentionDtype dtype = templates::AttentionDtype::bf16;
+  int head_dim = 128;
+  int block_q = 128;   // queries per sparse block of the mask
+  int block_kv = 128;  // keys per sparse block of the mask
+  int fine_n = 0;      // keys per fine sub-tile (8, 16, 32), 0 without fine bits
 };
 
 class Runtime {
@@ -65,6 +76,17 @@ class Runtime {
   void permute_tokens(const PermuteParams& params, int head_dim,
                       templates::PermuteDirection direction, CUstream stream);
 
+  // The configuration sparse_attention uses for `problem` (the built-in default until the
+  // family is tuned).
+  templates::AttentionConfig attention_config(const AttentionProblem& problem) const;
+
+  // Sparse attention (attention_params.h) on this runtime's device; asynchronous on `stream`.
+  // Validates the shapes, pointers and alignment (std::invalid_argument). With `check_mask`
+  // it also copies the mask to the host and validates every entry first (synchronous, for
+  // debugging: an index out of range would otherwise read out of bounds).
+  void sparse_attention(const SparseAttentionParams& params, const AttentionProblem& problem,
+                        CUstream stream, bool check_mask = false);
+
  private:
   jit::DeviceInfo device_;
   std::unique_ptr<jit::DeviceContext> context_;
@@ -76,6 +98,11 @@ class Runtime {
   std::mutex cache_mutex_;  // guards the two maps below
   std::map<std::string, std::optional<std::string>> tuned_configs_;  // problem key -> best JSON
   std::map<std::string, jit::Kernel> permute_kernels_;  // name expression -> loaded kernel
+  std::map<std::string, jit::Kernel> attention_kernels_;  // name expression -> loaded kernel
+
+  // The kernel of `spec` from `cache` (keyed by its name expression), loading it once.
+  jit::Kernel cached_kernel(std::map<std::string, jit::Kernel>& cache, const std::string& name,
+                            const std::function<jit::KernelSpec()>& render);
 };
 
 }  // namespace sparsejit::runtime

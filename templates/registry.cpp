@@ -5,13 +5,15 @@
 #include <string>
 
 #include "templates/permute/permute_family.h"
+#include "templates/sparse_attention/attention_family.h"
 
 namespace sparsejit::templates {
 
 std::span<const KernelFamily* const> registered_families() {
   // One line per family.
   static const PermuteFamily permute;
-  static const std::array<const KernelFamily*, 1> families = {&permute};
+  static const SparseAttentionFamily sparse_attention;
+  static const std::array<const KernelFamily*, 2> families = {&permute, &sparse_attention};
   return families;
 }
 

@@ -155,6 +155,7 @@ void add_bench_command(CLI::App& app, GlobalOptions& global) {
   permute->add_flag("--no-db", options->no_database, "use no database: compile in-process");
   permute->add_flag("--json", options->json, "print JSON");
   permute->callback([&global, options] { global.exit_code = run_bench_permute(global, *options); });
+  add_bench_attention_command(*bench, global);
 }
 
 }  // namespace sparsejit::tools

@@ -119,7 +119,10 @@ INSTANTIATE_TEST_SUITE_P(
         HelpCase{{"db", "gpus"}, {"--json"}},
         HelpCase{{"db", "cubins"}, {"--json", "--family"}},
         HelpCase{{"db", "stats"}, {"--json"}},
-        HelpCase{{"bench"}, {"permute"}},
+        HelpCase{{"bench"}, {"permute", "attention"}},
+        HelpCase{{"bench", "attention"},
+                 {"--heads", "--tokens", "--head-dim", "--block", "--density", "--fine-n", "--dtype",
+                  "--mask-file", "--json"}},
         HelpCase{{"bench", "permute"},
                  {"--batch", "--heads", "--tokens", "--head-dim", "--tensors", "--direction", "--no-db",
                   "--json"}}),
@@ -275,7 +278,7 @@ TEST_F(CliTest, PrecompileCompilesOnceThenFindsEverythingStored) {
   const EnvironmentOverrides with_env = {{"SPARSEJIT_DB", environment_database.string()}};
   {
     SCOPED_TRACE("first precompile");
-    const CliResult result = run({"--db", database.string(), "precompile", "--arch", "sm_90"}, with_env);
+    const CliResult result = run({"--db", database.string(), "precompile", "--arch", "sm_90", "--family", "permute_tokens"}, with_env);
     ASSERT_EQ(result.exit_code, 0) << result.describe();
     const std::vector<std::string> lines = lines_of(result.out);
     ASSERT_EQ(lines.size(), 1u) << result.describe();
@@ -289,7 +292,7 @@ TEST_F(CliTest, PrecompileCompilesOnceThenFindsEverythingStored) {
   }
   {
     SCOPED_TRACE("second precompile");
-    const CliResult result = run({"--db", database.string(), "precompile", "--arch", "sm_90"});
+    const CliResult result = run({"--db", database.string(), "precompile", "--arch", "sm_90", "--family", "permute_tokens"});
     ASSERT_EQ(result.exit_code, 0) << result.describe();
     EXPECT_TRUE(has(result.out, "108 specializations for sm_90: 0 compiled, 108 already in " +
                                     database.string()))
@@ -419,7 +422,7 @@ TEST_F(CliTest, PrecompileWithoutArchNeedsAGpu) {
     EXPECT_FALSE(fs::exists(database));
   } else {
     // With a GPU it builds for the local target.
-    const CliResult result = run({"--db", database.string(), "precompile"});
+    const CliResult result = run({"--db", database.string(), "precompile", "--family", "permute_tokens"});
     ASSERT_EQ(result.exit_code, 0) << result.describe();
     EXPECT_TRUE(has(result.out, "108 specializations for " + local_target() + ": ")) << result.describe();
   }
@@ -572,7 +575,8 @@ TEST_F(CliTest, TuneTunesOnAGpuAndPrecompilesWithoutOne) {
   const fs::path database = temp_ / "tune.db";
   std::string why;
   if (!gpu_present(&why)) {
-    const CliResult result = run({"--db", database.string(), "tune"});
+    // One family keeps this fast: sparse_attention has hundreds of specializations per target.
+    const CliResult result = run({"--db", database.string(), "tune", "--family", "permute_tokens"});
     ASSERT_EQ(result.exit_code, 0) << result.describe();
     const std::vector<std::string> lines = lines_of(result.err);
     ASSERT_FALSE(lines.empty()) << result.describe();
@@ -589,7 +593,8 @@ TEST_F(CliTest, TuneTunesOnAGpuAndPrecompilesWithoutOne) {
   constexpr int kCandidatesPerProblem = static_cast<int>(
       templates::kPermuteVectorBytes.size() * templates::kPermuteThreads.size() *
       templates::kPermuteUnroll.size());
-  const CliResult first = run({"--db", database.string(), "tune", "--measure-ms", "3", "--json"});
+  const CliResult first =
+      run({"--db", database.string(), "tune", "--family", "permute_tokens", "--measure-ms", "3", "--json"});
   ASSERT_EQ(first.exit_code, 0) << first.describe();
   const json problems = parse_json(first);
   ASSERT_EQ(problems.size(), 6u) << first.describe();  // 3 head dims x gather/scatter
@@ -599,7 +604,8 @@ TEST_F(CliTest, TuneTunesOnAGpuAndPrecompilesWithoutOne) {
     EXPECT_GT(problem.value("best_ms", 0.0), 0.0) << problem.dump();
     EXPECT_LE(problem.value("best_ms", 0.0), problem.value("default_ms", 0.0)) << problem.dump();
   }
-  const CliResult second = run({"--db", database.string(), "tune", "--measure-ms", "3", "--json"});
+  const CliResult second =
+      run({"--db", database.string(), "tune", "--family", "permute_tokens", "--measure-ms", "3", "--json"});
   ASSERT_EQ(second.exit_code, 0) << second.describe();
   for (const json& problem : parse_json(second)) {
     EXPECT_EQ(problem.value("measured", -1), 0) << problem.dump();

@@ -1,0 +1,185 @@
+#include "templates/sparse_attention/attention_family.h"
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cstdint>
+#include <stdexcept>
+
+#include "templates/sparse_attention/block_mask.h"
+
+namespace sparsejit::templates {
+namespace {
+
+template <class Table>
+bool contains(const Table& table, int value) {
+  return std::find(table.begin(), table.end(), value) != table.end();
+}
+
+int dtype_code(AttentionDtype dtype) { return dtype == AttentionDtype::bf16 ? 0 : 1; }
+
+bool aligned_16(const void* pointer) { return reinterpret_cast<std::uintptr_t>(pointer) % 16 == 0; }
+
+}  // namespace
+
+std::string AttentionConfig::name_expression() const {
+  return "sparsejit::sparse_attention_forward<" + std::to_string(dtype_code(dtype)) + ", " +
+         std::to_string(head_dim) + ", " + std::to_string(block_q) + ", " +
+         std::to_string(block_kv) + ", " + std::to_string(block_m) + ", " +
+         std::to_string(block_n) + ", " + std::to_string(warps) + ", " + std::to_string(fine_n) + ">";
+}
+
+std::string AttentionConfig::label() const {
+  return "sparse_attention<" + std::string(to_string(dtype)) + " D=" + std::to_string(head_dim) +
+         " blocks " + std::to_string(block_q) + "x" + std::to_string(block_kv) + " tile " +
+         std::to_string(block_m) + "x" + std::to_string(block_n) + " w" + std::to_string(warps) +
+         (fine_n > 0 ? " fine " + std::to_string(fine_n) : "") + ">";
+}
+
+int AttentionConfig::shared_bytes() const { return (block_m + 4 * block_n) * (head_dim + 8) * 2; }
+
+std::string AttentionConfig::tuning_json() const {
+  return nlohmann::json{{"block_m", block_m}, {"block_n", block_n}, {"warps", warps}}.dump();
+}
+
+int max_shared_bytes_for(const jit::Target& target) {
+  if (target.major() >= 9) return 227 * 1024;
+  if (target.major() == 8 && target.minor() == 0) return 163 * 1024;
+  return 99 * 1024;
+}
+
+std::string attention_config_problem(const AttentionConfig& c, int max_shared_bytes) {
+  if (!contains(kAttentionHeadDims, c.head_dim))
+    return "head dim " + std::to_string(c.head_dim) + " is not supported (64, 96 or 128)";
+  if (!contains(kAttentionBlockSizes, c.block_q) || !contains(kAttentionBlockSizes, c.block_kv))
+    return "sparse block sizes must be 64 or 128 (got " + std::to_string(c.block_q) + "x" +
+           std::to_string(c.block_kv) + ")";
+  if (!contains(kAttentionBlockM, c.block_m) || c.block_q % c.block_m != 0)
+    return "tile rows " + std::to_string(c.block_m) + " must be 64 or 128 and divide block_q";
+  if (!contains(kAttentionBlockN, c.block_n) || c.block_kv % c.block_n != 0)
+    return "tile keys " + std::to_string(c.block_n) + " must be 32, 64 or 128 and divide block_kv";
+  if (!contains(kAttentionWarps, c.warps) || (c.block_m / c.warps != 16 && c.block_m / c.warps != 32))
+    return "each of the " + std::to_string(c.warps) + " warps must own 16 or 32 of the " +
+           std::to_string(c.block_m) + " rows";
+  if (c.fine_n != 0 && !fine_granularity_valid(c.block_q, c.block_kv, c.fine_n))
+    return "fine sub-tiles of 16x" + std::to_string(c.fine_n) + " do not fit one 64-bit word for " +
+           std::to_string(c.block_q) + "x" + std::to_string(c.block_kv) + " blocks";
+  const int row_groups = c.block_m / c.warps / 16;
+  if (row_groups * (c.block_n / 2 + c.head_dim / 2) > kMaxAccumulatorsPerThread)
+    return "the tile needs more than " + std::to_string(kMaxAccumulatorsPerThread) +
+           " accumulators per thread (it would spill registers)";
+  if (c.shared_bytes() > max_shared_bytes)
+    return "the tile needs " + std::to_string(c.shared_bytes()) + " bytes of shared memory, more than " +
+           std::to_string(max_shared_bytes);
+  return {};
+}
+
+AttentionConfig default_attention_config(AttentionDtype dtype, int head_dim, int block_q,
+                                         int block_kv, int fine_n, int max_shared_bytes) {
+  // One 16-row group per warp (no spills), as many rows as the query block allows, and 64
+  // keys per step for D = 128 (128 keys would reach 235 registers), 128 otherwise; smaller
+  // tiles, in that order, where shared memory is short (sm_86/89: 99 KB).
+  for (int block_m : {128, 64})
+    for (int block_n : {head_dim >= 128 ? 64 : 128, 64, 32}) {
+      const AttentionConfig config{dtype, head_dim, block_q, block_kv, std::min(block_m, block_q),
+                                   std::min(block_n, block_kv), std::min(block_m, block_q) / 16, fine_n};
+      if (attention_config_problem(config, max_shared_bytes).empty()) return config;
+    }
+  const AttentionConfig smallest{dtype, head_dim, block_q, block_kv, 64, 32, 4, fine_n};
+  throw std::invalid_argument("sparse_attention: no tile fits " + smallest.label() + ": " +
+                              attention_config_problem(smallest, max_shared_bytes));
+}
+
+jit::KernelSpec SparseAttentionFamily::render(const AttentionConfig& config, const jit::Target& target) {
+  jit::KernelSpec spec;
+  spec.family = "sparse_attention";
+  spec.label = config.label();
+  spec.name_expression = config.name_expression();
+  spec.request = render_program("sparse_attention.cu", "sparse_attention/sparse_attention.cuh",
+                                {"sparse_attention/sparse_attention.cuh",
+                                 "sparse_attention/attention_params.h", "common/ptx.cuh"},
+                                spec.name_expression, target);
+  return spec;
+}
+
+std::vector<jit::KernelSpec> SparseAttentionFamily::enumerate(const jit::Target& target) const {
+  const int max_shared = max_shared_bytes_for(target);
+  std::vector<jit::KernelSpec> space;
+  for (AttentionDtype dtype : {AttentionDtype::bf16, AttentionDtype::fp16})
+    for (int head_dim : kAttentionHeadDims)
+      for (int block_q : kAttentionBlockSizes)
+        for (int block_kv : kAttentionBlockSizes)
+          for (int block_m : kAttentionBlockM)
+            for (int block_n : kAttentionBlockN)
+              for (int warps : kAttentionWarps)
+                for (int fine_n : kAttentionFineN) {
+                  const AttentionConfig config{dtype, head_dim, block_q, block_kv, block_m, block_n, warps, fine_n};
+                  if (attention_config_problem(config, max_shared).empty())
+                    space.push_back(render(config, target));
+                }
+  return space;
+}
+
+void SparseAttentionFamily::validate(const AttentionConfig& config, const SparseAttentionParams& p,
+                                     int max_shared_bytes) {
+  const auto fail = [](const std::string& why) {
+    throw std::invalid_argument("sparse_attention: " + why);
+  };
+  if (const std::string problem = attention_config_problem(config, max_shared_bytes); !problem.empty())
+    fail(problem);
+  if (p.batch < 1 || p.heads < 1 || p.tokens_q < 1 || p.tokens_kv < 1)
+    fail("batch, heads, tokens_q and tokens_kv must be positive (got " + std::to_string(p.batch) +
+         ", " + std::to_string(p.heads) + ", " + std::to_string(p.tokens_q) + ", " +
+         std::to_string(p.tokens_kv) + ")");
+  if (p.heads > 65535 || p.batch > 65535) fail("heads and batch must each be at most 65535");
+  const struct {
+    const char* name;
+    const void* pointer;
+    long long token_stride;
+  } tensors[] = {{"q", p.q, p.q_token_stride},
+                 {"k", p.k, p.k_token_stride},
+                 {"v", p.v, p.v_token_stride},
+                 {"o", p.o, p.o_token_stride}};
+  for (const auto& tensor : tensors) {
+    if (tensor.pointer == nullptr) fail(std::string(tensor.name) + " is null");
+    if (!aligned_16(tensor.pointer) || (tensor.token_stride * 2) % 16 != 0)
+      fail(std::string(tensor.name) +
+           ": the pointer and the token stride (in bytes) must be multiples of 16");
+  }
+  if (p.kv_block_count == nullptr || p.kv_block_index == nullptr)
+    fail("the block mask (kv_block_count, kv_block_index) is null");
+  const int kv_blocks = (p.tokens_kv + config.block_kv - 1) / config.block_kv;
+  if (p.max_kv_blocks < 0 || p.max_kv_blocks > kv_blocks)
+    fail("max_kv_blocks " + std::to_string(p.max_kv_blocks) + " is outside 0.." + std::to_string(kv_blocks));
+  if (config.fine_n > 0 && p.fine_bits == nullptr)
+    fail("the specialization uses fine bits of width " + std::to_string(config.fine_n) +
+         " but fine_bits is null");
+  if (config.fine_n == 0 && p.fine_bits != nullptr)
+    fail("fine_bits were given to a specialization without fine bits (fine_n = 0)");
+  const long long q_blocks = (p.tokens_q + config.block_q - 1) / config.block_q;
+  if (q_blocks * (config.block_q / config.block_m) > 0x7fffffffLL) fail("too many query tiles");
+}
+
+jit::LaunchConfig SparseAttentionFamily::geometry(const AttentionConfig& config,
+                                                  const SparseAttentionParams& p, CUstream stream) {
+  const int q_blocks = (p.tokens_q + config.block_q - 1) / config.block_q;
+  jit::LaunchConfig launch;
+  launch.grid = {static_cast<unsigned>(q_blocks * (config.block_q / config.block_m)),
+                 static_cast<unsigned>(p.heads), static_cast<unsigned>(p.batch)};
+  launch.block = {static_cast<unsigned>(config.warps * 32), 1, 1};
+  launch.dynamic_shared_bytes = static_cast<unsigned>(config.shared_bytes());
+  launch.stream = stream;
+  return launch;
+}
+
+void SparseAttentionFamily::launch(const jit::Kernel& kernel, const AttentionConfig& config,
+                                   const SparseAttentionParams& params, int max_shared_bytes,
+                                   CUstream stream) {
+  validate(config, params, max_shared_bytes);
+  kernel.allow_dynamic_shared_bytes(static_cast<unsigned>(config.shared_bytes()));
+  SparseAttentionParams copy = params;
+  void* args[] = {&copy};
+  kernel.launch(geometry(config, params, stream), args);
+}
+
+}  // namespace sparsejit::templates

@@ -1,0 +1,88 @@
+#pragma once
+// Descriptor of the sparse_attention family (device code: sparse_attention.cuh).
+//
+// A problem is fixed by dtype, head dim, the sparse block sizes (block_q x block_kv) and the
+// fine granularity; the tunable part is the tile (BlockM x BlockN) and the warps. Every point
+// enumerate() returns compiles and fits: tiles divide the blocks, a warp owns 16 or 32 rows,
+// the fine sub-tiles fit one 64-bit word, the shared memory fits the target, and the fp32
+// accumulators of a warp stay within a register budget (see kMaxAccumulatorsPerThread).
+#include <array>
+#include <string>
+
+#include "jit/module.h"
+#include "templates/kernel_family.h"
+#include "templates/sparse_attention/attention_params.h"
+#include "templates/sparse_attention/half_precision.h"
+
+namespace sparsejit::templates {
+
+// Head dims of the models (DESIGN.md); 256 later.
+inline constexpr std::array<int, 3> kAttentionHeadDims = {64, 96, 128};
+// Sparse block sizes of the masks (query and key blocks may differ).
+inline constexpr std::array<int, 2> kAttentionBlockSizes = {64, 128};
+// Tiles: BlockM query rows per CTA, BlockN keys per step; 4 or 8 warps.
+inline constexpr std::array<int, 2> kAttentionBlockM = {64, 128};
+inline constexpr std::array<int, 3> kAttentionBlockN = {32, 64, 128};
+inline constexpr std::array<int, 2> kAttentionWarps = {4, 8};
+// Fine sub-tile widths in keys (0: no fine bits), FG-Attn.
+inline constexpr std::array<int, 4> kAttentionFineN = {0, 8, 16, 32};
+// fp32 accumulators (scores + output) per thread above which ptxas spills on sm_90 (measured
+// with -Xptxas -v: 128 accumulators compile to 199-235 registers with no spill, 192 spill).
+inline constexpr int kMaxAccumulatorsPerThread = 128;
+
+struct AttentionConfig {
+  AttentionDtype dtype = AttentionDtype::bf16;
+  int head_dim = 128;
+  int block_q = 128;
+  int block_kv = 128;
+  int block_m = 128;
+  int block_n = 64;
+  int warps = 8;
+  int fine_n = 0;
+
+  std::string name_expression() const;  // "sparsejit::sparse_attention_forward<0, 128, ...>"
+  std::string label() const;            // "sparse_attention<bf16 D=128 128x128 tile 128x64 w8>"
+  int shared_bytes() const;             // dynamic shared memory of a CTA
+  // The tunable part as stored in the database: {"block_m":128,"block_n":64,"warps":8}.
+  std::string tuning_json() const;
+  friend bool operator==(const AttentionConfig&, const AttentionConfig&) = default;
+};
+
+// Shared memory a CTA may use on a target (opt-in limit): 227 KB on sm_90, 163 KB on sm_80,
+// 99 KB on sm_86/sm_89.
+int max_shared_bytes_for(const jit::Target& target);
+
+// Empty when `config` is a valid point for a device with `max_shared_bytes`; else why not.
+std::string attention_config_problem(const AttentionConfig& config, int max_shared_bytes);
+
+// The built-in default for a problem on a device with `max_shared_bytes`: the largest tile of
+// 16-row warps that fits. Throws std::invalid_argument when the problem itself is invalid
+// (head dim, block sizes, fine granularity).
+AttentionConfig default_attention_config(AttentionDtype dtype, int head_dim, int block_q,
+                                         int block_kv, int fine_n, int max_shared_bytes);
+
+class SparseAttentionFamily final : public KernelFamily {
+ public:
+  std::string_view name() const override { return "sparse_attention"; }
+  std::string_view summary() const override {
+    return "block-sparse attention over a block-CSR mask, optional FG-Attn fine bits (mma.sync)";
+  }
+  std::vector<jit::KernelSpec> enumerate(const jit::Target& target) const override;
+  // Tuning problems for attention arrive with the tuner issue; the family is tuned by nothing
+  // yet and runs its built-in defaults.
+  std::vector<std::unique_ptr<TuningProblem>> tuning_problems() const override { return {}; }
+
+  static jit::KernelSpec render(const AttentionConfig& config, const jit::Target& target);
+  // Throws std::invalid_argument for: an invalid config, null or misaligned pointers (16
+  // bytes for Q/K/V/O and their token strides), non-positive sizes, a null mask, fine bits
+  // missing or given against the config. Does not read the mask (see validate_block_mask).
+  static void validate(const AttentionConfig& config, const SparseAttentionParams& params,
+                       int max_shared_bytes);
+  static jit::LaunchConfig geometry(const AttentionConfig& config,
+                                    const SparseAttentionParams& params, CUstream stream);
+  // validate, raise the kernel's shared-memory limit, launch on `stream`.
+  static void launch(const jit::Kernel& kernel, const AttentionConfig& config,
+                     const SparseAttentionParams& params, int max_shared_bytes, CUstream stream);
+};
+
+}  // namespace sparsejit::templates

@@ -1,0 +1,310 @@
+#pragma once
+// sparse_attention_forward: O = softmax(Q K^T * scale) V over a block-CSR mask, optionally
+// refined by FG-Attn fine bits (attention_params.h has the formats). FlashAttention-2's
+// scheme on mma.sync (sm_80+): a CTA owns BlockM query rows of one query block, each warp
+// BlockM / Warps of them (16 or 32 rows: one or two row groups); the CTA walks the kept key
+// blocks in BlockN-key tiles, K and V double-buffered in shared memory by cp.async, scores
+// and the online softmax in registers, P fed back to the tensor cores straight from the
+// score registers.
+//
+// Work really skipped by fine bits: per warp and row group, every 8-key score tile whose
+// bit is 0 costs no QK^T mma, and every 16-key step whose two score tiles are both 0 costs no
+// PV mma; ldmatrix of K/V is skipped when no row group of the warp needs it. Loads of K/V
+// tiles are never skipped (other warps may need them).
+//
+// Grid: x = query blocks * (BlockQ / BlockM), y = heads, z = batch. Block: Warps * 32.
+// Dynamic shared memory: attention_tile<...>::kSharedBytes. Requires: Q/K/V/O pointers and
+// token strides aligned to 16 bytes (host-checked), tokens_q, tokens_kv >= 1.
+#include "common/ptx.cuh"
+#include "sparse_attention/attention_params.h"
+
+namespace sparsejit {
+
+// Traits of one tile configuration.
+template <int HeadDim, int BlockM, int BlockN, int Warps>
+struct attention_tile {
+  static constexpr int kThreads = Warps * 32;
+  static constexpr int kRowsPerWarp = BlockM / Warps;
+  static constexpr int kRowGroups = kRowsPerWarp / 16;  // 16-row mma groups per warp
+  // Rows padded by 16 bytes: the 8 rows an ldmatrix reads start 4 banks apart, no conflicts.
+  static constexpr int kStride = HeadDim + 8;
+  static constexpr int kKSteps = HeadDim / 16;       // k-steps of Q K^T
+  static constexpr int kScoreTiles = BlockN / 8;     // 8-key n-tiles of S
+  static constexpr int kOutTiles = HeadDim / 8;      // 8-column n-tiles of O
+  static constexpr int kChunksPerRow = HeadDim / 8;  // 16-byte chunks of a row
+  static constexpr int kSharedBytes = (BlockM + 4 * BlockN) * kStride * 2;  // Q, 2 x K, 2 x V
+  static_assert(kRowsPerWarp == 16 || kRowsPerWarp == 32, "a warp owns 16 or 32 rows");
+  static_assert(HeadDim % 16 == 0 && kOutTiles % 2 == 0, "head dim must be a multiple of 16");
+  static_assert(BlockN % 16 == 0 && BlockN <= 128, "BlockN must be 16..128, a multiple of 16");
+};
+
+// Issues cp.async for rows [first_row, first_row + Rows) of a [tokens, HeadDim] matrix whose
+// rows are `row_stride_bytes` apart; rows at or past `valid_rows` are zero-filled.
+template <int Rows, int HeadDim, int Threads>
+__device__ __forceinline__ void load_rows_async(unsigned short* shared, const char* base,
+                                     long long row_stride_bytes, int first_row, int valid_rows) {
+  constexpr int kChunksPerRow = HeadDim / 8;
+  constexpr int kStride = HeadDim + 8;
+  constexpr int kChunks = Rows * kChunksPerRow;
+#pragma unroll
+  for (int step = 0; step < (kChunks + Threads - 1) / Threads; ++step) {
+    const int chunk = threadIdx.x + step * Threads;
+    if (kChunks % Threads != 0 && chunk >= kChunks) break;
+    const int row = chunk / kChunksPerRow;
+    const int column = chunk % kChunksPerRow;
+    const bool valid = first_row + row < valid_rows;
+    const char* source =
+        base + (valid ? static_cast<long long>(first_row + row) * row_stride_bytes : 0) + column * 16;
+    copy_async_16(shared + row * kStride + column * 8, source, valid ? 16 : 0);
+  }
+}
+
+template <int Dtype, int HeadDim, int BlockQ, int BlockKV, int BlockM, int BlockN, int Warps,
+          int FineN>
+__global__ void __launch_bounds__(Warps * 32)
+    sparse_attention_forward(const SparseAttentionParams params) {
+  using Tile = attention_tile<HeadDim, BlockM, BlockN, Warps>;
+  constexpr int kRowGroups = Tile::kRowGroups;
+  constexpr int kStride = Tile::kStride;
+  constexpr int kTilesPerQBlock = BlockQ / BlockM;
+  constexpr int kTilesPerKvBlock = BlockKV / BlockN;
+  static_assert(BlockQ % BlockM == 0 && BlockKV % BlockN == 0, "tiles must divide the blocks");
+  static_assert(FineN == 0 || (BlockKV % FineN == 0 && FineN % 8 == 0 &&
+                               (BlockQ / 16) * (BlockKV / FineN) <= 64),
+                "fine sub-tiles must fit one 64-bit word per block pair");
+
+  extern __shared__ uint4 shared_raw[];
+  unsigned short* q_tile = reinterpret_cast<unsigned short*>(shared_raw);
+  unsigned short* k_tiles = q_tile + BlockM * kStride;    // [2][BlockN][kStride]
+  unsigned short* v_tiles = k_tiles + 2 * BlockN * kStride;
+
+  const int warp = threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  const int group = lane / 4;  // the fragment row this lane holds (and row + 8)
+  const int quad = lane % 4;   // the fragment column pair this lane holds
+
+  const int q_block = blockIdx.x / kTilesPerQBlock;
+  const int m_in_block = (blockIdx.x % kTilesPerQBlock) * BlockM;
+  const int m0 = q_block * BlockQ + m_in_block;
+  if (m0 >= params.tokens_q) return;  // a tile past the ragged end of the last block
+  const int head = blockIdx.y;
+  const int batch = blockIdx.z;
+
+  const int q_blocks = (params.tokens_q + BlockQ - 1) / BlockQ;
+  const long long mask_row = (static_cast<long long>(batch) * params.heads + head) * q_blocks + q_block;
+  const int kept = params.kv_block_count[mask_row];
+  const int* kept_blocks = params.kv_block_index + mask_row * params.max_kv_blocks;
+  const unsigned long long* kept_bits =
+      FineN > 0 ? params.fine_bits + mask_row * params.max_kv_blocks : nullptr;
+
+  const char* q_base = static_cast<const char*>(params.q) +
+                       (batch * params.q_batch_stride + head * params.q_head_stride) * 2;
+  const char* k_base = static_cast<const char*>(params.k) +
+                       (batch * params.k_batch_stride + head * params.k_head_stride) * 2;
+  const char* v_base = static_cast<const char*>(params.v) +
+                       (batch * params.v_batch_stride + head * params.v_head_stride) * 2;
+  char* o_base = static_cast<char*>(params.o) +
+                 (batch * params.o_batch_stride + head * params.o_head_stride) * 2;
+  const long long k_row_bytes = params.k_token_stride * 2;
+  const long long v_row_bytes = params.v_token_stride * 2;
+  const float scale_log2 = params.softmax_scale * 1.4426950408889634f;  // exp(x) = exp2(x log2 e)
+
+  float out[kRowGroups][Tile::kOutTiles][4];
+  float row_max[kRowGroups][2];
+  float row_sum[kRowGroups][2];
+#pragma unroll
+  for (int rg = 0; rg < kRowGroups; ++rg) {
+#pragma unroll
+    for (int d = 0; d < Tile::kOutTiles; ++d)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) out[rg][d][e] = 0.f;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      row_max[rg][h] = negative_infinity();
+      row_sum[rg][h] = 0.f;
+    }
+  }
+
+  const int tiles = kept * kTilesPerKvBlock;
+  const auto tile_start = [&](int t) {
+    return kept_blocks[t / kTilesPerKvBlock] * BlockKV + (t % kTilesPerKvBlock) * BlockN;
+  };
+  if (tiles > 0) {
+    load_rows_async<BlockM, HeadDim, Tile::kThreads>(q_tile, q_base, params.q_token_stride * 2, m0,
+                                                     params.tokens_q);
+    copy_async_commit();
+    load_rows_async<BlockN, HeadDim, Tile::kThreads>(k_tiles, k_base, k_row_bytes, tile_start(0),
+                                                     params.tokens_kv);
+    copy_async_commit();
+  }
+
+  for (int t = 0; t < tiles; ++t) {
+    const int n0 = tile_start(t);
+    unsigned short* k_tile = k_tiles + (t & 1) * BlockN * kStride;
+    unsigned short* v_tile = v_tiles + (t & 1) * BlockN * kStride;
+    load_rows_async<BlockN, HeadDim, Tile::kThreads>(v_tile, v_base, v_row_bytes, n0, params.tokens_kv);
+    copy_async_commit();
+    copy_async_wait<1>();  // Q and K(t) have landed; V(t) may still be in flight
+    __syncthreads();
+
+    // Which 8-key score tiles each row group computes (bit j: tile j).
+    unsigned keep[kRowGroups];
+#pragma unroll
+    for (int rg = 0; rg < kRowGroups; ++rg) {
+      if constexpr (FineN == 0) {
+        keep[rg] = (1u << Tile::kScoreTiles) - 1u;
+      } else {
+        const unsigned long long bits = kept_bits[t / kTilesPerKvBlock];
+        const int key_offset = (t % kTilesPerKvBlock) * BlockN;
+        const int query_subtile = (m_in_block + warp * Tile::kRowsPerWarp + rg * 16) / 16;
+        keep[rg] = 0;
+#pragma unroll
+        for (int j = 0; j < Tile::kScoreTiles; ++j) {
+          const int bit = query_subtile * (BlockKV / FineN) + (key_offset + 8 * j) / FineN;
+          keep[rg] |= static_cast<unsigned>((bits >> bit) & 1ull) << j;
+        }
+      }
+    }
+
+    // S = Q K^T for this warp's rows and the tile's BlockN keys.
+    float score[kRowGroups][Tile::kScoreTiles][4];
+#pragma unroll
+    for (int rg = 0; rg < kRowGroups; ++rg)
+#pragma unroll
+      for (int j = 0; j < Tile::kScoreTiles; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) score[rg][j][e] = 0.f;
+#pragma unroll
+    for (int ks = 0; ks < Tile::kKSteps; ++ks) {
+      u32 a[kRowGroups][4];
+#pragma unroll
+      for (int rg = 0; rg < kRowGroups; ++rg)
+        load_matrix_x4(a[rg], q_tile + (warp * Tile::kRowsPerWarp + rg * 16 + lane % 16) * kStride +
+                                  ks * 16 + (lane / 16) * 8);
+#pragma unroll
+      for (int j = 0; j < Tile::kScoreTiles; j += 2) {
+        bool needed = false;
+#pragma unroll
+        for (int rg = 0; rg < kRowGroups; ++rg) needed |= ((keep[rg] >> j) & 3u) != 0;
+        if (!needed) continue;  // uniform across the warp
+        u32 b[4];
+        load_matrix_x4(b, k_tile + (j * 8 + (lane / 16) * 8 + lane % 8) * kStride + ks * 16 +
+                              ((lane / 8) % 2) * 8);
+#pragma unroll
+        for (int rg = 0; rg < kRowGroups; ++rg) {
+          if ((keep[rg] >> j) & 1u) mma_16816<Dtype>(score[rg][j], a[rg], b[0], b[1]);
+          if ((keep[rg] >> (j + 1)) & 1u) mma_16816<Dtype>(score[rg][j + 1], a[rg], b[2], b[3]);
+        }
+      }
+    }
+
+    // K(t+1) streams in while this tile's softmax and PV run. Its buffer held K(t-1), which
+    // every warp finished with before the barrier above.
+    if (t + 1 < tiles) {
+      load_rows_async<BlockN, HeadDim, Tile::kThreads>(k_tiles + ((t + 1) & 1) * BlockN * kStride,
+                                                       k_base, k_row_bytes, tile_start(t + 1),
+                                                       params.tokens_kv);
+      copy_async_commit();
+    }
+
+    // Keys past the end and fine-masked tiles score -inf; then the online softmax.
+    const bool ragged = n0 + BlockN > params.tokens_kv;
+#pragma unroll
+    for (int rg = 0; rg < kRowGroups; ++rg)
+#pragma unroll
+      for (int j = 0; j < Tile::kScoreTiles; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const bool masked = ((keep[rg] >> j) & 1u) == 0 ||
+                              (ragged && n0 + j * 8 + quad * 2 + (e & 1) >= params.tokens_kv);
+          if (masked) score[rg][j][e] = negative_infinity();
+        }
+#pragma unroll
+    for (int rg = 0; rg < kRowGroups; ++rg)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        float tile_max = row_max[rg][h];
+#pragma unroll
+        for (int j = 0; j < Tile::kScoreTiles; ++j)
+          tile_max = fmaxf(tile_max, fmaxf(score[rg][j][2 * h], score[rg][j][2 * h + 1]));
+        tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
+        tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
+        // A row with nothing kept so far keeps max -inf; subtracting 0 then keeps exp2 at 0.
+        const float max_scaled = tile_max == negative_infinity() ? 0.f : tile_max * scale_log2;
+        const float rescale = fast_exp2(row_max[rg][h] * scale_log2 - max_scaled);
+        row_max[rg][h] = tile_max;
+        row_sum[rg][h] *= rescale;
+#pragma unroll
+        for (int d = 0; d < Tile::kOutTiles; ++d) {
+          out[rg][d][2 * h] *= rescale;
+          out[rg][d][2 * h + 1] *= rescale;
+        }
+#pragma unroll
+        for (int j = 0; j < Tile::kScoreTiles; ++j)
+#pragma unroll
+          for (int e = 2 * h; e < 2 * h + 2; ++e) {
+            score[rg][j][e] = fast_exp2(score[rg][j][e] * scale_log2 - max_scaled);
+            row_sum[rg][h] += score[rg][j][e];
+          }
+      }
+
+    // O += P V, P straight from the score registers (the mma C layout of two adjacent 8-key
+    // tiles is the A layout of one 16-key step).
+    if (t + 1 < tiles) copy_async_wait<1>();  // V(t) has landed; K(t+1) may be in flight
+    else copy_async_wait<0>();
+    __syncthreads();
+#pragma unroll
+    for (int kk = 0; kk < BlockN / 16; ++kk) {
+      bool needed = false;
+#pragma unroll
+      for (int rg = 0; rg < kRowGroups; ++rg) needed |= ((keep[rg] >> (2 * kk)) & 3u) != 0;
+      if (!needed) continue;
+      u32 a[kRowGroups][4];
+#pragma unroll
+      for (int rg = 0; rg < kRowGroups; ++rg) {
+        a[rg][0] = pack_pair<Dtype>(score[rg][2 * kk][0], score[rg][2 * kk][1]);
+        a[rg][1] = pack_pair<Dtype>(score[rg][2 * kk][2], score[rg][2 * kk][3]);
+        a[rg][2] = pack_pair<Dtype>(score[rg][2 * kk + 1][0], score[rg][2 * kk + 1][1]);
+        a[rg][3] = pack_pair<Dtype>(score[rg][2 * kk + 1][2], score[rg][2 * kk + 1][3]);
+      }
+#pragma unroll
+      for (int d = 0; d < Tile::kOutTiles; d += 2) {
+        u32 b[4];
+        load_matrix_x4_transposed(b, v_tile + (kk * 16 + ((lane / 8) % 2) * 8 + lane % 8) * kStride +
+                                         d * 8 + (lane / 16) * 8);
+#pragma unroll
+        for (int rg = 0; rg < kRowGroups; ++rg) {
+          if (((keep[rg] >> (2 * kk)) & 3u) == 0) continue;
+          mma_16816<Dtype>(out[rg][d], a[rg], b[0], b[1]);
+          mma_16816<Dtype>(out[rg][d + 1], a[rg], b[2], b[3]);
+        }
+      }
+    }
+  }
+
+  // Normalize and store; rows with nothing kept write zeros and LSE = -inf.
+#pragma unroll
+  for (int rg = 0; rg < kRowGroups; ++rg)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      float sum = row_sum[rg][h];
+      sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+      sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+      const int row = m0 + warp * Tile::kRowsPerWarp + rg * 16 + group + 8 * h;
+      if (row >= params.tokens_q) continue;
+      const float inverse = sum > 0.f ? 1.f / sum : 0.f;
+      char* o_row = o_base + static_cast<long long>(row) * params.o_token_stride * 2;
+#pragma unroll
+      for (int d = 0; d < Tile::kOutTiles; ++d)
+        *reinterpret_cast<u32*>(o_row + (d * 8 + quad * 2) * 2) =
+            pack_pair<Dtype>(out[rg][d][2 * h] * inverse, out[rg][d][2 * h + 1] * inverse);
+      if (params.lse != nullptr && quad == 0) {
+        const float natural = sum > 0.f
+                                  ? (row_max[rg][h] * scale_log2 + fast_log2(sum)) * 0.6931471805599453f
+                                  : negative_infinity();
+        params.lse[(static_cast<long long>(batch) * params.heads + head) * params.tokens_q + row] = natural;
+      }
+    }
+}
+
+}  // namespace sparsejit

@@ -1,0 +1,142 @@
+// The sparse_attention descriptor without a GPU: the space, its constraints, the defaults, the
+// host-side validation, and NVRTC compiles of a stratified subset for sm_80 and sm_90.
+#include <gtest/gtest.h>
+
+#include <set>
+
+#include "jit/nvrtc_compiler.h"
+#include "templates/sparse_attention/attention_family.h"
+#include "templates/sparse_attention/block_mask.h"
+
+namespace sparsejit::templates {
+namespace {
+
+constexpr int kHopperShared = 227 * 1024;
+
+TEST(AttentionSpace, EveryPointIsValidAndDistinct) {
+  const jit::Target sm90 = jit::Target::parse("sm_90");
+  const std::vector<jit::KernelSpec> space = SparseAttentionFamily().enumerate(sm90);
+  ASSERT_GT(space.size(), 100u);
+  std::set<std::string> keys, expressions;
+  for (const jit::KernelSpec& spec : space) {
+    EXPECT_EQ(spec.family, "sparse_attention");
+    keys.insert(spec.request.cache_key());
+    expressions.insert(spec.name_expression);
+  }
+  EXPECT_EQ(keys.size(), space.size());
+  EXPECT_EQ(expressions.size(), space.size());
+  // sm_86 has less shared memory: its space is a strict subset.
+  EXPECT_LT(SparseAttentionFamily().enumerate(jit::Target::parse("sm_86")).size(), space.size());
+}
+
+TEST(AttentionSpace, DefaultsAreValidForEveryProblem) {
+  for (AttentionDtype dtype : {AttentionDtype::bf16, AttentionDtype::fp16})
+    for (int head_dim : kAttentionHeadDims)
+      for (int block_q : kAttentionBlockSizes)
+        for (int block_kv : kAttentionBlockSizes)
+          for (int fine_n : kAttentionFineN) {
+            if (fine_n != 0 && !fine_granularity_valid(block_q, block_kv, fine_n)) continue;
+            for (int shared : {99 * 1024, kHopperShared}) {
+              const AttentionConfig config =
+                  default_attention_config(dtype, head_dim, block_q, block_kv, fine_n, shared);
+              EXPECT_EQ(attention_config_problem(config, shared), "") << config.label();
+            }
+          }
+}
+
+TEST(AttentionSpace, InvalidPointsSayWhy) {
+  const AttentionConfig good = default_attention_config(AttentionDtype::bf16, 128, 128, 128, 0, kHopperShared);
+  const auto problem = [](AttentionConfig c) { return attention_config_problem(c, kHopperShared); };
+  AttentionConfig c = good;
+  c.head_dim = 80;
+  EXPECT_NE(problem(c).find("head dim 80"), std::string::npos);
+  c = good;
+  c.block_m = 128;
+  c.block_q = 64;
+  EXPECT_NE(problem(c).find("divide block_q"), std::string::npos);
+  c = good;
+  c.warps = 4;
+  c.block_m = 64;
+  c.block_n = 128;  // 16 rows per warp: 16 + 64 accumulators... fine; 32 rows below spill
+  EXPECT_EQ(problem(c), "");
+  c.block_m = 128;  // 32 rows per warp with 128 keys and D = 128: too many accumulators
+  EXPECT_NE(problem(c).find("accumulators"), std::string::npos);
+  c = good;
+  c.fine_n = 8;  // 8 x 16 sub-tiles of 128 x 128 do not fit 64 bits
+  EXPECT_NE(problem(c).find("64-bit"), std::string::npos);
+  c = good;
+  c.block_n = 128;
+  c.block_m = 128;
+  c.warps = 8;
+  EXPECT_NE(attention_config_problem(c, 64 * 1024).find("shared memory"), std::string::npos);
+}
+
+TEST(AttentionValidate, RefusesBadParamsWithTheReason) {
+  const AttentionConfig config = default_attention_config(AttentionDtype::bf16, 128, 128, 128, 0, kHopperShared);
+  alignas(16) static char memory[64];
+  SparseAttentionParams p{};
+  p.q = p.k = p.v = memory;
+  p.o = memory;
+  p.q_token_stride = p.k_token_stride = p.v_token_stride = p.o_token_stride = 128;
+  static int count[1], index[1];
+  p.kv_block_count = count;
+  p.kv_block_index = index;
+  p.max_kv_blocks = 1;
+  p.batch = p.heads = 1;
+  p.tokens_q = p.tokens_kv = 100;
+  EXPECT_NO_THROW(SparseAttentionFamily::validate(config, p, kHopperShared));
+  const auto expect_refused = [&](SparseAttentionParams bad, const std::string& words) {
+    try {
+      SparseAttentionFamily::validate(config, bad, kHopperShared);
+      ADD_FAILURE() << "expected a refusal mentioning '" << words << "'";
+    } catch (const std::invalid_argument& error) {
+      EXPECT_NE(std::string(error.what()).find(words), std::string::npos) << error.what();
+    }
+  };
+  SparseAttentionParams bad = p;
+  bad.v = nullptr;
+  expect_refused(bad, "v is null");
+  bad = p;
+  bad.k = memory + 2;
+  expect_refused(bad, "k: the pointer and the token stride");
+  bad = p;
+  bad.o_token_stride = 129;
+  expect_refused(bad, "o: the pointer and the token stride");
+  bad = p;
+  bad.tokens_kv = 0;
+  expect_refused(bad, "must be positive");
+  bad = p;
+  bad.kv_block_index = nullptr;
+  expect_refused(bad, "block mask");
+  bad = p;
+  bad.max_kv_blocks = 2;  // only one key block of 128 for 100 keys
+  expect_refused(bad, "max_kv_blocks 2");
+  bad = p;
+  static unsigned long long bits[1];
+  bad.fine_bits = bits;
+  expect_refused(bad, "without fine bits");
+}
+
+// A stratified subset compiles for sm_80 and sm_90 on CI: every dtype x head dim at the
+// default tile, plus fine bits and the two warp layouts (16 and 32 rows per warp) once each.
+// The whole space (hundreds of specializations, about a second each) is compiled by
+// `sparsejit precompile --family sparse_attention`, too slow for every CI run.
+TEST(AttentionCompile, StratifiedSubsetCompilesToCubins) {
+  std::vector<AttentionConfig> subset;
+  for (AttentionDtype dtype : {AttentionDtype::bf16, AttentionDtype::fp16})
+    for (int head_dim : kAttentionHeadDims)
+      subset.push_back(default_attention_config(dtype, head_dim, 128, 128, 0, 99 * 1024));
+  subset.push_back(default_attention_config(AttentionDtype::bf16, 128, 128, 64, 16, 99 * 1024));
+  subset.push_back({AttentionDtype::fp16, 64, 128, 128, 128, 64, 4, 32});  // 32 rows per warp
+  for (const char* arch : {"sm_80", "sm_90"})
+    for (const AttentionConfig& config : subset) {
+      SCOPED_TRACE(config.label() + " " + arch);
+      ASSERT_EQ(attention_config_problem(config, max_shared_bytes_for(jit::Target::parse(arch))), "");
+      const jit::CompiledBinary binary = jit::compile(SparseAttentionFamily::render(config, jit::Target::parse(arch)).request);
+      EXPECT_GT(binary.cubin.size(), 1000u);
+      EXPECT_EQ(binary.lowered_names.count(config.name_expression()), 1u);
+    }
+}
+
+}  // namespace
+}  // namespace sparsejit::templates

@@ -1,0 +1,329 @@
+// sparse_attention on the GPU against the float64 CPU reference: every dtype, head dim, block
+// pair and fine granularity on ragged sizes with both layouts and empty rows; every tile of
+// one problem; the model sequence lengths (checked on sampled query blocks); the mask
+// validation mode. Outputs are poisoned (NaN) first, so an unwritten element fails.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "jit/device_memory.h"
+#include "jit/driver_api.h"
+#include "jit/kernel_provider.h"
+#include "runtime/runtime.h"
+#include "templates/sparse_attention/attention_family.h"
+#include "templates/sparse_attention/attention_reference.h"
+#include "templates/sparse_attention/block_mask.h"
+#include "tests/support/gpu_test.h"
+#include "tests/support/test_support.h"
+
+namespace sparsejit::templates {
+namespace {
+
+enum class Storage { bhnd, bnhd };
+
+// {batch, head, token} strides of a dense [B, H, N, D] tensor stored in `storage` order.
+std::array<long long, 3> strides(Storage storage, int heads, int tokens, int head_dim) {
+  const long long h = heads, n = tokens, d = head_dim;
+  return storage == Storage::bhnd ? std::array<long long, 3>{h * n * d, n * d, d}
+                                  : std::array<long long, 3>{n * h * d, d, h * d};
+}
+
+double bound_for(AttentionDtype dtype) { return dtype == AttentionDtype::bf16 ? 1e-2 : 5e-3; }
+
+// One attention problem with its host data, device copies and both parameter sets.
+struct AttentionCase {
+  int batch, heads, tokens_q, tokens_kv, head_dim;
+  AttentionDtype dtype;
+  Storage storage;
+  BlockMask mask;
+  std::vector<std::uint16_t> q, k, v;  // stored in `storage` order
+  SparseAttentionParams host{};        // host pointers (for the reference)
+  SparseAttentionParams device{};      // device pointers (for the kernel)
+  jit::DeviceBuffer dq, dk, dv, dout, dlse, dcount, dindex, dfine;
+
+  AttentionCase(int b, int h, int nq, int nkv, int d, AttentionDtype type, Storage layout, BlockMask m,
+                std::mt19937_64& generator, bool with_lse = true)
+      : batch(b), heads(h), tokens_q(nq), tokens_kv(nkv), head_dim(d), dtype(type), storage(layout),
+        mask(std::move(m)) {
+    q = random_half(static_cast<std::size_t>(b) * h * nq * d, type, generator);
+    k = random_half(static_cast<std::size_t>(b) * h * nkv * d, type, generator);
+    v = random_half(static_cast<std::size_t>(b) * h * nkv * d, type, generator);
+    dq = jit::DeviceBuffer::from_host(q);
+    dk = jit::DeviceBuffer::from_host(k);
+    dv = jit::DeviceBuffer::from_host(v);
+    dout = jit::DeviceBuffer(q.size() * 2);
+    dout.fill(0xff);  // NaN in both dtypes
+    if (with_lse) {
+      dlse = jit::DeviceBuffer(static_cast<std::size_t>(b) * h * nq * sizeof(float));
+      dlse.fill(0xff);
+    }
+    dcount = jit::DeviceBuffer::from_host(mask.count);
+    dindex = jit::DeviceBuffer::from_host(mask.index.empty() ? std::vector<int>{0} : mask.index);
+    if (mask.fine_n > 0) dfine = jit::DeviceBuffer::from_host(mask.fine_bits);
+    const auto qs = strides(layout, h, nq, d), ks = strides(layout, h, nkv, d);
+    for (SparseAttentionParams* p : {&host, &device}) {
+      p->q_batch_stride = p->o_batch_stride = qs[0];
+      p->q_head_stride = p->o_head_stride = qs[1];
+      p->q_token_stride = p->o_token_stride = qs[2];
+      p->k_batch_stride = p->v_batch_stride = ks[0];
+      p->k_head_stride = p->v_head_stride = ks[1];
+      p->k_token_stride = p->v_token_stride = ks[2];
+      p->max_kv_blocks = mask.max_kv_blocks;
+      p->batch = b;
+      p->heads = h;
+      p->tokens_q = nq;
+      p->tokens_kv = nkv;
+      p->softmax_scale = 1.0f / std::sqrt(static_cast<float>(d));
+    }
+    host.q = q.data();
+    host.k = k.data();
+    host.v = v.data();
+    device.q = dq.pointer();
+    device.k = dk.pointer();
+    device.v = dv.pointer();
+    device.o = dout.pointer();
+    device.lse = with_lse ? static_cast<float*>(dlse.pointer()) : nullptr;
+    device.kv_block_count = static_cast<const int*>(dcount.pointer());
+    device.kv_block_index = static_cast<const int*>(dindex.pointer());
+    device.fine_bits = mask.fine_n > 0 ? static_cast<const unsigned long long*>(dfine.pointer()) : nullptr;
+  }
+
+  runtime::AttentionProblem problem() const {
+    return {dtype, head_dim, mask.block_q, mask.block_kv, mask.fine_n};
+  }
+
+  // The kernel's O as [B, H, Nq, D] doubles, in the reference's order.
+  std::vector<double> output() const {
+    const std::vector<std::uint16_t> stored = dout.download_as<std::uint16_t>();
+    const auto s = strides(storage, heads, tokens_q, head_dim);
+    std::vector<double> out(stored.size());
+    std::size_t i = 0;
+    for (int b = 0; b < batch; ++b)
+      for (int h = 0; h < heads; ++h)
+        for (int n = 0; n < tokens_q; ++n)
+          for (int d = 0; d < head_dim; ++d)
+            out[i++] = half_bits_to_float(stored[b * s[0] + h * s[1] + n * s[2] + d], dtype);
+    return out;
+  }
+  std::vector<double> lse() const {
+    const std::vector<float> stored = dlse.download_as<float>();
+    return {stored.begin(), stored.end()};
+  }
+};
+
+// Compares the kernel's output (and LSE when written) with the reference.
+void expect_matches(const AttentionCase& c, const std::string& what) {
+  SCOPED_TRACE(what);
+  const AttentionReference reference = sparse_attention_reference(c.host, c.dtype, c.head_dim, c.mask);
+  const double error = relative_l2_error(c.output(), reference.o);
+  EXPECT_LE(error, bound_for(c.dtype)) << "relative L2 error of O (NaN: an element was not written)";
+  if (c.device.lse != nullptr) {
+    const std::vector<double> lse = c.lse();
+    for (std::size_t i = 0; i < lse.size(); ++i) {
+      if (std::isinf(reference.lse[i])) {
+        ASSERT_TRUE(std::isinf(lse[i]) && lse[i] < 0) << "row " << i << " keeps nothing: LSE must be -inf";
+      } else {
+        ASSERT_NEAR(lse[i], reference.lse[i], 1e-3 * std::max(1.0, std::abs(reference.lse[i]))) << "row " << i;
+      }
+    }
+  }
+}
+
+class AttentionGpuTest : public testing::GpuTest {
+ protected:
+  void SetUp() override {
+    GpuTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
+    runtime_ = std::make_unique<runtime::Runtime>(
+        runtime::RuntimeOptions{.device = 0, .database_path = directory_ / "kernels.db"});
+    stream_ = std::make_unique<jit::Stream>();
+  }
+  void run(const AttentionCase& c) {
+    runtime_->sparse_attention(c.device, c.problem(), stream_->handle(), /*check_mask=*/true);
+    stream_->synchronize();
+  }
+  testing::TempDirectory directory_;
+  std::unique_ptr<runtime::Runtime> runtime_;
+  std::unique_ptr<jit::Stream> stream_;
+  std::mt19937_64 generator_ = testing::fresh_generator();
+};
+
+struct Problem {
+  AttentionDtype dtype;
+  int head_dim, block_q, block_kv, fine_n;
+};
+void PrintTo(const Problem& p, std::ostream* out) {
+  *out << to_string(p.dtype) << "_D" << p.head_dim << "_" << p.block_q << "x" << p.block_kv << "_fine"
+       << p.fine_n;
+}
+
+std::vector<Problem> all_problems() {
+  std::vector<Problem> problems;
+  for (AttentionDtype dtype : {AttentionDtype::bf16, AttentionDtype::fp16})
+    for (int head_dim : kAttentionHeadDims)
+      for (int block_q : kAttentionBlockSizes)
+        for (int block_kv : kAttentionBlockSizes)
+          for (int fine_n : {0, 16}) problems.push_back({dtype, head_dim, block_q, block_kv, fine_n});
+  return problems;
+}
+
+class AttentionProblems : public AttentionGpuTest, public ::testing::WithParamInterface<Problem> {};
+
+// Ragged lengths (700 queries, 900 keys), 2 batches x 2 heads, 10% empty rows, each density
+// once per layout; with fine bits half the sub-tiles of every kept pair are set.
+TEST_P(AttentionProblems, MatchesTheReference) {
+  const Problem p = GetParam();
+  const struct {
+    double density;
+    Storage storage;
+    bool lse;
+  } runs[] = {{1.0, Storage::bnhd, true}, {0.5, Storage::bhnd, false}, {0.1, Storage::bnhd, true},
+              {0.02, Storage::bhnd, true}};
+  for (const auto& r : runs) {
+    BlockMask mask = random_block_mask(2, 2, 700, 900, p.block_q, p.block_kv, r.density, generator_,
+                                       true, p.fine_n, 0.5);
+    mask = with_empty_rows(std::move(mask), 0.1, generator_);
+    AttentionCase c(2, 2, 700, 900, p.head_dim, p.dtype, r.storage, std::move(mask), generator_, r.lse);
+    run(c);
+    expect_matches(c, "density " + std::to_string(r.density) +
+                          (r.storage == Storage::bhnd ? " [B,H,N,D]" : " [B,N,H,D]"));
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(AllProblems, AttentionProblems, ::testing::ValuesIn(all_problems()),
+                         [](const auto& info) {
+                           std::ostringstream name;
+                           PrintTo(info.param, &name);
+                           return name.str();
+                         });
+
+// Every tile configuration of the space for one problem, with and without fine bits.
+TEST_F(AttentionGpuTest, EveryTileOfTheSpace) {
+  jit::KernelProvider provider(nullptr);
+  const jit::Target target = runtime_->target();
+  const int max_shared = runtime_->device().max_shared_bytes_per_block;
+  int tested = 0;
+  for (int fine_n : {0, 16})
+    for (int block_m : kAttentionBlockM)
+      for (int block_n : kAttentionBlockN)
+        for (int warps : kAttentionWarps) {
+          const AttentionConfig config{AttentionDtype::bf16, 128, 128, 128, block_m, block_n, warps, fine_n};
+          if (!attention_config_problem(config, max_shared).empty()) continue;
+          BlockMask mask = random_block_mask(1, 2, 1000, 1000, 128, 128, 0.4, generator_, true, fine_n, 0.5);
+          AttentionCase c(1, 2, 1000, 1000, 128, AttentionDtype::bf16, Storage::bhnd, std::move(mask), generator_);
+          const jit::Kernel kernel = provider.kernel(context(), SparseAttentionFamily::render(config, target));
+          SparseAttentionFamily::launch(kernel, config, c.device, max_shared, stream_->handle());
+          stream_->synchronize();
+          expect_matches(c, config.label());
+          ++tested;
+        }
+  EXPECT_GE(tested, 6);
+}
+
+// The model lengths, checked on three sampled query blocks (first, middle, last and ragged):
+// the reference of the whole sequence would take minutes on the CPU.
+void expect_sampled_blocks_match(const AttentionCase& c) {
+  const int q_blocks = c.mask.q_blocks, block_q = c.mask.block_q;
+  const std::vector<int> picked = {0, q_blocks / 2, q_blocks - 1};
+  // The sub-problem: the picked query blocks in order (the last one keeps its ragged length,
+  // so block membership and fine sub-tiles of every row are unchanged), same keys.
+  std::vector<int> rows;
+  for (int qb : picked)
+    for (int n = qb * block_q; n < std::min((qb + 1) * block_q, c.tokens_q); ++n) rows.push_back(n);
+  const int sub_tokens = static_cast<int>(rows.size());
+  const auto s = strides(c.storage, c.heads, c.tokens_q, c.head_dim);
+  std::vector<std::uint16_t> sub_q(static_cast<std::size_t>(c.batch) * c.heads * sub_tokens * c.head_dim);
+  for (int b = 0; b < c.batch; ++b)
+    for (int h = 0; h < c.heads; ++h)
+      for (int i = 0; i < sub_tokens; ++i)
+        std::memcpy(&sub_q[((static_cast<std::size_t>(b) * c.heads + h) * sub_tokens + i) * c.head_dim],
+                    &c.q[b * s[0] + h * s[1] + rows[i] * s[2]], c.head_dim * 2);
+  BlockMask sub_mask = c.mask;
+  sub_mask.q_blocks = static_cast<int>(picked.size());
+  sub_mask.count.clear();
+  sub_mask.index.clear();
+  sub_mask.fine_bits.clear();
+  for (int b = 0; b < c.batch; ++b)
+    for (int h = 0; h < c.heads; ++h)
+      for (int qb : picked) {
+        const std::size_t row = c.mask.row(b, h, qb);
+        sub_mask.count.push_back(c.mask.count[row]);
+        for (int i = 0; i < c.mask.max_kv_blocks; ++i) {
+          sub_mask.index.push_back(c.mask.index[row * c.mask.max_kv_blocks + i]);
+          if (c.mask.fine_n > 0) sub_mask.fine_bits.push_back(c.mask.fine_bits[row * c.mask.max_kv_blocks + i]);
+        }
+      }
+  SparseAttentionParams sub = c.host;
+  sub.q = sub_q.data();
+  sub.tokens_q = sub_tokens;
+  const auto sub_strides = strides(Storage::bhnd, c.heads, sub_tokens, c.head_dim);
+  sub.q_batch_stride = sub_strides[0];
+  sub.q_head_stride = sub_strides[1];
+  sub.q_token_stride = sub_strides[2];
+  const AttentionReference reference = sparse_attention_reference(sub, c.dtype, c.head_dim, sub_mask);
+
+  const std::vector<std::uint16_t> stored = c.dout.download_as<std::uint16_t>();
+  std::vector<double> actual;
+  for (int b = 0; b < c.batch; ++b)
+    for (int h = 0; h < c.heads; ++h)
+      for (int row : rows)
+        for (int d = 0; d < c.head_dim; ++d)
+          actual.push_back(half_bits_to_float(stored[b * s[0] + h * s[1] + row * s[2] + d], c.dtype));
+  EXPECT_LE(relative_l2_error(actual, reference.o), bound_for(c.dtype));
+}
+
+TEST_F(AttentionGpuTest, ModelSequenceLengths) {
+  const struct {
+    int tokens, heads;
+    double density;
+    int fine_n;
+    Storage storage;
+  } cases[] = {{32760, 2, 1.0, 0, Storage::bnhd},
+               {32760, 2, 0.1, 0, Storage::bhnd},
+               {32760, 1, 0.1, 16, Storage::bnhd},
+               {75600, 1, 0.05, 0, Storage::bnhd}};
+  for (const auto& m : cases) {
+    SCOPED_TRACE("N " + std::to_string(m.tokens) + " density " + std::to_string(m.density) + " fine " +
+                 std::to_string(m.fine_n));
+    BlockMask mask = random_block_mask(1, m.heads, m.tokens, m.tokens, 128, 128, m.density, generator_,
+                                       true, m.fine_n, 0.5);
+    AttentionCase c(1, m.heads, m.tokens, m.tokens, 128, AttentionDtype::bf16, m.storage, std::move(mask),
+                    generator_, false);
+    run(c);
+    expect_sampled_blocks_match(c);
+  }
+}
+
+// check_mask reads the device mask and refuses an index out of range before any launch.
+TEST_F(AttentionGpuTest, CheckedModeRefusesABadMask) {
+  BlockMask mask = random_block_mask(1, 1, 500, 500, 128, 128, 0.5, generator_);
+  mask.index[1] = mask.kv_blocks;  // one past the last key block
+  AttentionCase c(1, 1, 500, 500, 64, AttentionDtype::bf16, Storage::bhnd, std::move(mask), generator_);
+  try {
+    run(c);
+    FAIL() << "an out-of-range key block must be refused";
+  } catch (const std::invalid_argument& error) {
+    EXPECT_NE(std::string(error.what()).find("index[b=0, h=0, qb=0, i=1]"), std::string::npos) << error.what();
+  }
+  const std::vector<std::uint16_t> untouched = c.dout.download_as<std::uint16_t>();
+  for (std::uint16_t bits : untouched) ASSERT_EQ(bits, 0xffff) << "nothing may be launched";
+}
+
+// Bad pointers and shapes get clear errors, on the device path too.
+TEST_F(AttentionGpuTest, RefusesMisalignedPointersAndMissingFineBits) {
+  BlockMask mask = random_block_mask(1, 1, 256, 256, 128, 128, 1.0, generator_);
+  AttentionCase c(1, 1, 256, 256, 128, AttentionDtype::bf16, Storage::bhnd, std::move(mask), generator_);
+  SparseAttentionParams shifted = c.device;
+  shifted.k = static_cast<const char*>(shifted.k) + 2;
+  EXPECT_THROW(runtime_->sparse_attention(shifted, c.problem(), stream_->handle()), std::invalid_argument);
+  runtime::AttentionProblem fine = c.problem();
+  fine.fine_n = 16;
+  EXPECT_THROW(runtime_->sparse_attention(c.device, fine, stream_->handle()), std::invalid_argument);
+  runtime::AttentionProblem wide = c.problem();
+  wide.head_dim = 256;
+  EXPECT_THROW(runtime_->sparse_attention(c.device, wide, stream_->handle()), std::invalid_argument);
+}
+
+}  // namespace
+}  // namespace sparsejit::templates

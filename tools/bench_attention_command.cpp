@@ -1,0 +1,186 @@
+// sparsejit bench attention: time sparse attention on this GPU for one shape and mask, by the
+// tuner's protocol; the mask is random at a density, or read from files (as
+// tools/compare_peers.py writes them, so that the peers run the same kept blocks).
+#include <cmath>
+#include <fstream>
+#include <iostream>
+#include <random>
+
+#include "jit/device_memory.h"
+#include "jit/driver_api.h"
+#include "runtime/runtime.h"
+#include "templates/sparse_attention/block_mask.h"
+#include "tools/cli_common.h"
+#include "tuner/timing.h"
+
+namespace sparsejit::tools {
+namespace {
+
+struct AttentionBenchOptions {
+  int batch = 1;
+  int heads = 12;
+  int tokens = 32768;
+  int head_dim = 128;
+  int block = 128;
+  double density = 0.1;
+  int fine_n = 0;
+  double fine_density = 0.5;
+  std::string dtype = "bf16";
+  std::string mask_file;
+  std::uint64_t seed = 0;
+  bool no_database = false;
+  bool json = false;
+};
+
+std::vector<int> read_int32_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
+  if (!in) throw std::runtime_error("cannot read " + path);
+  const std::streamsize bytes = in.tellg();
+  if (bytes % 4 != 0) throw std::runtime_error(path + ": size " + std::to_string(bytes) + " is not whole int32s");
+  std::vector<int> values(static_cast<std::size_t>(bytes / 4));
+  in.seekg(0);
+  in.read(reinterpret_cast<char*>(values.data()), bytes);
+  return values;
+}
+
+// PREFIX.count.i32: int32 [B, H, QB]; PREFIX.index.i32: int32 [B, H, QB, max_kv] (C order).
+templates::BlockMask read_mask(const AttentionBenchOptions& o) {
+  templates::BlockMask mask;
+  mask.batch = o.batch;
+  mask.heads = o.heads;
+  mask.q_blocks = mask.kv_blocks = (o.tokens + o.block - 1) / o.block;
+  mask.block_q = mask.block_kv = o.block;
+  mask.count = read_int32_file(o.mask_file + ".count.i32");
+  mask.index = read_int32_file(o.mask_file + ".index.i32");
+  const std::size_t rows = static_cast<std::size_t>(o.batch) * o.heads * mask.q_blocks;
+  if (mask.count.size() != rows)
+    throw std::runtime_error(o.mask_file + ".count.i32 holds " + std::to_string(mask.count.size()) +
+                             " counts; [B, H, QB] needs " + std::to_string(rows));
+  if (mask.index.size() % rows != 0)
+    throw std::runtime_error(o.mask_file + ".index.i32 is not [B, H, QB, max_kv]");
+  mask.max_kv_blocks = static_cast<int>(mask.index.size() / rows);
+  templates::validate_block_mask(mask, o.tokens, o.tokens);
+  return mask;
+}
+
+int run_bench_attention(const GlobalOptions& global, const AttentionBenchOptions& o) {
+  std::string why;
+  if (!jit::driver_available(&why)) {
+    std::fprintf(stderr, "sparsejit: %s; bench needs a GPU\n", why.c_str());
+    return kExitNoGpu;
+  }
+  runtime::RuntimeOptions runtime_options;
+  runtime_options.use_database = !o.no_database;
+  if (!global.database.empty()) runtime_options.database_path = global.database;
+  runtime::Runtime runtime(runtime_options);
+  runtime.context().make_current();
+  const auto dtype = o.dtype == "fp16" ? templates::AttentionDtype::fp16 : templates::AttentionDtype::bf16;
+
+  std::mt19937_64 generator(o.seed);
+  const templates::BlockMask mask =
+      o.mask_file.empty() ? templates::random_block_mask(o.batch, o.heads, o.tokens, o.tokens, o.block,
+                                                         o.block, o.density, generator, true, o.fine_n,
+                                                         o.fine_density)
+                          : read_mask(o);
+  // Random inputs (never zeros): a 4 Mi-element random block repeated over each tensor.
+  const std::size_t elements = static_cast<std::size_t>(o.batch) * o.heads * o.tokens * o.head_dim;
+  const std::vector<std::uint16_t> block = templates::random_half(std::size_t{1} << 22, dtype, generator);
+  std::vector<std::uint16_t> host(elements);
+  for (std::size_t i = 0; i < elements; i += block.size())
+    std::copy_n(block.begin(), std::min(block.size(), elements - i), host.begin() + static_cast<long>(i));
+  jit::DeviceBuffer q = jit::DeviceBuffer::from_host(host);
+  std::rotate(host.begin(), host.begin() + static_cast<long>(elements / 3), host.end());
+  jit::DeviceBuffer k = jit::DeviceBuffer::from_host(host);
+  std::rotate(host.begin(), host.begin() + static_cast<long>(elements / 3), host.end());
+  jit::DeviceBuffer v = jit::DeviceBuffer::from_host(host);
+  jit::DeviceBuffer out(elements * 2);
+  jit::DeviceBuffer count = jit::DeviceBuffer::from_host(mask.count);
+  jit::DeviceBuffer index = jit::DeviceBuffer::from_host(mask.index.empty() ? std::vector<int>{0} : mask.index);
+  jit::DeviceBuffer fine;
+  if (o.fine_n > 0) fine = jit::DeviceBuffer::from_host(mask.fine_bits);
+
+  SparseAttentionParams params{};
+  params.q = q.pointer();
+  params.k = k.pointer();
+  params.v = v.pointer();
+  params.o = out.pointer();
+  const long long d = o.head_dim, n = o.tokens, h = o.heads;
+  params.q_batch_stride = params.k_batch_stride = params.v_batch_stride = params.o_batch_stride = h * n * d;
+  params.q_head_stride = params.k_head_stride = params.v_head_stride = params.o_head_stride = n * d;
+  params.q_token_stride = params.k_token_stride = params.v_token_stride = params.o_token_stride = d;
+  params.kv_block_count = static_cast<const int*>(count.pointer());
+  params.kv_block_index = static_cast<const int*>(index.pointer());
+  params.fine_bits = o.fine_n > 0 ? static_cast<const unsigned long long*>(fine.pointer()) : nullptr;
+  params.max_kv_blocks = mask.max_kv_blocks;
+  params.batch = o.batch;
+  params.heads = o.heads;
+  params.tokens_q = params.tokens_kv = o.tokens;
+  params.softmax_scale = 1.0f / std::sqrt(static_cast<float>(o.head_dim));
+  const runtime::AttentionProblem problem{dtype, o.head_dim, o.block, o.block, o.fine_n};
+
+  jit::Stream stream;
+  runtime.sparse_attention(params, problem, stream.handle(), /*check_mask=*/true);  // validates once
+  stream.synchronize();
+  const tuner::Timing timing = tuner::time_on_stream(
+      [&] { runtime.sparse_attention(params, problem, stream.handle()); }, stream.handle());
+  // Effective TFLOP/s counts whole kept blocks, as DESIGN.md's peer figures do.
+  const double kept = mask.density();
+  const double flops = 4.0 * o.batch * h * static_cast<double>(n) * static_cast<double>(n) * d * kept;
+  const double tflops = flops / (timing.median_ms * 1e9);
+  const std::string config = runtime.attention_config(problem).label();
+  const nlohmann::json report = {{"gpu", runtime.device().name},
+                                 {"batch", o.batch},
+                                 {"heads", o.heads},
+                                 {"tokens", o.tokens},
+                                 {"head_dim", o.head_dim},
+                                 {"block", o.block},
+                                 {"dtype", o.dtype},
+                                 {"fine_n", o.fine_n},
+                                 {"density", kept},
+                                 {"median_ms", timing.median_ms},
+                                 {"p20_ms", timing.p20_ms},
+                                 {"p80_ms", timing.p80_ms},
+                                 {"effective_tflops", tflops},
+                                 {"config", config}};
+  if (o.json) {
+    std::cout << report.dump() << "\n";
+    return kExitOk;
+  }
+  std::cout << runtime.device().name << ", " << o.dtype << " B=" << o.batch << " H=" << o.heads
+            << " N=" << o.tokens << " D=" << o.head_dim << ", blocks " << o.block << ", kept "
+            << format_fixed(100 * kept, 1) << "%" << (o.fine_n > 0 ? ", fine " + std::to_string(o.fine_n) : "")
+            << "\n"
+            << config << ": median " << format_fixed(timing.median_ms, 3) << " ms (p20 "
+            << format_fixed(timing.p20_ms, 3) << ", p80 " << format_fixed(timing.p80_ms, 3) << "), "
+            << format_fixed(tflops, 0) << " effective TFLOP/s\n";
+  return kExitOk;
+}
+
+}  // namespace
+
+void add_bench_attention_command(CLI::App& bench, GlobalOptions& global) {
+  auto options = std::make_shared<AttentionBenchOptions>();
+  CLI::App* attention = bench.add_subcommand(
+      "attention", "Sparse attention for one shape and block mask (random, or --mask-file)");
+  attention->add_option("--batch", options->batch, "batch size")->check(CLI::Range(1, 65535));
+  attention->add_option("--heads", options->heads, "heads")->check(CLI::Range(1, 65535));
+  attention->add_option("--tokens", options->tokens, "tokens (queries = keys)")->check(CLI::PositiveNumber);
+  attention->add_option("--head-dim", options->head_dim, "head dim")->check(CLI::IsMember({64, 96, 128}));
+  attention->add_option("--block", options->block, "sparse block size (queries and keys)")
+      ->check(CLI::IsMember({64, 128}));
+  attention->add_option("--density", options->density, "share of key blocks kept per query block")
+      ->check(CLI::Range(0.0, 1.0));
+  attention->add_option("--fine-n", options->fine_n, "keys per fine sub-tile (0: no fine bits)")
+      ->check(CLI::IsMember({0, 8, 16, 32}));
+  attention->add_option("--fine-density", options->fine_density, "share of fine sub-tiles kept")
+      ->check(CLI::Range(0.0, 1.0));
+  attention->add_option("--dtype", options->dtype, "bf16 or fp16")->check(CLI::IsMember({"bf16", "fp16"}));
+  attention->add_option("--mask-file", options->mask_file,
+                        "read the mask from PREFIX.count.i32 [B,H,QB] and PREFIX.index.i32 [B,H,QB,max_kv]");
+  attention->add_option("--seed", options->seed, "seed of the random mask and inputs");
+  attention->add_flag("--no-db", options->no_database, "use no database: compile in-process");
+  attention->add_flag("--json", options->json, "print one line of JSON");
+  attention->callback([&global, options] { global.exit_code = run_bench_attention(global, *options); });
+}
+
+}  // namespace sparsejit::tools
