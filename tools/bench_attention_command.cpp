@@ -2,6 +2,8 @@
 // tuner's protocol; the mask is random at a density, or read from files (as
 // tools/compare_peers.py writes them, so that the peers run the same kept blocks).
 #include <cmath>
+#include <functional>
+#include <optional>
 #include <fstream>
 #include <iostream>
 #include <random>
@@ -28,6 +30,7 @@ struct AttentionBenchOptions {
   std::string dtype = "bf16";
   std::string mask_file;
   std::uint64_t seed = 0;
+  int block_m = 0, block_n = 0, warps = 0;  // 0: the runtime's configuration
   bool no_database = false;
   bool json = false;
 };
@@ -121,13 +124,27 @@ int run_bench_attention(const GlobalOptions& global, const AttentionBenchOptions
   jit::Stream stream;
   runtime.sparse_attention(params, problem, stream.handle(), /*check_mask=*/true);  // validates once
   stream.synchronize();
-  const tuner::Timing timing = tuner::time_on_stream(
-      [&] { runtime.sparse_attention(params, problem, stream.handle()); }, stream.handle());
+  // A tile given on the command line runs that specialization directly; otherwise the
+  // runtime's choice, through its public entry point.
+  templates::AttentionConfig config = runtime.attention_config(problem);
+  std::function<void()> launch = [&] { runtime.sparse_attention(params, problem, stream.handle()); };
+  std::optional<jit::Kernel> kernel;
+  if (o.block_m != 0 || o.block_n != 0 || o.warps != 0) {
+    if (o.block_m != 0) config.block_m = o.block_m;
+    if (o.block_n != 0) config.block_n = o.block_n;
+    if (o.warps != 0) config.warps = o.warps;
+    kernel = runtime.kernels().kernel(runtime.context(),
+                                      templates::SparseAttentionFamily::render(config, runtime.target()));
+    launch = [&] {
+      templates::SparseAttentionFamily::launch(*kernel, config, params,
+                                               runtime.device().max_shared_bytes_per_block, stream.handle());
+    };
+  }
+  const tuner::Timing timing = tuner::time_on_stream(launch, stream.handle());
   // Effective TFLOP/s counts whole kept blocks, as DESIGN.md's peer figures do.
   const double kept = mask.density();
   const double flops = 4.0 * o.batch * h * static_cast<double>(n) * static_cast<double>(n) * d * kept;
   const double tflops = flops / (timing.median_ms * 1e9);
-  const std::string config = runtime.attention_config(problem).label();
   const nlohmann::json report = {{"gpu", runtime.device().name},
                                  {"batch", o.batch},
                                  {"heads", o.heads},
@@ -141,7 +158,7 @@ int run_bench_attention(const GlobalOptions& global, const AttentionBenchOptions
                                  {"p20_ms", timing.p20_ms},
                                  {"p80_ms", timing.p80_ms},
                                  {"effective_tflops", tflops},
-                                 {"config", config}};
+                                 {"config", config.label()}};
   if (o.json) {
     std::cout << report.dump() << "\n";
     return kExitOk;
@@ -150,7 +167,7 @@ int run_bench_attention(const GlobalOptions& global, const AttentionBenchOptions
             << " N=" << o.tokens << " D=" << o.head_dim << ", blocks " << o.block << ", kept "
             << format_fixed(100 * kept, 1) << "%" << (o.fine_n > 0 ? ", fine " + std::to_string(o.fine_n) : "")
             << "\n"
-            << config << ": median " << format_fixed(timing.median_ms, 3) << " ms (p20 "
+            << config.label() << ": median " << format_fixed(timing.median_ms, 3) << " ms (p20 "
             << format_fixed(timing.p20_ms, 3) << ", p80 " << format_fixed(timing.p80_ms, 3) << "), "
             << format_fixed(tflops, 0) << " effective TFLOP/s\n";
   return kExitOk;
@@ -178,6 +195,12 @@ void add_bench_attention_command(CLI::App& bench, GlobalOptions& global) {
   attention->add_option("--mask-file", options->mask_file,
                         "read the mask from PREFIX.count.i32 [B,H,QB] and PREFIX.index.i32 [B,H,QB,max_kv]");
   attention->add_option("--seed", options->seed, "seed of the random mask and inputs");
+  attention->add_option("--block-m", options->block_m, "tile rows (default: the runtime's choice)")
+      ->check(CLI::IsMember({64, 128}));
+  attention->add_option("--block-n", options->block_n, "tile keys (default: the runtime's choice)")
+      ->check(CLI::IsMember({32, 64, 128}));
+  attention->add_option("--warps", options->warps, "warps per CTA (default: the runtime's choice)")
+      ->check(CLI::IsMember({4, 8}));
   attention->add_flag("--no-db", options->no_database, "use no database: compile in-process");
   attention->add_flag("--json", options->json, "print one line of JSON");
   attention->callback([&global, options] { global.exit_code = run_bench_attention(global, *options); });

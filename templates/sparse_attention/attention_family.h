@@ -27,8 +27,9 @@ inline constexpr std::array<int, 2> kAttentionWarps = {4, 8};
 // Fine sub-tile widths in keys (0: no fine bits), FG-Attn.
 inline constexpr std::array<int, 4> kAttentionFineN = {0, 8, 16, 32};
 // fp32 accumulators (scores + output) per thread above which ptxas spills on sm_90 (measured
-// with -Xptxas -v: 128 accumulators compile to 199-235 registers with no spill, 192 spill).
-inline constexpr int kMaxAccumulatorsPerThread = 128;
+// with -Xptxas -v, CUDA 13.0: 128 accumulators compile to 193-240 registers and 160 (two
+// row groups of 32 keys at D = 128) to 247, with no spill; 192 spill 136 bytes).
+inline constexpr int kMaxAccumulatorsPerThread = 160;
 
 struct AttentionConfig {
   AttentionDtype dtype = AttentionDtype::bf16;

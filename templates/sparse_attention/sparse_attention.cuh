@@ -9,8 +9,9 @@
 //
 // Work really skipped by fine bits: per warp and row group, every 8-key score tile whose
 // bit is 0 costs no QK^T mma, and every 16-key step whose two score tiles are both 0 costs no
-// PV mma; ldmatrix of K/V is skipped when no row group of the warp needs it. Loads of K/V
-// tiles are never skipped (other warps may need them).
+// PV mma; ldmatrix of K/V is skipped when no row group of the warp needs it (with one row
+// group per warp the skip is one branch per 16 keys around the whole key-dim walk). Loads of
+// K/V tiles into shared memory are never skipped (other warps may need them).
 //
 // Grid: x = query blocks * (BlockQ / BlockM), y = heads, z = batch. Block: Warps * 32.
 // Dynamic shared memory: attention_tile<...>::kSharedBytes. Requires: Q/K/V/O pointers and
@@ -125,6 +126,8 @@ __global__ void __launch_bounds__(Warps * 32)
     }
   }
 
+  // Q's fragments when a warp owns one row group (kept in registers across the key walk).
+  u32 q_fragments[kRowGroups == 1 ? Tile::kKSteps : 1][4];
   const int tiles = kept * kTilesPerKvBlock;
   const auto tile_start = [&](int t) {
     return kept_blocks[t / kTilesPerKvBlock] * BlockKV + (t % kTilesPerKvBlock) * BlockN;
@@ -174,26 +177,63 @@ __global__ void __launch_bounds__(Warps * 32)
       for (int j = 0; j < Tile::kScoreTiles; ++j)
 #pragma unroll
         for (int e = 0; e < 4; ++e) score[rg][j][e] = 0.f;
+    if constexpr (kRowGroups == 1) {
+      // One row group: Q's fragments stay in registers for the whole key walk.
+      if (t == 0) {
 #pragma unroll
-    for (int ks = 0; ks < Tile::kKSteps; ++ks) {
-      u32 a[kRowGroups][4];
+        for (int ks = 0; ks < Tile::kKSteps; ++ks)
+          load_matrix_x4(q_fragments[ks], q_tile + (warp * 16 + lane % 16) * kStride + ks * 16 +
+                                              (lane / 16) * 8);
+      }
+      if constexpr (FineN == 0) {
+        // Key steps outside, score tiles inside: kScoreTiles independent accumulator chains.
 #pragma unroll
-      for (int rg = 0; rg < kRowGroups; ++rg)
-        load_matrix_x4(a[rg], q_tile + (warp * Tile::kRowsPerWarp + rg * 16 + lane % 16) * kStride +
-                                  ks * 16 + (lane / 16) * 8);
+        for (int ks = 0; ks < Tile::kKSteps; ++ks)
 #pragma unroll
-      for (int j = 0; j < Tile::kScoreTiles; j += 2) {
-        bool needed = false;
+          for (int j = 0; j < Tile::kScoreTiles; j += 2) {
+            u32 b[4];
+            load_matrix_x4(b, k_tile + (j * 8 + (lane / 16) * 8 + lane % 8) * kStride + ks * 16 +
+                                  ((lane / 8) % 2) * 8);
+            mma_16816<Dtype>(score[0][j], q_fragments[ks], b[0], b[1]);
+            mma_16816<Dtype>(score[0][j + 1], q_fragments[ks], b[2], b[3]);
+          }
+      } else {
+        // Score-tile pairs outside: one uniform branch skips a pair's whole key walk.
 #pragma unroll
-        for (int rg = 0; rg < kRowGroups; ++rg) needed |= ((keep[rg] >> j) & 3u) != 0;
-        if (!needed) continue;  // uniform across the warp
-        u32 b[4];
-        load_matrix_x4(b, k_tile + (j * 8 + (lane / 16) * 8 + lane % 8) * kStride + ks * 16 +
-                              ((lane / 8) % 2) * 8);
+        for (int j = 0; j < Tile::kScoreTiles; j += 2) {
+          if (((keep[0] >> j) & 3u) == 0) continue;
 #pragma unroll
-        for (int rg = 0; rg < kRowGroups; ++rg) {
-          if ((keep[rg] >> j) & 1u) mma_16816<Dtype>(score[rg][j], a[rg], b[0], b[1]);
-          if ((keep[rg] >> (j + 1)) & 1u) mma_16816<Dtype>(score[rg][j + 1], a[rg], b[2], b[3]);
+          for (int ks = 0; ks < Tile::kKSteps; ++ks) {
+            u32 b[4];
+            load_matrix_x4(b, k_tile + (j * 8 + (lane / 16) * 8 + lane % 8) * kStride + ks * 16 +
+                                  ((lane / 8) % 2) * 8);
+            if ((keep[0] >> j) & 1u) mma_16816<Dtype>(score[0][j], q_fragments[ks], b[0], b[1]);
+            if ((keep[0] >> (j + 1)) & 1u) mma_16816<Dtype>(score[0][j + 1], q_fragments[ks], b[2], b[3]);
+          }
+        }
+      }
+    } else {
+#pragma unroll
+      for (int ks = 0; ks < Tile::kKSteps; ++ks) {
+        u32 a[kRowGroups][4];
+#pragma unroll
+        for (int rg = 0; rg < kRowGroups; ++rg)
+          load_matrix_x4(a[rg], q_tile + (warp * Tile::kRowsPerWarp + rg * 16 + lane % 16) * kStride +
+                                    ks * 16 + (lane / 16) * 8);
+#pragma unroll
+        for (int j = 0; j < Tile::kScoreTiles; j += 2) {
+          bool needed = false;
+#pragma unroll
+          for (int rg = 0; rg < kRowGroups; ++rg) needed |= ((keep[rg] >> j) & 3u) != 0;
+          if (!needed) continue;  // uniform across the warp
+          u32 b[4];
+          load_matrix_x4(b, k_tile + (j * 8 + (lane / 16) * 8 + lane % 8) * kStride + ks * 16 +
+                                ((lane / 8) % 2) * 8);
+#pragma unroll
+          for (int rg = 0; rg < kRowGroups; ++rg) {
+            if ((keep[rg] >> j) & 1u) mma_16816<Dtype>(score[rg][j], a[rg], b[0], b[1]);
+            if ((keep[rg] >> (j + 1)) & 1u) mma_16816<Dtype>(score[rg][j + 1], a[rg], b[2], b[3]);
+          }
         }
       }
     }
