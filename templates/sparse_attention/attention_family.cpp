@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <span>
 #include <stdexcept>
 
 #include "templates/sparse_attention/block_mask.h"
@@ -76,15 +77,25 @@ std::string attention_config_problem(const AttentionConfig& c, int max_shared_by
 
 AttentionConfig default_attention_config(AttentionDtype dtype, int head_dim, int block_q,
                                          int block_kv, int fine_n, int max_shared_bytes) {
-  // One 16-row group per warp (no spills), as many rows as the query block allows, and 64
-  // keys per step for D = 128 (128 keys would reach 235 registers), 128 otherwise; smaller
-  // tiles, in that order, where shared memory is short (sm_86/89: 99 KB).
-  for (int block_m : {128, 64})
-    for (int block_n : {head_dim >= 128 ? 64 : 128, 64, 32}) {
-      const AttentionConfig config{dtype, head_dim, block_q, block_kv, std::min(block_m, block_q),
-                                   std::min(block_n, block_kv), std::min(block_m, block_q) / 16, fine_n};
-      if (attention_config_problem(config, max_shared_bytes).empty()) return config;
-    }
+  // Tiles in order of preference, {rows, keys, warps}, measured on the H100 (BENCHMARKS.md,
+  // 2026-11-22, 12 heads x 32,768 tokens, density 1.0 and 0.1): warps of 32 rows with few
+  // keys per step lead (two CTAs fit an SM: 247 registers x 128 threads), for D = 128 with 32
+  // keys (266 TFLOP/s, against 243 for 128x64 with 8 warps) and for D <= 96 with 64 keys (239
+  // against 219 for 64x64). The later entries fit where shared memory or registers are short.
+  struct Tile {
+    int block_m, block_n, warps;
+  };
+  const Tile wide_head[] = {{128, 32, 4}, {128, 64, 8}, {64, 64, 4}, {64, 32, 4}};
+  const Tile narrow_head[] = {{128, 64, 4}, {128, 32, 4}, {128, 64, 8}, {64, 64, 4}, {64, 32, 4}};
+  const std::span<const Tile> preferred = head_dim >= 128 ? std::span<const Tile>(wide_head)
+                                                          : std::span<const Tile>(narrow_head);
+  for (const Tile& tile : preferred) {
+    const int block_m = std::min(tile.block_m, block_q);
+    const AttentionConfig config{dtype, head_dim, block_q, block_kv, block_m,
+                                 std::min(tile.block_n, block_kv), tile.warps * block_m / tile.block_m,
+                                 fine_n};
+    if (attention_config_problem(config, max_shared_bytes).empty()) return config;
+  }
   const AttentionConfig smallest{dtype, head_dim, block_q, block_kv, 64, 32, 4, fine_n};
   throw std::invalid_argument("sparse_attention: no tile fits " + smallest.label() + ": " +
                               attention_config_problem(smallest, max_shared_bytes));

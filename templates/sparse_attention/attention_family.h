@@ -56,8 +56,8 @@ int max_shared_bytes_for(const jit::Target& target);
 // Empty when `config` is a valid point for a device with `max_shared_bytes`; else why not.
 std::string attention_config_problem(const AttentionConfig& config, int max_shared_bytes);
 
-// The built-in default for a problem on a device with `max_shared_bytes`: the largest tile of
-// 16-row warps that fits. Throws std::invalid_argument when the problem itself is invalid
+// The built-in default for a problem on a device with `max_shared_bytes`: the first tile of a
+// short preference list (measured on the H100) that fits. Throws std::invalid_argument when the problem itself is invalid
 // (head dim, block sizes, fine granularity).
 AttentionConfig default_attention_config(AttentionDtype dtype, int head_dim, int block_q,
                                          int block_kv, int fine_n, int max_shared_bytes);

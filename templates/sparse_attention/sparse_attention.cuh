@@ -129,20 +129,28 @@ __global__ void __launch_bounds__(Warps * 32)
   // Q's fragments when a warp owns one row group (kept in registers across the key walk).
   u32 q_fragments[kRowGroups == 1 ? Tile::kKSteps : 1][4];
   const int tiles = kept * kTilesPerKvBlock;
-  const auto tile_start = [&](int t) {
-    return kept_blocks[t / kTilesPerKvBlock] * BlockKV + (t % kTilesPerKvBlock) * BlockN;
-  };
+  // The kept blocks' indices (and fine words) are read one key block ahead, so that their
+  // global-memory latency hides behind a tile's work instead of stalling every tile.
+  int block = 0, next_block = 0;
+  unsigned long long bits = 0, next_bits = 0;
   if (tiles > 0) {
+    block = kept_blocks[0];
+    if (kept > 1) next_block = kept_blocks[1];
+    if constexpr (FineN > 0) {
+      bits = kept_bits[0];
+      if (kept > 1) next_bits = kept_bits[1];
+    }
     load_rows_async<BlockM, HeadDim, Tile::kThreads>(q_tile, q_base, params.q_token_stride * 2, m0,
                                                      params.tokens_q);
     copy_async_commit();
-    load_rows_async<BlockN, HeadDim, Tile::kThreads>(k_tiles, k_base, k_row_bytes, tile_start(0),
+    load_rows_async<BlockN, HeadDim, Tile::kThreads>(k_tiles, k_base, k_row_bytes, block * BlockKV,
                                                      params.tokens_kv);
     copy_async_commit();
   }
 
   for (int t = 0; t < tiles; ++t) {
-    const int n0 = tile_start(t);
+    const int tile_in_block = t % kTilesPerKvBlock;
+    const int n0 = block * BlockKV + tile_in_block * BlockN;
     unsigned short* k_tile = k_tiles + (t & 1) * BlockN * kStride;
     unsigned short* v_tile = v_tiles + (t & 1) * BlockN * kStride;
     load_rows_async<BlockN, HeadDim, Tile::kThreads>(v_tile, v_base, v_row_bytes, n0, params.tokens_kv);
@@ -157,8 +165,7 @@ __global__ void __launch_bounds__(Warps * 32)
       if constexpr (FineN == 0) {
         keep[rg] = (1u << Tile::kScoreTiles) - 1u;
       } else {
-        const unsigned long long bits = kept_bits[t / kTilesPerKvBlock];
-        const int key_offset = (t % kTilesPerKvBlock) * BlockN;
+        const int key_offset = tile_in_block * BlockN;
         const int query_subtile = (m_in_block + warp * Tile::kRowsPerWarp + rg * 16) / 16;
         keep[rg] = 0;
 #pragma unroll
@@ -242,7 +249,10 @@ __global__ void __launch_bounds__(Warps * 32)
     // every warp finished with before the barrier above.
     if (t + 1 < tiles) {
       load_rows_async<BlockN, HeadDim, Tile::kThreads>(k_tiles + ((t + 1) & 1) * BlockN * kStride,
-                                                       k_base, k_row_bytes, tile_start(t + 1),
+                                                       k_base, k_row_bytes,
+                                                       tile_in_block + 1 < kTilesPerKvBlock
+                                                           ? n0 + BlockN
+                                                           : next_block * BlockKV,
                                                        params.tokens_kv);
       copy_async_commit();
     }
@@ -318,6 +328,16 @@ __global__ void __launch_bounds__(Warps * 32)
           mma_16816<Dtype>(out[rg][d], a[rg], b[0], b[1]);
           mma_16816<Dtype>(out[rg][d + 1], a[rg], b[2], b[3]);
         }
+      }
+    }
+
+    if (tile_in_block + 1 == kTilesPerKvBlock) {  // on to the next kept block
+      block = next_block;
+      bits = next_bits;
+      const int after = t / kTilesPerKvBlock + 2;
+      if (after < kept) {
+        next_block = kept_blocks[after];
+        if constexpr (FineN > 0) next_bits = kept_bits[after];
       }
     }
   }
