@@ -7,11 +7,11 @@
 // and the online softmax in registers, P fed back to the tensor cores straight from the
 // score registers.
 //
-// Work really skipped by fine bits: per warp and row group, every 8-key score tile whose
-// bit is 0 costs no QK^T mma, and every 16-key step whose two score tiles are both 0 costs no
-// PV mma; ldmatrix of K/V is skipped when no row group of the warp needs it (with one row
-// group per warp the skip is one branch per 16 keys around the whole key-dim walk). Loads of
-// K/V tiles into shared memory are never skipped (other warps may need them).
+// Work really skipped by fine bits: per warp, every 16 keys that none of the warp's rows keeps
+// cost no QK^T and no PV mma and no ldmatrix of K or V (one uniform branch per 16 keys; with
+// one row group per warp it jumps over the whole key-dim walk). Within a computed step, keys a
+// row does not keep are masked to -inf (so with fine_n = 8 an 8-key half is computed, then
+// masked). Loads of K/V tiles into shared memory are never skipped (other warps need them).
 //
 // Grid: x = query blocks * (BlockQ / BlockM), y = heads, z = batch. Block: Warps * 32.
 // Dynamic shared memory: attention_tile<...>::kSharedBytes. Requires: Q/K/V/O pointers and
@@ -214,8 +214,8 @@ __global__ void __launch_bounds__(Warps * 32)
             u32 b[4];
             load_matrix_x4(b, k_tile + (j * 8 + (lane / 16) * 8 + lane % 8) * kStride + ks * 16 +
                                   ((lane / 8) % 2) * 8);
-            if ((keep[0] >> j) & 1u) mma_16816<Dtype>(score[0][j], q_fragments[ks], b[0], b[1]);
-            if ((keep[0] >> (j + 1)) & 1u) mma_16816<Dtype>(score[0][j + 1], q_fragments[ks], b[2], b[3]);
+            mma_16816<Dtype>(score[0][j], q_fragments[ks], b[0], b[1]);
+            mma_16816<Dtype>(score[0][j + 1], q_fragments[ks], b[2], b[3]);
           }
         }
       }
@@ -238,8 +238,8 @@ __global__ void __launch_bounds__(Warps * 32)
                                 ((lane / 8) % 2) * 8);
 #pragma unroll
           for (int rg = 0; rg < kRowGroups; ++rg) {
-            if ((keep[rg] >> j) & 1u) mma_16816<Dtype>(score[rg][j], a[rg], b[0], b[1]);
-            if ((keep[rg] >> (j + 1)) & 1u) mma_16816<Dtype>(score[rg][j + 1], a[rg], b[2], b[3]);
+            mma_16816<Dtype>(score[rg][j], a[rg], b[0], b[1]);
+            mma_16816<Dtype>(score[rg][j + 1], a[rg], b[2], b[3]);
           }
         }
       }
@@ -257,18 +257,20 @@ __global__ void __launch_bounds__(Warps * 32)
       copy_async_commit();
     }
 
-    // Keys past the end and fine-masked tiles score -inf; then the online softmax.
-    const bool ragged = n0 + BlockN > params.tokens_kv;
+    // Keys past the end and fine-masked tiles score -inf (selects, no branches); then the
+    // online softmax.
+    const int keys_left = params.tokens_kv - n0 - quad * 2;  // this lane's first key is n0 + quad*2
 #pragma unroll
     for (int rg = 0; rg < kRowGroups; ++rg)
 #pragma unroll
-      for (int j = 0; j < Tile::kScoreTiles; ++j)
+      for (int j = 0; j < Tile::kScoreTiles; ++j) {
+        const bool tile_kept = ((keep[rg] >> j) & 1u) != 0;
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          const bool masked = ((keep[rg] >> j) & 1u) == 0 ||
-                              (ragged && n0 + j * 8 + quad * 2 + (e & 1) >= params.tokens_kv);
-          if (masked) score[rg][j][e] = negative_infinity();
+          const bool kept_key = tile_kept & (j * 8 + (e & 1) < keys_left);
+          score[rg][j][e] = kept_key ? score[rg][j][e] : negative_infinity();
         }
+      }
 #pragma unroll
     for (int rg = 0; rg < kRowGroups; ++rg)
 #pragma unroll
@@ -324,7 +326,6 @@ __global__ void __launch_bounds__(Warps * 32)
                                          d * 8 + (lane / 16) * 8);
 #pragma unroll
         for (int rg = 0; rg < kRowGroups; ++rg) {
-          if (((keep[rg] >> (2 * kk)) & 3u) == 0) continue;
           mma_16816<Dtype>(out[rg][d], a[rg], b[0], b[1]);
           mma_16816<Dtype>(out[rg][d + 1], a[rg], b[2], b[3]);
         }
