@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <cstring>
 #include <map>
 #include <regex>
 #include <set>
@@ -614,6 +615,55 @@ TEST_F(CliTest, TuneTunesOnAGpuAndPrecompilesWithoutOne) {
   const json stats = parse_json(run({"--db", database.string(), "db", "stats", "--json"}));
   EXPECT_EQ(stats.value("trials", 0), 6 * kCandidatesPerProblem);
   EXPECT_EQ(stats.value("best_configs", 0), 6);
+}
+
+// bench attention: one line of reason without a GPU; with one, a small run, also from mask
+// files as tools/compare_peers.py writes them, and a clear error for a malformed file.
+TEST_F(CliTest, BenchAttentionRunsOnAGpuAndReadsMaskFiles) {
+  const fs::path database = temp_ / "attention.db";
+  std::string why;
+  if (!gpu_present(&why)) {
+    const CliResult result = run({"--db", database.string(), "bench", "attention"});
+    EXPECT_EQ(result.exit_code, 2) << result.describe();
+    ASSERT_EQ(lines_of(result.err).size(), 1u) << result.describe();
+    EXPECT_TRUE(has(result.err, why)) << result.describe();
+    return;
+  }
+  const std::vector<std::string> shape = {"--heads", "2", "--tokens", "1000", "--head-dim", "64", "--json"};
+  std::vector<std::string> random_mask = {"--db", database.string(), "bench", "attention", "--density", "0.5"};
+  random_mask.insert(random_mask.end(), shape.begin(), shape.end());
+  const CliResult first = run(random_mask);
+  ASSERT_EQ(first.exit_code, 0) << first.describe();
+  const json report = parse_json(first);
+  EXPECT_GT(report.value("median_ms", 0.0), 0.0) << first.describe();
+  EXPECT_NEAR(report.value("density", 0.0), 0.5, 0.07) << first.describe();
+
+  // QB = KB = 8 blocks of 128: every query block keeps blocks 0 and its own.
+  const fs::path prefix = temp_ / "mask";
+  std::vector<int> count(2 * 8, 2), index;
+  for (int h = 0; h < 2; ++h)
+    for (int qb = 0; qb < 8; ++qb) {
+      index.push_back(0);
+      index.push_back(qb == 0 ? 1 : qb);
+    }
+  const auto write_ints = [](const fs::path& path, const std::vector<int>& values) {
+    std::vector<char> bytes(values.size() * 4);
+    std::memcpy(bytes.data(), values.data(), bytes.size());
+    testing::write_bytes(path, bytes);
+  };
+  write_ints(prefix.string() + ".count.i32", count);
+  write_ints(prefix.string() + ".index.i32", index);
+  std::vector<std::string> from_file = {"--db", database.string(), "bench", "attention", "--mask-file",
+                                        prefix.string()};
+  from_file.insert(from_file.end(), shape.begin(), shape.end());
+  const CliResult second = run(from_file);
+  ASSERT_EQ(second.exit_code, 0) << second.describe();
+  EXPECT_NEAR(parse_json(second).value("density", 0.0), 2.0 / 8.0, 1e-9) << second.describe();
+
+  write_ints(prefix.string() + ".count.i32", std::vector<int>(5, 1));  // not [B, H, QB]
+  const CliResult bad = run(from_file);
+  EXPECT_EQ(bad.exit_code, 1) << bad.describe();
+  EXPECT_TRUE(has(bad.err, "count.i32")) << bad.describe();
 }
 
 TEST_F(CliTest, BenchPermuteNeedsAGpu) {
