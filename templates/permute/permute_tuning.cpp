@@ -1,12 +1,12 @@
 #include "templates/permute/permute_tuning.h"
 
 #include <cmath>
-#include <cstring>
 #include <numeric>
 #include <random>
 
 #include "jit/driver_api.h"
 #include "templates/permute/permute_reference.h"
+#include "templates/sparse_attention/half_precision.h"
 
 namespace sparsejit::templates {
 namespace {
@@ -16,25 +16,6 @@ TokenLayout source_layout(PermuteDirection direction) {
 }
 TokenLayout destination_layout(PermuteDirection direction) {
   return direction == PermuteDirection::gather ? TokenLayout::bhnd : TokenLayout::bnhd;
-}
-
-double bf16_to_double(std::uint16_t bits) {
-  const std::uint32_t wide = static_cast<std::uint32_t>(bits) << 16;
-  float value = 0;
-  std::memcpy(&value, &wide, sizeof value);
-  return value;
-}
-
-std::vector<std::uint16_t> random_bf16(std::size_t count, std::mt19937& generator) {
-  std::uniform_real_distribution<float> distribution(-2.0f, 2.0f);
-  std::vector<std::uint16_t> values(count);
-  for (std::uint16_t& value : values) {
-    const float x = distribution(generator);
-    std::uint32_t bits = 0;
-    std::memcpy(&bits, &x, sizeof bits);
-    value = static_cast<std::uint16_t>(bits >> 16);
-  }
-  return values;
 }
 
 }  // namespace
@@ -100,7 +81,7 @@ PermuteTuningProblem::DeviceInputs PermuteTuningProblem::make_inputs(
 }
 
 void PermuteTuningProblem::prepare() {
-  std::mt19937 generator(std::random_device{}());
+  std::mt19937_64 generator(std::random_device{}());
   const auto shuffled = [&](int tokens) {
     std::vector<int> permutation(static_cast<std::size_t>(tokens));
     std::iota(permutation.begin(), permutation.end(), 0);
@@ -111,7 +92,7 @@ void PermuteTuningProblem::prepare() {
                                     gate_shape_.tokens * static_cast<std::size_t>(head_dim_);
   std::vector<std::vector<std::uint16_t>> gate_sources;
   for (int t = 0; t < gate_shape_.tensors; ++t)
-    gate_sources.push_back(random_bf16(gate_elements, generator));
+    gate_sources.push_back(random_half(gate_elements, AttentionDtype::bf16, generator));
   const std::vector<int> gate_permutation = shuffled(gate_shape_.tokens);
   gate_ = make_inputs(gate_shape_, gate_permutation, &gate_sources);
 
@@ -138,8 +119,8 @@ double PermuteTuningProblem::check(const jit::Kernel& kernel, const TuningCandid
   for (std::size_t t = 0; t < expected_.size(); ++t) {
     const std::vector<std::uint16_t> actual = gate_.destinations[t].download_as<std::uint16_t>();
     for (std::size_t i = 0; i < actual.size(); ++i) {
-      const double reference = bf16_to_double(expected_[t][i]);
-      const double difference = bf16_to_double(actual[i]) - reference;
+      const double reference = half_bits_to_float(expected_[t][i], AttentionDtype::bf16);
+      const double difference = half_bits_to_float(actual[i], AttentionDtype::bf16) - reference;
       error += difference * difference;
       norm += reference * reference;
     }

@@ -1,5 +1,6 @@
 #pragma once
-// What the GPU test suites share: a fixture that skips visibly without a GPU, random data.
+// What the GPU test suites share: a fixture that skips visibly without a GPU, fresh seeds.
+// Random 16-bit data comes from templates/sparse_attention/half_precision.h (random_half).
 #include <gtest/gtest.h>
 
 #include <cstdint>
@@ -25,8 +26,5 @@ class GpuTest : public ::testing::Test {
 
 // A generator with a fresh seed on every run: tests must hold for any valid input.
 std::mt19937_64 fresh_generator();
-
-// `count` random bf16 bit patterns of values in [-2, 2), never zero.
-std::vector<std::uint16_t> random_bf16(std::size_t count, std::mt19937_64& generator);
 
 }  // namespace sparsejit::testing
