@@ -72,10 +72,7 @@ int run_bench_attention(const GlobalOptions& global, const AttentionBenchOptions
     std::fprintf(stderr, "sparsejit: %s; bench needs a GPU\n", why.c_str());
     return kExitNoGpu;
   }
-  runtime::RuntimeOptions runtime_options;
-  runtime_options.use_database = !o.no_database;
-  if (!global.database.empty()) runtime_options.database_path = global.database;
-  runtime::Runtime runtime(runtime_options);
+  runtime::Runtime runtime(runtime_options(global, !o.no_database));
   runtime.context().make_current();
   const auto dtype = o.dtype == "fp16" ? templates::AttentionDtype::fp16 : templates::AttentionDtype::bf16;
 

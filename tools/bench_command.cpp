@@ -34,10 +34,7 @@ int run_bench_permute(const GlobalOptions& global, const PermuteBenchOptions& op
     return kExitNoGpu;
   }
   const double driver_ready_ms = ms_since_process_start();
-  runtime::RuntimeOptions runtime_options;
-  runtime_options.use_database = !options.no_database;
-  if (!global.database.empty()) runtime_options.database_path = global.database;
-  runtime::Runtime runtime(runtime_options);
+  runtime::Runtime runtime(runtime_options(global, !options.no_database));
   runtime.context().make_current();
   const double runtime_ready_ms = ms_since_process_start();
   const auto direction = options.direction == "scatter" ? templates::PermuteDirection::scatter

@@ -21,6 +21,13 @@ std::filesystem::path database_path(const GlobalOptions& global) {
                                  : std::filesystem::path(global.database);
 }
 
+runtime::RuntimeOptions runtime_options(const GlobalOptions& global, bool use_database) {
+  runtime::RuntimeOptions options;
+  options.use_database = use_database;
+  if (!global.database.empty()) options.database_path = global.database;
+  return options;
+}
+
 db::Database open_existing_database(const GlobalOptions& global) {
   const std::filesystem::path path = database_path(global);
   if (!std::filesystem::exists(path))

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "db/database.h"
+#include "runtime/runtime.h"
 #include "jit/target.h"
 
 namespace sparsejit::tools {
@@ -24,6 +25,8 @@ inline constexpr int kExitError = 1;
 inline constexpr int kExitNoGpu = 2;
 
 std::filesystem::path database_path(const GlobalOptions& global);
+// Runtime options for GPU 0 with the database of --db (or the default), or none at all.
+runtime::RuntimeOptions runtime_options(const GlobalOptions& global, bool use_database);
 // Opens the database read-only; a missing file gets an error saying how to create one.
 db::Database open_existing_database(const GlobalOptions& global);
 
