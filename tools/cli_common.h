@@ -10,6 +10,7 @@
 
 #include "db/database.h"
 #include "runtime/runtime.h"
+#include "templates/kernel_family.h"
 #include "jit/target.h"
 
 namespace sparsejit::tools {
@@ -47,10 +48,14 @@ std::string format_fixed(double value, int decimals);
 // Milliseconds since the process started (for start-to-first-launch figures).
 double ms_since_process_start();
 
-// Compiles every specialization of `families` (all when empty) for `targets` into the
-// database, `jobs` compiles at a time, with a progress line; prints a summary.
-void precompile(const GlobalOptions& global, const std::vector<jit::Target>& targets,
-                const std::vector<std::string>& families, unsigned jobs);
+// The registered families named in `names`, all of them when `names` is empty; an unknown
+// name throws, listing the registered ones.
+std::vector<const templates::KernelFamily*> selected_families(const std::vector<std::string>& names);
+
+// Compiles `work` (specializations for `targets`) into the database, `jobs` compiles at a
+// time, with a progress line; prints a summary. Stored ones are not compiled again.
+void precompile(const GlobalOptions& global, const std::vector<jit::KernelSpec>& work,
+                const std::vector<jit::Target>& targets, unsigned jobs);
 
 // Each file registers its subcommand.
 void add_info_command(CLI::App& app, GlobalOptions& global);

@@ -68,18 +68,19 @@ class Progress {
 
 }  // namespace
 
-void precompile(const GlobalOptions& global, const std::vector<jit::Target>& targets,
-                const std::vector<std::string>& families, unsigned jobs) {
+std::vector<const templates::KernelFamily*> selected_families(const std::vector<std::string>& names) {
+  if (names.empty()) {
+    const auto all = templates::registered_families();
+    return {all.begin(), all.end()};
+  }
+  std::vector<const templates::KernelFamily*> families;
+  for (const std::string& name : names) families.push_back(&templates::find_family(name));
+  return families;
+}
+
+void precompile(const GlobalOptions& global, const std::vector<jit::KernelSpec>& work,
+                const std::vector<jit::Target>& targets, unsigned jobs) {
   const auto start = std::chrono::steady_clock::now();
-  for (const std::string& name : families) templates::find_family(name);  // unknown names fail
-  std::vector<jit::KernelSpec> work;
-  for (const jit::Target& target : targets)
-    for (const templates::KernelFamily* family : templates::registered_families()) {
-      if (!families.empty() &&
-          std::find(families.begin(), families.end(), family->name()) == families.end())
-        continue;
-      for (jit::KernelSpec& spec : family->enumerate(target)) work.push_back(std::move(spec));
-    }
   if (work.empty()) throw std::runtime_error("nothing to compile");
 
   db::Database database = db::Database::open(database_path(global));
@@ -130,7 +131,13 @@ void add_precompile_command(CLI::App& app, GlobalOptions& global) {
   command->add_option("-j,--jobs", options->jobs, "parallel NVRTC compiles")
       ->check(CLI::Range(1u, 256u));
   command->callback([&global, options] {
-    precompile(global, targets_to_build(*options), options->families, options->jobs);
+    const std::vector<const templates::KernelFamily*> families = selected_families(options->families);
+    const std::vector<jit::Target> targets = targets_to_build(*options);
+    std::vector<jit::KernelSpec> work;
+    for (const jit::Target& target : targets)
+      for (const templates::KernelFamily* family : families)
+        for (jit::KernelSpec& spec : family->enumerate(target)) work.push_back(std::move(spec));
+    precompile(global, work, targets, options->jobs);
   });
 }
 

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <set>
 #include <cstdio>
 #include <iostream>
 #include <thread>
@@ -66,7 +67,10 @@ class TuneProgress {
 };
 
 int run_tune(const GlobalOptions& global, const TuneCommandOptions& options) {
-  for (const std::string& name : options.families) templates::find_family(name);
+  const std::vector<const templates::KernelFamily*> families = selected_families(options.families);
+  std::vector<std::unique_ptr<templates::TuningProblem>> problems;
+  for (const templates::KernelFamily* family : families)
+    for (auto& problem : family->tuning_problems()) problems.push_back(std::move(problem));
   std::string why;
   if (!jit::driver_available(&why)) {
     std::fprintf(stderr, "sparsejit: %s: tuning needs a GPU; pre-compiling the candidates for ",
@@ -77,7 +81,15 @@ int run_tune(const GlobalOptions& global, const TuneCommandOptions& options) {
       std::fprintf(stderr, "%s%s", targets.size() > 1 ? ", " : "", arch);
     }
     std::fprintf(stderr, " instead\n");
-    precompile(global, targets, options.families, std::max(1u, std::thread::hardware_concurrency()));
+    // The candidates of the tuning problems, the binaries a later tune on a GPU will load.
+    std::set<std::string> seen;
+    std::vector<jit::KernelSpec> work;
+    for (const jit::Target& target : targets)
+      for (const auto& problem : problems)
+        for (templates::TuningCandidate& candidate : problem->candidates(target))
+          if (seen.insert(candidate.specialization.request.cache_key()).second)
+            work.push_back(std::move(candidate.specialization));
+    precompile(global, work, targets, std::max(1u, std::thread::hardware_concurrency()));
     return kExitOk;
   }
 
@@ -93,14 +105,6 @@ int run_tune(const GlobalOptions& global, const TuneCommandOptions& options) {
   tuner::TuneOptions tune_options;
   tune_options.measure_ms = options.measure_ms;
 
-  std::vector<std::unique_ptr<templates::TuningProblem>> problems;
-  for (const templates::KernelFamily* family : templates::registered_families()) {
-    if (!options.families.empty() &&
-        std::find(options.families.begin(), options.families.end(), family->name()) ==
-            options.families.end())
-      continue;
-    for (auto& problem : family->tuning_problems()) problems.push_back(std::move(problem));
-  }
   std::cerr << "tuning " << problems.size() << " problem(s) on GPU " << options.device << " ("
             << device.name << ") into " << database.path().string() << "\n";
 
