@@ -14,8 +14,10 @@
 // Optional fine bits (FG-Attn) refine each kept pair: fine_bits[same index as kv_block_index]
 // holds one bit per sub-tile of 16 queries x fine_n keys, bit (qs * (block_kv / fine_n) + ks)
 // for query sub-tile qs and key sub-tile ks inside the pair; a 0 bit removes those keys for
-// those queries (their scores count as -inf). A query row with no kept key writes zeros to O
-// and -inf to LSE.
+// those queries (their scores count as -inf); fine_n is 8, 16 or 32 with
+// (block_q / 16) * (block_kv / fine_n) <= 64. A query row with no kept key writes zeros to O
+// and -inf to LSE. Q, K, V, O and their token strides (in bytes) must be multiples of 16
+// bytes; fine_bits is 64-bit words (std::uint64_t on the host: cast the pointer).
 
 namespace sparsejit {
 
