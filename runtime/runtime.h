@@ -42,7 +42,7 @@ struct PermuteChoice {
 
 // What fixes a sparse attention kernel besides its tile: the data and the mask's geometry.
 struct AttentionProblem {
-  templates::AttentionDtype dtype = templates::AttentionDtype::bf16;
+  templates::HalfDtype dtype = templates::HalfDtype::bf16;
   int head_dim = 128;
   int block_q = 128;   // queries per sparse block of the mask
   int block_kv = 128;  // keys per sparse block of the mask

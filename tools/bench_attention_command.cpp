@@ -74,7 +74,7 @@ int run_bench_attention(const GlobalOptions& global, const AttentionBenchOptions
   }
   runtime::Runtime runtime(runtime_options(global, !o.no_database));
   runtime.context().make_current();
-  const auto dtype = o.dtype == "fp16" ? templates::AttentionDtype::fp16 : templates::AttentionDtype::bf16;
+  const auto dtype = o.dtype == "fp16" ? templates::HalfDtype::fp16 : templates::HalfDtype::bf16;
 
   std::mt19937_64 generator(o.seed);
   const templates::BlockMask mask =

@@ -6,7 +6,7 @@
 
 #include "jit/driver_api.h"
 #include "templates/permute/permute_reference.h"
-#include "templates/sparse_attention/half_precision.h"
+#include "templates/common/half_precision.h"
 
 namespace sparsejit::templates {
 namespace {
@@ -92,7 +92,7 @@ void PermuteTuningProblem::prepare() {
                                     gate_shape_.tokens * static_cast<std::size_t>(head_dim_);
   std::vector<std::vector<std::uint16_t>> gate_sources;
   for (int t = 0; t < gate_shape_.tensors; ++t)
-    gate_sources.push_back(random_half(gate_elements, AttentionDtype::bf16, generator));
+    gate_sources.push_back(random_half(gate_elements, HalfDtype::bf16, generator));
   const std::vector<int> gate_permutation = shuffled(gate_shape_.tokens);
   gate_ = make_inputs(gate_shape_, gate_permutation, &gate_sources);
 
@@ -119,8 +119,8 @@ double PermuteTuningProblem::check(const jit::Kernel& kernel, const TuningCandid
   for (std::size_t t = 0; t < expected_.size(); ++t) {
     const std::vector<std::uint16_t> actual = gate_.destinations[t].download_as<std::uint16_t>();
     for (std::size_t i = 0; i < actual.size(); ++i) {
-      const double reference = half_bits_to_float(expected_[t][i], AttentionDtype::bf16);
-      const double difference = half_bits_to_float(actual[i], AttentionDtype::bf16) - reference;
+      const double reference = half_bits_to_float(expected_[t][i], HalfDtype::bf16);
+      const double difference = half_bits_to_float(actual[i], HalfDtype::bf16) - reference;
       error += difference * difference;
       norm += reference * reference;
     }

@@ -17,7 +17,7 @@ bool contains(const Table& table, int value) {
   return std::find(table.begin(), table.end(), value) != table.end();
 }
 
-int dtype_code(AttentionDtype dtype) { return dtype == AttentionDtype::bf16 ? 0 : 1; }
+int dtype_code(HalfDtype dtype) { return dtype == HalfDtype::bf16 ? 0 : 1; }
 
 bool aligned_16(const void* pointer) { return reinterpret_cast<std::uintptr_t>(pointer) % 16 == 0; }
 
@@ -75,7 +75,7 @@ std::string attention_config_problem(const AttentionConfig& c, int max_shared_by
   return {};
 }
 
-AttentionConfig default_attention_config(AttentionDtype dtype, int head_dim, int block_q,
+AttentionConfig default_attention_config(HalfDtype dtype, int head_dim, int block_q,
                                          int block_kv, int fine_n, int max_shared_bytes) {
   // Tiles in order of preference, {rows, keys, warps}, measured on the H100 (BENCHMARKS.md,
   // 2026-11-22, 12 heads x 32,768 tokens, density 1.0 and 0.1): warps of 32 rows with few
@@ -121,7 +121,7 @@ jit::KernelSpec SparseAttentionFamily::render(const AttentionConfig& config, con
 std::vector<jit::KernelSpec> SparseAttentionFamily::enumerate(const jit::Target& target) const {
   const int max_shared = max_shared_bytes_for(target);
   std::vector<jit::KernelSpec> space;
-  for (AttentionDtype dtype : {AttentionDtype::bf16, AttentionDtype::fp16})
+  for (HalfDtype dtype : {HalfDtype::bf16, HalfDtype::fp16})
     for (int head_dim : kAttentionHeadDims)
       for (int block_q : kAttentionBlockSizes)
         for (int block_kv : kAttentionBlockSizes)

@@ -12,7 +12,7 @@
 #include "jit/module.h"
 #include "templates/kernel_family.h"
 #include "templates/sparse_attention/attention_params.h"
-#include "templates/sparse_attention/half_precision.h"
+#include "templates/common/half_precision.h"
 
 namespace sparsejit::templates {
 
@@ -32,7 +32,7 @@ inline constexpr std::array<int, 4> kAttentionFineN = {0, 8, 16, 32};
 inline constexpr int kMaxAccumulatorsPerThread = 160;
 
 struct AttentionConfig {
-  AttentionDtype dtype = AttentionDtype::bf16;
+  HalfDtype dtype = HalfDtype::bf16;
   int head_dim = 128;
   int block_q = 128;
   int block_kv = 128;
@@ -59,7 +59,7 @@ std::string attention_config_problem(const AttentionConfig& config, int max_shar
 // The built-in default for a problem on a device with `max_shared_bytes`: the first tile of a
 // short preference list (measured on the H100) that fits. Throws std::invalid_argument when the problem itself is invalid
 // (head dim, block sizes, fine granularity).
-AttentionConfig default_attention_config(AttentionDtype dtype, int head_dim, int block_q,
+AttentionConfig default_attention_config(HalfDtype dtype, int head_dim, int block_q,
                                          int block_kv, int fine_n, int max_shared_bytes);
 
 class SparseAttentionFamily final : public KernelFamily {

@@ -13,7 +13,7 @@ namespace {
 // One (b, h) slice of a 16-bit tensor as doubles, [tokens, head_dim] contiguous.
 std::vector<double> load_slice(const void* data, long long batch_stride, long long head_stride,
                                long long token_stride, int b, int h, int tokens, int head_dim,
-                               AttentionDtype dtype) {
+                               HalfDtype dtype) {
   const auto* elements = static_cast<const std::uint16_t*>(data);
   std::vector<double> slice(static_cast<std::size_t>(tokens) * static_cast<std::size_t>(head_dim));
   for (int n = 0; n < tokens; ++n) {
@@ -27,7 +27,7 @@ std::vector<double> load_slice(const void* data, long long batch_stride, long lo
 
 }  // namespace
 
-AttentionReference sparse_attention_reference(const SparseAttentionParams& p, AttentionDtype dtype,
+AttentionReference sparse_attention_reference(const SparseAttentionParams& p, HalfDtype dtype,
                                               int head_dim, const BlockMask& mask) {
   if (head_dim < 1)
     throw std::invalid_argument("sparse_attention_reference: head_dim = " + std::to_string(head_dim) +

@@ -5,7 +5,7 @@
 
 #include "templates/sparse_attention/attention_params.h"
 #include "templates/sparse_attention/block_mask.h"
-#include "templates/sparse_attention/half_precision.h"
+#include "templates/common/half_precision.h"
 
 namespace sparsejit::templates {
 
@@ -30,7 +30,7 @@ struct AttentionReference {
 // a mask whose batch or heads differ from the params', or an invalid mask
 // (validate_block_mask for tokens_q x tokens_kv).
 AttentionReference sparse_attention_reference(const SparseAttentionParams& host_params,
-                                              AttentionDtype dtype, int head_dim,
+                                              HalfDtype dtype, int head_dim,
                                               const BlockMask& mask);
 
 }  // namespace sparsejit::templates

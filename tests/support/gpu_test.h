@@ -1,6 +1,6 @@
 #pragma once
 // What the GPU test suites share: a fixture that skips visibly without a GPU, fresh seeds.
-// Random 16-bit data comes from templates/sparse_attention/half_precision.h (random_half).
+// Random 16-bit data comes from templates/common/half_precision.h (random_half).
 #include <gtest/gtest.h>
 
 #include <cstdint>

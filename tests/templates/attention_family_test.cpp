@@ -30,7 +30,7 @@ TEST(AttentionSpace, EveryPointIsValidAndDistinct) {
 }
 
 TEST(AttentionSpace, DefaultsAreValidForEveryProblem) {
-  for (AttentionDtype dtype : {AttentionDtype::bf16, AttentionDtype::fp16})
+  for (HalfDtype dtype : {HalfDtype::bf16, HalfDtype::fp16})
     for (int head_dim : kAttentionHeadDims)
       for (int block_q : kAttentionBlockSizes)
         for (int block_kv : kAttentionBlockSizes)
@@ -45,7 +45,7 @@ TEST(AttentionSpace, DefaultsAreValidForEveryProblem) {
 }
 
 TEST(AttentionSpace, InvalidPointsSayWhy) {
-  const AttentionConfig good = default_attention_config(AttentionDtype::bf16, 128, 128, 128, 0, kHopperShared);
+  const AttentionConfig good = default_attention_config(HalfDtype::bf16, 128, 128, 128, 0, kHopperShared);
   const auto problem = [](AttentionConfig c) { return attention_config_problem(c, kHopperShared); };
   AttentionConfig c = good;
   c.head_dim = 80;
@@ -72,7 +72,7 @@ TEST(AttentionSpace, InvalidPointsSayWhy) {
 }
 
 TEST(AttentionValidate, RefusesBadParamsWithTheReason) {
-  const AttentionConfig config = default_attention_config(AttentionDtype::bf16, 128, 128, 128, 0, kHopperShared);
+  const AttentionConfig config = default_attention_config(HalfDtype::bf16, 128, 128, 128, 0, kHopperShared);
   alignas(16) static char memory[64];
   SparseAttentionParams p{};
   p.q = p.k = p.v = memory;
@@ -123,11 +123,11 @@ TEST(AttentionValidate, RefusesBadParamsWithTheReason) {
 // `sparsejit precompile --family sparse_attention`, too slow for every CI run.
 TEST(AttentionCompile, StratifiedSubsetCompilesToCubins) {
   std::vector<AttentionConfig> subset;
-  for (AttentionDtype dtype : {AttentionDtype::bf16, AttentionDtype::fp16})
+  for (HalfDtype dtype : {HalfDtype::bf16, HalfDtype::fp16})
     for (int head_dim : kAttentionHeadDims)
       subset.push_back(default_attention_config(dtype, head_dim, 128, 128, 0, 99 * 1024));
-  subset.push_back(default_attention_config(AttentionDtype::bf16, 128, 128, 64, 16, 99 * 1024));
-  subset.push_back({AttentionDtype::fp16, 64, 128, 128, 128, 64, 4, 32});  // 32 rows per warp
+  subset.push_back(default_attention_config(HalfDtype::bf16, 128, 128, 64, 16, 99 * 1024));
+  subset.push_back({HalfDtype::fp16, 64, 128, 128, 128, 64, 4, 32});  // 32 rows per warp
   for (const char* arch : {"sm_80", "sm_90"})
     for (const AttentionConfig& config : subset) {
       SCOPED_TRACE(config.label() + " " + arch);

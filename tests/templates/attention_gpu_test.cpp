@@ -29,12 +29,12 @@ std::array<long long, 3> strides(Storage storage, int heads, int tokens, int hea
                                   : std::array<long long, 3>{n * h * d, d, h * d};
 }
 
-double bound_for(AttentionDtype dtype) { return dtype == AttentionDtype::bf16 ? 1e-2 : 5e-3; }
+double bound_for(HalfDtype dtype) { return dtype == HalfDtype::bf16 ? 1e-2 : 5e-3; }
 
 // One attention problem with its host data, device copies and both parameter sets.
 struct AttentionCase {
   int batch, heads, tokens_q, tokens_kv, head_dim;
-  AttentionDtype dtype;
+  HalfDtype dtype;
   Storage storage;
   BlockMask mask;
   std::vector<std::uint16_t> q, k, v;  // stored in `storage` order
@@ -42,7 +42,7 @@ struct AttentionCase {
   SparseAttentionParams device{};      // device pointers (for the kernel)
   jit::DeviceBuffer dq, dk, dv, dout, dlse, dcount, dindex, dfine;
 
-  AttentionCase(int b, int h, int nq, int nkv, int d, AttentionDtype type, Storage layout, BlockMask m,
+  AttentionCase(int b, int h, int nq, int nkv, int d, HalfDtype type, Storage layout, BlockMask m,
                 std::mt19937_64& generator, bool with_lse = true)
       : batch(b), heads(h), tokens_q(nq), tokens_kv(nkv), head_dim(d), dtype(type), storage(layout),
         mask(std::move(m)) {
@@ -150,7 +150,7 @@ class AttentionGpuTest : public testing::GpuTest {
 };
 
 struct Problem {
-  AttentionDtype dtype;
+  HalfDtype dtype;
   int head_dim, block_q, block_kv, fine_n;
 };
 void PrintTo(const Problem& p, std::ostream* out) {
@@ -160,7 +160,7 @@ void PrintTo(const Problem& p, std::ostream* out) {
 
 std::vector<Problem> all_problems() {
   std::vector<Problem> problems;
-  for (AttentionDtype dtype : {AttentionDtype::bf16, AttentionDtype::fp16})
+  for (HalfDtype dtype : {HalfDtype::bf16, HalfDtype::fp16})
     for (int head_dim : kAttentionHeadDims)
       for (int block_q : kAttentionBlockSizes)
         for (int block_kv : kAttentionBlockSizes)
@@ -208,10 +208,10 @@ TEST_F(AttentionGpuTest, EveryTileOfTheSpace) {
     for (int block_m : kAttentionBlockM)
       for (int block_n : kAttentionBlockN)
         for (int warps : kAttentionWarps) {
-          const AttentionConfig config{AttentionDtype::bf16, 128, 128, 128, block_m, block_n, warps, fine_n};
+          const AttentionConfig config{HalfDtype::bf16, 128, 128, 128, block_m, block_n, warps, fine_n};
           if (!attention_config_problem(config, max_shared).empty()) continue;
           BlockMask mask = random_block_mask(1, 2, 1000, 1000, 128, 128, 0.4, generator_, true, fine_n, 0.5);
-          AttentionCase c(1, 2, 1000, 1000, 128, AttentionDtype::bf16, Storage::bhnd, std::move(mask), generator_);
+          AttentionCase c(1, 2, 1000, 1000, 128, HalfDtype::bf16, Storage::bhnd, std::move(mask), generator_);
           const jit::Kernel kernel = provider.kernel(context(), SparseAttentionFamily::render(config, target));
           SparseAttentionFamily::launch(kernel, config, c.device, max_shared, stream_->handle());
           stream_->synchronize();
@@ -288,7 +288,7 @@ TEST_F(AttentionGpuTest, ModelSequenceLengths) {
                  std::to_string(m.fine_n));
     BlockMask mask = random_block_mask(1, m.heads, m.tokens, m.tokens, 128, 128, m.density, generator_,
                                        true, m.fine_n, 0.5);
-    AttentionCase c(1, m.heads, m.tokens, m.tokens, 128, AttentionDtype::bf16, m.storage, std::move(mask),
+    AttentionCase c(1, m.heads, m.tokens, m.tokens, 128, HalfDtype::bf16, m.storage, std::move(mask),
                     generator_, false);
     run(c);
     expect_sampled_blocks_match(c);
@@ -299,7 +299,7 @@ TEST_F(AttentionGpuTest, ModelSequenceLengths) {
 TEST_F(AttentionGpuTest, CheckedModeRefusesABadMask) {
   BlockMask mask = random_block_mask(1, 1, 500, 500, 128, 128, 0.5, generator_);
   mask.index[1] = mask.kv_blocks;  // one past the last key block
-  AttentionCase c(1, 1, 500, 500, 64, AttentionDtype::bf16, Storage::bhnd, std::move(mask), generator_);
+  AttentionCase c(1, 1, 500, 500, 64, HalfDtype::bf16, Storage::bhnd, std::move(mask), generator_);
   try {
     run(c);
     FAIL() << "an out-of-range key block must be refused";
@@ -313,7 +313,7 @@ TEST_F(AttentionGpuTest, CheckedModeRefusesABadMask) {
 // Bad pointers and shapes get clear errors, on the device path too.
 TEST_F(AttentionGpuTest, RefusesMisalignedPointersAndMissingFineBits) {
   BlockMask mask = random_block_mask(1, 1, 256, 256, 128, 128, 1.0, generator_);
-  AttentionCase c(1, 1, 256, 256, 128, AttentionDtype::bf16, Storage::bhnd, std::move(mask), generator_);
+  AttentionCase c(1, 1, 256, 256, 128, HalfDtype::bf16, Storage::bhnd, std::move(mask), generator_);
   SparseAttentionParams shifted = c.device;
   shifted.k = static_cast<const char*>(shifted.k) + 2;
   EXPECT_THROW(runtime_->sparse_attention(shifted, c.problem(), stream_->handle()), std::invalid_argument);

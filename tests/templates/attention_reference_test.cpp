@@ -15,7 +15,7 @@
 
 #include "templates/sparse_attention/attention_reference.h"
 #include "templates/sparse_attention/block_mask.h"
-#include "templates/sparse_attention/half_precision.h"
+#include "templates/common/half_precision.h"
 #include "tests/support/gpu_test.h"
 #include "tests/templates/permute_case.h"  // testing::Layout, Storage, make_storage
 
@@ -24,19 +24,19 @@ namespace {
 
 using testing::Layout;
 constexpr double kInfinity = std::numeric_limits<double>::infinity();
-constexpr AttentionDtype kDtypes[] = {AttentionDtype::bf16, AttentionDtype::fp16};
+constexpr HalfDtype kDtypes[] = {HalfDtype::bf16, HalfDtype::fp16};
 
 // ---------------------------------------------------------------------------------------
 // Half precision
 
-std::uint16_t infinity_bits(AttentionDtype dtype) { return dtype == AttentionDtype::fp16 ? 0x7C00 : 0x7F80; }
+std::uint16_t infinity_bits(HalfDtype dtype) { return dtype == HalfDtype::fp16 ? 0x7C00 : 0x7F80; }
 
 // The value of a pattern from the textbook formula (not from the library):
 // fp16 = (-1)^s * (e == 0 ? m * 2^-24 : (1024 + m) * 2^(e - 25)), 5-bit e, 10-bit m;
 // bf16 = (-1)^s * (e == 0 ? m * 2^-133 : (128 + m) * 2^(e - 134)), 8-bit e, 7-bit m.
 // Finite patterns only.
-double textbook_value(std::uint16_t bits, AttentionDtype dtype) {
-  const bool fp16 = dtype == AttentionDtype::fp16;
+double textbook_value(std::uint16_t bits, HalfDtype dtype) {
+  const bool fp16 = dtype == HalfDtype::fp16;
   const int mantissa_bits = fp16 ? 10 : 7;
   const int exponent = (bits & 0x7FFF) >> mantissa_bits;
   const int mantissa = bits & ((1 << mantissa_bits) - 1);
@@ -49,15 +49,15 @@ double textbook_value(std::uint16_t bits, AttentionDtype dtype) {
 
 // Magnitude of pattern m (sign clear); the infinity pattern stands for the power of two just
 // past the largest finite value, where round to nearest puts the overflow boundary.
-double magnitude_value(std::uint16_t m, AttentionDtype dtype) {
-  if (m == infinity_bits(dtype)) return dtype == AttentionDtype::fp16 ? 65536.0 : std::ldexp(1.0, 128);
+double magnitude_value(std::uint16_t m, HalfDtype dtype) {
+  if (m == infinity_bits(dtype)) return dtype == HalfDtype::fp16 ? 65536.0 : std::ldexp(1.0, 128);
   return textbook_value(m, dtype);
 }
 
 // Every pattern decodes to its textbook value; finite ones and infinities convert back to
 // themselves (signed zeros and fp16 subnormals included); NaNs stay NaNs of the same sign.
 TEST(HalfPrecision, EveryPatternDecodesExactlyAndRoundTrips) {
-  for (AttentionDtype dtype : kDtypes) {
+  for (HalfDtype dtype : kDtypes) {
     SCOPED_TRACE(std::string(to_string(dtype)));
     int nans = 0;
     for (std::uint32_t pattern = 0; pattern <= 0xFFFF; ++pattern) {
@@ -79,7 +79,7 @@ TEST(HalfPrecision, EveryPatternDecodesExactlyAndRoundTrips) {
         ASSERT_EQ(static_cast<double>(value), textbook_value(bits, dtype)) << std::hex << pattern;
       ASSERT_EQ(float_to_half_bits(value, dtype), bits) << std::hex << pattern;
     }
-    EXPECT_EQ(nans, dtype == AttentionDtype::fp16 ? 2 * 1023 : 2 * 127);
+    EXPECT_EQ(nans, dtype == HalfDtype::fp16 ? 2 * 1023 : 2 * 127);
   }
 }
 
@@ -88,9 +88,9 @@ TEST(HalfPrecision, EveryPatternDecodesExactlyAndRoundTrips) {
 // halfway points between every kind of neighbour are checked on purpose.
 TEST(HalfPrecision, RoundsToNearestEven) {
   std::mt19937_64 generator = testing::fresh_generator();
-  for (AttentionDtype dtype : kDtypes) {
+  for (HalfDtype dtype : kDtypes) {
     SCOPED_TRACE(std::string(to_string(dtype)));
-    const bool fp16 = dtype == AttentionDtype::fp16;
+    const bool fp16 = dtype == HalfDtype::fp16;
     const std::uint16_t infinity = infinity_bits(dtype);
     std::uniform_int_distribution<std::uint32_t> exponent(fp16 ? 127 - 30 : 0, fp16 ? 127 + 16 : 254);
     std::uniform_int_distribution<std::uint32_t> mantissa(0, (1u << 23) - 1);
@@ -127,8 +127,8 @@ TEST(HalfPrecision, RoundsToNearestEven) {
     }
   }
   // Named cases.
-  const auto fp16 = [](float x) { return float_to_half_bits(x, AttentionDtype::fp16); };
-  const auto bf16 = [](float x) { return float_to_half_bits(x, AttentionDtype::bf16); };
+  const auto fp16 = [](float x) { return float_to_half_bits(x, HalfDtype::fp16); };
+  const auto bf16 = [](float x) { return float_to_half_bits(x, HalfDtype::bf16); };
   EXPECT_EQ(fp16(1.0f + std::ldexp(1.0f, -11)), 0x3C00) << "tie 1 | 1+2^-10 goes to even 1";
   EXPECT_EQ(fp16(1.0f + 3 * std::ldexp(1.0f, -11)), 0x3C02) << "tie goes up to even";
   EXPECT_EQ(fp16(std::nextafter(1.0f + std::ldexp(1.0f, -11), 2.0f)), 0x3C01) << "above the tie";
@@ -142,8 +142,8 @@ TEST(HalfPrecision, RoundsToNearestEven) {
 }
 
 TEST(HalfPrecision, Fp16SubnormalsInfinitiesAndNaN) {
-  const auto to_fp16 = [](float x) { return float_to_half_bits(x, AttentionDtype::fp16); };
-  const auto from_fp16 = [](std::uint16_t bits) { return half_bits_to_float(bits, AttentionDtype::fp16); };
+  const auto to_fp16 = [](float x) { return float_to_half_bits(x, HalfDtype::fp16); };
+  const auto from_fp16 = [](std::uint16_t bits) { return half_bits_to_float(bits, HalfDtype::fp16); };
   const float smallest = std::ldexp(1.0f, -24);  // the smallest fp16 subnormal
   EXPECT_EQ(from_fp16(0x0001), smallest);
   EXPECT_EQ(from_fp16(0x03FF), 1023 * smallest);
@@ -172,15 +172,15 @@ TEST(HalfPrecision, Fp16SubnormalsInfinitiesAndNaN) {
   // A signalling NaN whose payload lies below the kept bits stays a NaN (not infinity), in both.
   const float signalling = std::bit_cast<float>(0x7F800001u);
   EXPECT_NE(to_fp16(signalling) & 0x03FF, 0);
-  EXPECT_TRUE(std::isnan(half_bits_to_float(float_to_half_bits(signalling, AttentionDtype::bf16),
-                                            AttentionDtype::bf16)));
+  EXPECT_TRUE(std::isnan(half_bits_to_float(float_to_half_bits(signalling, HalfDtype::bf16),
+                                            HalfDtype::bf16)));
 }
 
 // Values are normal(0, 1) * scale, rounded: none zero or infinite, about the right mean and
 // spread; scales that cannot work are refused.
 TEST(HalfPrecision, RandomHalfIsScaledNormalAndNeverZero) {
   std::mt19937_64 generator = testing::fresh_generator();
-  for (AttentionDtype dtype : kDtypes)
+  for (HalfDtype dtype : kDtypes)
     for (float scale : {1.0f, 0.01f, 300.0f}) {
       SCOPED_TRACE(std::string(to_string(dtype)) + " scale " + std::to_string(scale));
       const std::vector<std::uint16_t> values = random_half(100000, dtype, generator, scale);
@@ -197,14 +197,14 @@ TEST(HalfPrecision, RandomHalfIsScaledNormalAndNeverZero) {
       EXPECT_NEAR(mean / scale, 0.0, 0.02);  // the standard error is 0.003
       EXPECT_NEAR(deviation / scale, 1.0, 0.02);
     }
-  EXPECT_TRUE(random_half(0, AttentionDtype::bf16, generator).empty());
+  EXPECT_TRUE(random_half(0, HalfDtype::bf16, generator).empty());
   for (float bad : {0.0f, -1.0f, std::numeric_limits<float>::infinity(), std::numeric_limits<float>::quiet_NaN()})
-    EXPECT_THROW(random_half(4, AttentionDtype::bf16, generator, bad), std::invalid_argument) << bad;
-  EXPECT_THROW(random_half(4, AttentionDtype::fp16, generator, 1e-30f), std::invalid_argument) << "all underflow";
-  EXPECT_THROW(random_half(4, AttentionDtype::fp16, generator, 1e30f), std::invalid_argument) << "all overflow";
-  EXPECT_EQ(random_half(4, AttentionDtype::bf16, generator, 1e-30f).size(), 4u) << "bf16 has the range";
-  EXPECT_EQ(to_string(AttentionDtype::bf16), "bf16");
-  EXPECT_EQ(to_string(AttentionDtype::fp16), "fp16");
+    EXPECT_THROW(random_half(4, HalfDtype::bf16, generator, bad), std::invalid_argument) << bad;
+  EXPECT_THROW(random_half(4, HalfDtype::fp16, generator, 1e-30f), std::invalid_argument) << "all underflow";
+  EXPECT_THROW(random_half(4, HalfDtype::fp16, generator, 1e30f), std::invalid_argument) << "all overflow";
+  EXPECT_EQ(random_half(4, HalfDtype::bf16, generator, 1e-30f).size(), 4u) << "bf16 has the range";
+  EXPECT_EQ(to_string(HalfDtype::bf16), "bf16");
+  EXPECT_EQ(to_string(HalfDtype::fp16), "fp16");
 }
 
 TEST(RelativeL2Error, MeasuresTheNormOfTheDifference) {
@@ -252,7 +252,7 @@ struct Tensor {
 };
 
 Tensor make_tensor(Layout layout, int batch, int heads, int tokens, int head_dim, int padding,
-                   AttentionDtype dtype, std::mt19937_64& generator) {
+                   HalfDtype dtype, std::mt19937_64& generator) {
   Tensor t;
   t.storage = testing::make_storage(layout, testing::PermuteShape{batch, heads, tokens, head_dim, 1}, padding);
   t.stored = random_half(t.storage.elements, dtype, generator);
@@ -273,7 +273,7 @@ Tensor make_tensor(Layout layout, int batch, int heads, int tokens, int head_dim
 
 struct AttentionCase {
   int batch = 2, heads = 3, tokens_q = 1, tokens_kv = 1, head_dim = 64;
-  AttentionDtype dtype = AttentionDtype::bf16;
+  HalfDtype dtype = HalfDtype::bf16;
   Layout layout = Layout::bhnd;
   int padding = 0;
   float softmax_scale = 0.125f;
@@ -311,7 +311,7 @@ struct AttentionCase {
 };
 
 // A case with fresh random Q, K, V and a softmax scale of (0.5..1.5) / sqrt(head_dim).
-AttentionCase make_case(int tokens_q, int tokens_kv, int head_dim, AttentionDtype dtype, Layout layout,
+AttentionCase make_case(int tokens_q, int tokens_kv, int head_dim, HalfDtype dtype, Layout layout,
                         int padding, std::mt19937_64& generator) {
   AttentionCase c;
   c.tokens_q = tokens_q;
@@ -402,7 +402,7 @@ std::size_t finite_rows(const AttentionReference& result) {
 }
 
 class SparseAttentionReference
-    : public ::testing::TestWithParam<std::tuple<int, AttentionDtype, Layout>> {};
+    : public ::testing::TestWithParam<std::tuple<int, HalfDtype, Layout>> {};
 
 // Ragged shapes (q and kv lengths differ, 1 included), mixed block sizes, every fine_n the
 // blocks allow (and none), a fifth of the rows empty, padded and unpadded strides.
@@ -465,7 +465,7 @@ INSTANTIATE_TEST_SUITE_P(
 // with nothing kept gives zeros and -inf everywhere.
 TEST(SparseAttentionReferenceEmptyRows, WriteZerosAndMinusInfinity) {
   std::mt19937_64 generator = testing::fresh_generator();
-  const AttentionCase c = make_case(200, 150, 96, AttentionDtype::fp16, Layout::bnhd, 0, generator);
+  const AttentionCase c = make_case(200, 150, 96, HalfDtype::fp16, Layout::bnhd, 0, generator);
   const BlockMask mask =
       with_empty_rows(random_block_mask(2, 3, 200, 150, 64, 64, 0.4, generator), 0.5, generator);
   const AttentionReference result = sparse_attention_reference(c.params(), c.dtype, c.head_dim, mask);
@@ -497,7 +497,7 @@ TEST(SparseAttentionReferenceEmptyRows, WriteZerosAndMinusInfinity) {
 // for bit; clearing sub-tiles changes it.
 TEST(SparseAttentionReferenceFineBits, AllBitsSetEqualsBlockMode) {
   std::mt19937_64 generator = testing::fresh_generator();
-  const AttentionCase c = make_case(150, 300, 128, AttentionDtype::bf16, Layout::bhnd, 0, generator);
+  const AttentionCase c = make_case(150, 300, 128, HalfDtype::bf16, Layout::bhnd, 0, generator);
   const BlockMask fine = random_block_mask(2, 3, 150, 300, 64, 128, 0.6, generator, true, 16, 1.0);
   BlockMask block = fine;
   block.fine_n = 0;
@@ -514,7 +514,7 @@ TEST(SparseAttentionReferenceFineBits, AllBitsSetEqualsBlockMode) {
 // error far above the bound.
 TEST(SparseAttentionReferenceSensitivity, OneDroppedBlockFailsTheComparison) {
   std::mt19937_64 generator = testing::fresh_generator();
-  const AttentionCase c = make_case(100, 300, 64, AttentionDtype::fp16, Layout::bhnd, 0, generator);
+  const AttentionCase c = make_case(100, 300, 64, HalfDtype::fp16, Layout::bhnd, 0, generator);
   const BlockMask mask = random_block_mask(2, 3, 100, 300, 64, 64, 0.6, generator);
   BlockMask dropped = mask;
   const std::size_t row = std::uniform_int_distribution<std::size_t>(0, dropped.count.size() - 1)(generator);
@@ -526,11 +526,11 @@ TEST(SparseAttentionReferenceSensitivity, OneDroppedBlockFailsTheComparison) {
 
 TEST(SparseAttentionReferenceErrors, RejectsBadInputsWithTheReason) {
   std::mt19937_64 generator = testing::fresh_generator();
-  const AttentionCase c = make_case(37, 70, 64, AttentionDtype::bf16, Layout::bhnd, 0, generator);
+  const AttentionCase c = make_case(37, 70, 64, HalfDtype::bf16, Layout::bhnd, 0, generator);
   const BlockMask mask = random_block_mask(2, 3, 37, 70, 64, 64, 0.5, generator);
   const auto message = [&](const SparseAttentionParams& p, int head_dim, const BlockMask& m) -> std::string {
     try {
-      sparse_attention_reference(p, AttentionDtype::bf16, head_dim, m);
+      sparse_attention_reference(p, HalfDtype::bf16, head_dim, m);
       return "";
     } catch (const std::invalid_argument& error) {
       return error.what();

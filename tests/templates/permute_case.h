@@ -21,7 +21,7 @@
 #include "templates/permute/permute_family.h"
 #include "templates/permute/permute_params.h"
 #include "templates/permute/permute_reference.h"
-#include "templates/sparse_attention/half_precision.h"
+#include "templates/common/half_precision.h"
 #include "tests/support/gpu_test.h"
 
 namespace sparsejit::testing {
@@ -174,7 +174,7 @@ inline HostPermuteCase make_case(const PermuteShape& shape, templates::PermuteDi
   c.destination = make_storage(pair.destination, shape, padding);
   c.permutation = random_permutation(shape.tokens, generator);
   for (int t = 0; t < shape.tensor_count; ++t) {
-    c.sources.push_back(templates::random_half(c.source.elements, templates::AttentionDtype::bf16, generator));
+    c.sources.push_back(templates::random_half(c.source.elements, templates::HalfDtype::bf16, generator));
     c.destinations.emplace_back(c.destination.elements, kPoison);
   }
   return c;

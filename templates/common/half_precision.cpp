@@ -1,4 +1,4 @@
-#include "templates/sparse_attention/half_precision.h"
+#include "templates/common/half_precision.h"
 
 #include <bit>
 #include <cmath>
@@ -64,21 +64,21 @@ std::uint16_t float_to_fp16(float value) {
 
 }  // namespace
 
-std::string_view to_string(AttentionDtype dtype) {
-  return dtype == AttentionDtype::bf16 ? "bf16" : "fp16";
+std::string_view to_string(HalfDtype dtype) {
+  return dtype == HalfDtype::bf16 ? "bf16" : "fp16";
 }
 
-std::ostream& operator<<(std::ostream& out, AttentionDtype dtype) { return out << to_string(dtype); }
+std::ostream& operator<<(std::ostream& out, HalfDtype dtype) { return out << to_string(dtype); }
 
-float half_bits_to_float(std::uint16_t bits, AttentionDtype dtype) {
-  return dtype == AttentionDtype::bf16 ? bf16_to_float(bits) : fp16_to_float(bits);
+float half_bits_to_float(std::uint16_t bits, HalfDtype dtype) {
+  return dtype == HalfDtype::bf16 ? bf16_to_float(bits) : fp16_to_float(bits);
 }
 
-std::uint16_t float_to_half_bits(float value, AttentionDtype dtype) {
-  return dtype == AttentionDtype::bf16 ? float_to_bf16(value) : float_to_fp16(value);
+std::uint16_t float_to_half_bits(float value, HalfDtype dtype) {
+  return dtype == HalfDtype::bf16 ? float_to_bf16(value) : float_to_fp16(value);
 }
 
-std::vector<std::uint16_t> random_half(std::size_t count, AttentionDtype dtype,
+std::vector<std::uint16_t> random_half(std::size_t count, HalfDtype dtype,
                                        std::mt19937_64& generator, float scale) {
   if (!std::isfinite(scale) || !(scale > 0.0f))
     throw std::invalid_argument("random_half: scale " + std::to_string(scale) +
