@@ -60,6 +60,15 @@ __device__ __forceinline__ void load_rows_async(unsigned short* shared, const ch
   }
 }
 
+// B fragments of score tiles j and j + 1 (keys 8j..8j+15) for key step ks (head dims
+// 16ks..16ks+15) from a [keys][Stride] tile: b[0], b[1] for tile j, b[2], b[3] for j + 1.
+template <int Stride>
+__device__ __forceinline__ void load_key_fragments(u32 (&b)[4], const unsigned short* k_tile, int j,
+                                                   int ks, int lane) {
+  load_matrix_x4(b, k_tile + (j * 8 + (lane / 16) * 8 + lane % 8) * Stride + ks * 16 +
+                        ((lane / 8) % 2) * 8);
+}
+
 template <int Dtype, int HeadDim, int BlockQ, int BlockKV, int BlockM, int BlockN, int Warps,
           int FineN>
 __global__ void __launch_bounds__(Warps * 32)
@@ -199,8 +208,7 @@ __global__ void __launch_bounds__(Warps * 32)
 #pragma unroll
           for (int j = 0; j < Tile::kScoreTiles; j += 2) {
             u32 b[4];
-            load_matrix_x4(b, k_tile + (j * 8 + (lane / 16) * 8 + lane % 8) * kStride + ks * 16 +
-                                  ((lane / 8) % 2) * 8);
+            load_key_fragments<kStride>(b, k_tile, j, ks, lane);
             mma_16816<Dtype>(score[0][j], q_fragments[ks], b[0], b[1]);
             mma_16816<Dtype>(score[0][j + 1], q_fragments[ks], b[2], b[3]);
           }
@@ -212,8 +220,7 @@ __global__ void __launch_bounds__(Warps * 32)
 #pragma unroll
           for (int ks = 0; ks < Tile::kKSteps; ++ks) {
             u32 b[4];
-            load_matrix_x4(b, k_tile + (j * 8 + (lane / 16) * 8 + lane % 8) * kStride + ks * 16 +
-                                  ((lane / 8) % 2) * 8);
+            load_key_fragments<kStride>(b, k_tile, j, ks, lane);
             mma_16816<Dtype>(score[0][j], q_fragments[ks], b[0], b[1]);
             mma_16816<Dtype>(score[0][j + 1], q_fragments[ks], b[2], b[3]);
           }
@@ -234,8 +241,7 @@ __global__ void __launch_bounds__(Warps * 32)
           for (int rg = 0; rg < kRowGroups; ++rg) needed |= ((keep[rg] >> j) & 3u) != 0;
           if (!needed) continue;  // uniform across the warp
           u32 b[4];
-          load_matrix_x4(b, k_tile + (j * 8 + (lane / 16) * 8 + lane % 8) * kStride + ks * 16 +
-                                ((lane / 8) % 2) * 8);
+          load_key_fragments<kStride>(b, k_tile, j, ks, lane);
 #pragma unroll
           for (int rg = 0; rg < kRowGroups; ++rg) {
             mma_16816<Dtype>(score[rg][j], a[rg], b[0], b[1]);
