@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <span>
 #include <stdexcept>
@@ -66,9 +67,13 @@ std::string attention_config_problem(const AttentionConfig& c, int max_shared_by
     return "fine sub-tiles of 16x" + std::to_string(c.fine_n) + " do not fit one 64-bit word for " +
            std::to_string(c.block_q) + "x" + std::to_string(c.block_kv) + " blocks";
   const int row_groups = c.block_m / c.warps / 16;
-  if (row_groups * (c.block_n / 2 + c.head_dim / 2) > kMaxAccumulatorsPerThread)
-    return "the tile needs more than " + std::to_string(kMaxAccumulatorsPerThread) +
-           " accumulators per thread (it would spill registers)";
+  const int live_registers = row_groups * (c.block_n / 2 + c.head_dim / 2) +
+                             (row_groups == 1 ? c.head_dim / 4 : 0);
+  const int register_budget =
+      row_groups == 1 ? kMaxLiveRegistersOneRowGroup : kMaxLiveRegistersTwoRowGroups;
+  if (live_registers > register_budget)
+    return "the tile keeps " + std::to_string(live_registers) + " registers per thread live, more than " +
+           std::to_string(register_budget) + " (it would spill)";
   if (c.shared_bytes() > max_shared_bytes)
     return "the tile needs " + std::to_string(c.shared_bytes()) + " bytes of shared memory, more than " +
            std::to_string(max_shared_bytes);
@@ -78,10 +83,11 @@ std::string attention_config_problem(const AttentionConfig& c, int max_shared_by
 AttentionConfig default_attention_config(HalfDtype dtype, int head_dim, int block_q,
                                          int block_kv, int fine_n, int max_shared_bytes) {
   // Tiles in order of preference, {rows, keys, warps}, measured on the H100 (BENCHMARKS.md,
-  // 2026-11-22, 12 heads x 32,768 tokens, density 1.0 and 0.1): warps of 32 rows with few
-  // keys per step lead (two CTAs fit an SM: 247 registers x 128 threads), for D = 128 with 32
-  // keys (266 TFLOP/s, against 243 for 128x64 with 8 warps) and for D <= 96 with 64 keys (239
-  // against 219 for 64x64). The later entries fit where shared memory or registers are short.
+  // 2026-11-22, version 5, 12 heads x 32,768 tokens, density 1.0 and 0.1): warps of 32 rows
+  // with few keys per step lead (two CTAs fit an SM: 254 registers x 128 threads), for D = 128
+  // with 32 keys (304 TFLOP/s, against 247 for 128x64 with 8 warps and 251 for 64x64) and for
+  // D <= 96 with 64 keys (270-274; 128x32 within 1%). The later entries fit where shared
+  // memory or registers are short.
   struct Tile {
     int block_m, block_n, warps;
   };
@@ -148,6 +154,9 @@ void SparseAttentionFamily::validate(const AttentionConfig& config, const Sparse
          ", " + std::to_string(p.heads) + ", " + std::to_string(p.tokens_q) + ", " +
          std::to_string(p.tokens_kv) + ")");
   if (p.heads > 65535 || p.batch > 65535) fail("heads and batch must each be at most 65535");
+  // The kernel's running maximum and its lazily moved softmax reference assume scale > 0.
+  if (!(p.softmax_scale > 0.f) || !std::isfinite(p.softmax_scale))
+    fail("softmax_scale must be positive and finite (got " + std::to_string(p.softmax_scale) + ")");
   const struct {
     const char* name;
     const void* pointer;

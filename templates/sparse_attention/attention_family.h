@@ -4,8 +4,8 @@
 // A problem is fixed by dtype, head dim, the sparse block sizes (block_q x block_kv) and the
 // fine granularity; the tunable part is the tile (BlockM x BlockN) and the warps. Every point
 // enumerate() returns compiles and fits: tiles divide the blocks, a warp owns 16 or 32 rows,
-// the fine sub-tiles fit one 64-bit word, the shared memory fits the target, and the fp32
-// accumulators of a warp stay within a register budget (see kMaxAccumulatorsPerThread).
+// the fine sub-tiles fit one 64-bit word, the shared memory fits the target, and the
+// registers a thread keeps live stay within a budget (see kMaxLiveRegistersOneRowGroup).
 #include <array>
 #include <string>
 
@@ -26,10 +26,14 @@ inline constexpr std::array<int, 3> kAttentionBlockN = {32, 64, 128};
 inline constexpr std::array<int, 2> kAttentionWarps = {4, 8};
 // Fine sub-tile widths in keys (0: no fine bits), FG-Attn.
 inline constexpr std::array<int, 4> kAttentionFineN = {0, 8, 16, 32};
-// fp32 accumulators (scores + output) per thread above which ptxas spills on sm_90 (measured
-// with -Xptxas -v, CUDA 13.0: 128 accumulators compile to 193-240 registers and 160 (two
-// row groups of 32 keys at D = 128) to 247, with no spill; 192 spill 136 bytes).
-inline constexpr int kMaxAccumulatorsPerThread = 160;
+// Registers a thread keeps live across the key walk, and the most that compile without
+// spills on sm_90 (ptxas 13.0 -v over every tile at D = 64/96/128, fine bits off and 16).
+// Warps of two row groups hold the score and output accumulators, row_groups * (block_n / 2 +
+// head_dim / 2): 160 (128x32 at D = 128) compile to 254 registers without spills, 192 spill.
+// Warps of one row group also keep Q's fragments resident (head_dim / 4): 136 compile without
+// spills, 160 (64x128 or 128x128 at D = 128) spill 4-80 bytes.
+inline constexpr int kMaxLiveRegistersTwoRowGroups = 160;
+inline constexpr int kMaxLiveRegistersOneRowGroup = 144;
 
 struct AttentionConfig {
   HalfDtype dtype = HalfDtype::bf16;

@@ -11,11 +11,13 @@
 // cost no QK^T and no PV mma and no ldmatrix of K or V (one uniform branch per 16 keys; with
 // one row group per warp it jumps over the whole key-dim walk). Within a computed step, keys a
 // row does not keep are masked to -inf (so with fine_n = 8 an 8-key half is computed, then
-// masked). Loads of K/V tiles into shared memory are never skipped (other warps need them).
+// masked); an 8-key tile a row group does not keep skips its exp2 as well. Loads of K/V tiles
+// into shared memory are never skipped (other warps need them).
 //
 // Grid: x = query blocks * (BlockQ / BlockM), y = heads, z = batch. Block: Warps * 32.
 // Dynamic shared memory: attention_tile<...>::kSharedBytes. Requires: Q/K/V/O pointers and
-// token strides aligned to 16 bytes (host-checked), tokens_q, tokens_kv >= 1.
+// token strides aligned to 16 bytes, tokens_q, tokens_kv >= 1, softmax_scale > 0 (all
+// host-checked).
 #include "common/ptx.cuh"
 #include "sparse_attention/attention_params.h"
 
@@ -69,6 +71,36 @@ __device__ __forceinline__ void load_key_fragments(u32 (&b)[4], const unsigned s
                         ((lane / 8) % 2) * 8);
 }
 
+// Reduces the 2 * Tiles values one lane holds for row half h (elements 2h, 2h + 1 of each
+// 8-key score tile) by a pairwise tree: depth log2(2 * Tiles) instead of a chain of 2 * Tiles
+// dependent instructions, which with two warps per scheduler would stall on latency.
+struct MaxOp {
+  __device__ __forceinline__ float operator()(float a, float b) const { return fmaxf(a, b); }
+};
+struct SumOp {
+  __device__ __forceinline__ float operator()(float a, float b) const { return a + b; }
+};
+template <int Tiles, class Op>
+__device__ __forceinline__ float reduce_row_half(const float (&score)[Tiles][4], int h, Op op) {
+  float partial[Tiles];
+#pragma unroll
+  for (int j = 0; j < Tiles; ++j) partial[j] = op(score[j][2 * h], score[j][2 * h + 1]);
+#pragma unroll
+  for (int width = 1; width < Tiles; width *= 2)
+#pragma unroll
+    for (int j = 0; j + width < Tiles; j += 2 * width) partial[j] = op(partial[j], partial[j + width]);
+  return partial[0];
+}
+
+// The maximum of row half h over a warp's score tiles: the lane's own values, then the
+// four lanes (a quad) that hold the same row.
+template <int Tiles>
+__device__ __forceinline__ float row_half_max(const float (&score)[Tiles][4], int h) {
+  float value = reduce_row_half(score, h, MaxOp{});
+  value = fmaxf(value, __shfl_xor_sync(0xffffffffu, value, 1));
+  return fmaxf(value, __shfl_xor_sync(0xffffffffu, value, 2));
+}
+
 template <int Dtype, int HeadDim, int BlockQ, int BlockKV, int BlockM, int BlockN, int Warps,
           int FineN>
 __global__ void __launch_bounds__(Warps * 32)
@@ -113,8 +145,6 @@ __global__ void __launch_bounds__(Warps * 32)
                        (batch * params.k_batch_stride + head * params.k_head_stride) * 2;
   const char* v_base = static_cast<const char*>(params.v) +
                        (batch * params.v_batch_stride + head * params.v_head_stride) * 2;
-  char* o_base = static_cast<char*>(params.o) +
-                 (batch * params.o_batch_stride + head * params.o_head_stride) * 2;
   const long long k_row_bytes = params.k_token_stride * 2;
   const long long v_row_bytes = params.v_token_stride * 2;
   const float scale_log2 = params.softmax_scale * 1.4426950408889634f;  // exp(x) = exp2(x log2 e)
@@ -213,7 +243,9 @@ __global__ void __launch_bounds__(Warps * 32)
             mma_16816<Dtype>(score[0][j + 1], q_fragments[ks], b[2], b[3]);
           }
       } else {
-        // Score-tile pairs outside: one uniform branch skips a pair's whole key walk.
+        // Score-tile pairs outside: one uniform branch skips a pair's whole key walk. (Key
+        // steps outside with a branch per pair inside measured 1.5x slower on the H100: the
+        // branches keep ptxas from hoisting the K fragment loads.)
 #pragma unroll
         for (int j = 0; j < Tile::kScoreTiles; j += 2) {
           if (((keep[0] >> j) & 3u) == 0) continue;
@@ -263,11 +295,13 @@ __global__ void __launch_bounds__(Warps * 32)
       copy_async_commit();
     }
 
-    // Keys past the end and fine-masked tiles score -inf (selects, no branches); then the
-    // online softmax.
+    // Keys past the end and fine-masked tiles score -inf (selects, no branches). Only a
+    // ragged last tile or a warp with a fine bit off needs it; the test is uniform per warp.
     const int keys_left = params.tokens_kv - n0 - quad * 2;  // this lane's first key is n0 + quad*2
+    constexpr unsigned kAllScoreTiles = (1u << Tile::kScoreTiles) - 1u;
 #pragma unroll
-    for (int rg = 0; rg < kRowGroups; ++rg)
+    for (int rg = 0; rg < kRowGroups; ++rg) {
+      if (n0 + BlockN <= params.tokens_kv && keep[rg] == kAllScoreTiles) continue;
 #pragma unroll
       for (int j = 0; j < Tile::kScoreTiles; ++j) {
         const bool tile_kept = ((keep[rg] >> j) & 1u) != 0;
@@ -277,33 +311,58 @@ __global__ void __launch_bounds__(Warps * 32)
           score[rg][j][e] = kept_key ? score[rg][j][e] : negative_infinity();
         }
       }
+    }
+
+    // Online softmax with a lazily moved reference: row_max is the point the exponentials are
+    // taken from, not always the running maximum. It moves (and O and the sums are rescaled)
+    // only when some row of the warp sees a score more than 2^kRescaleSlack above it, one
+    // uniform branch; otherwise P may reach 2^kRescaleSlack, which fp32 sums and the 16-bit P
+    // (relative rounding) take without loss. Exact either way: O and the LSE use the same point.
+    constexpr float kRescaleSlack = 8.f;
+    bool moves = false;
+#pragma unroll
+    for (int rg = 0; rg < kRowGroups; ++rg)
+#pragma unroll
+      for (int h = 0; h < 2; ++h)  // -inf > -inf + slack: a row with nothing kept never moves
+        moves |= row_half_max(score[rg], h) * scale_log2 > row_max[rg][h] * scale_log2 + kRescaleSlack;
+    if (__any_sync(0xffffffffu, moves)) {
+#pragma unroll
+      for (int rg = 0; rg < kRowGroups; ++rg)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          // The tile's maxima again rather than kept from above: 4 registers fewer live
+          // across the softmax, for a rare branch.
+          const float new_max = fmaxf(row_max[rg][h], row_half_max(score[rg], h));
+          // A row with nothing kept so far keeps max -inf and a rescale of exp2(0 - 0) = 1.
+          const float rescale = new_max == negative_infinity()
+                                    ? 1.f
+                                    : fast_exp2((row_max[rg][h] - new_max) * scale_log2);
+          row_max[rg][h] = new_max;
+          row_sum[rg][h] *= rescale;
+#pragma unroll
+          for (int d = 0; d < Tile::kOutTiles; ++d) {
+            out[rg][d][2 * h] *= rescale;
+            out[rg][d][2 * h + 1] *= rescale;
+          }
+        }
+    }
 #pragma unroll
     for (int rg = 0; rg < kRowGroups; ++rg)
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        float tile_max = row_max[rg][h];
+        // Subtracting 0 for a row with max -inf keeps its exp2(-inf) at 0.
+        const float max_scaled = row_max[rg][h] == negative_infinity() ? 0.f : row_max[rg][h] * scale_log2;
 #pragma unroll
-        for (int j = 0; j < Tile::kScoreTiles; ++j)
-          tile_max = fmaxf(tile_max, fmaxf(score[rg][j][2 * h], score[rg][j][2 * h + 1]));
-        tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
-        tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
-        // A row with nothing kept so far keeps max -inf; subtracting 0 then keeps exp2 at 0.
-        const float max_scaled = tile_max == negative_infinity() ? 0.f : tile_max * scale_log2;
-        const float rescale = fast_exp2(row_max[rg][h] * scale_log2 - max_scaled);
-        row_max[rg][h] = tile_max;
-        row_sum[rg][h] *= rescale;
-#pragma unroll
-        for (int d = 0; d < Tile::kOutTiles; ++d) {
-          out[rg][d][2 * h] *= rescale;
-          out[rg][d][2 * h + 1] *= rescale;
-        }
-#pragma unroll
-        for (int j = 0; j < Tile::kScoreTiles; ++j)
-#pragma unroll
-          for (int e = 2 * h; e < 2 * h + 2; ++e) {
-            score[rg][j][e] = fast_exp2(score[rg][j][e] * scale_log2 - max_scaled);
-            row_sum[rg][h] += score[rg][j][e];
+        for (int j = 0; j < Tile::kScoreTiles; ++j) {
+          if (FineN > 0 && ((keep[rg] >> j) & 1u) == 0) {  // uniform: the whole tile is masked
+            score[rg][j][2 * h] = score[rg][j][2 * h + 1] = 0.f;
+            continue;
           }
+#pragma unroll
+          for (int e = 2 * h; e < 2 * h + 2; ++e)
+            score[rg][j][e] = fast_exp2(score[rg][j][e] * scale_log2 - max_scaled);
+        }
+        row_sum[rg][h] += reduce_row_half(score[rg], h, SumOp{});
       }
 
     // O += P V, P straight from the score registers (the mma C layout of two adjacent 8-key
@@ -350,6 +409,8 @@ __global__ void __launch_bounds__(Warps * 32)
   }
 
   // Normalize and store; rows with nothing kept write zeros and LSE = -inf.
+  char* o_base = static_cast<char*>(params.o) +
+                 (batch * params.o_batch_stride + head * params.o_head_stride) * 2;
 #pragma unroll
   for (int rg = 0; rg < kRowGroups; ++rg)
 #pragma unroll

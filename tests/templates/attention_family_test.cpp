@@ -2,6 +2,7 @@
 // host-side validation, and NVRTC compiles of a stratified subset for sm_80 and sm_90.
 #include <gtest/gtest.h>
 
+#include <limits>
 #include <set>
 
 #include "jit/nvrtc_compiler.h"
@@ -57,14 +58,21 @@ TEST(AttentionSpace, InvalidPointsSayWhy) {
   c = good;
   c.warps = 4;
   c.block_m = 64;
-  c.block_n = 128;  // 16 rows per warp: 16 + 64 accumulators... fine; 32 rows below spill
+  c.block_n = 128;
+  c.head_dim = 96;  // 16 rows per warp: 64 score + 48 output + 24 Q registers fit
   EXPECT_EQ(problem(c), "");
-  c.block_m = 128;  // 32 rows per warp with 128 keys and D = 128: too many accumulators
-  EXPECT_NE(problem(c).find("accumulators"), std::string::npos);
+  c.head_dim = 128;  // 64 + 64 + 32: spills
+  EXPECT_NE(problem(c).find("registers per thread live"), std::string::npos);
+  c.block_n = 32;
+  c.block_m = 128;  // 32 rows per warp, 2 x (16 + 64): fits
+  EXPECT_EQ(problem(c), "");
+  c.block_n = 64;  // 2 x (32 + 64): spills
+  EXPECT_NE(problem(c).find("registers per thread live"), std::string::npos);
   c = good;
   c.fine_n = 8;  // 8 x 16 sub-tiles of 128 x 128 do not fit 64 bits
   EXPECT_NE(problem(c).find("64-bit"), std::string::npos);
   c = good;
+  c.head_dim = 96;
   c.block_n = 128;
   c.block_m = 128;
   c.warps = 8;
@@ -84,6 +92,7 @@ TEST(AttentionValidate, RefusesBadParamsWithTheReason) {
   p.max_kv_blocks = 1;
   p.batch = p.heads = 1;
   p.tokens_q = p.tokens_kv = 100;
+  p.softmax_scale = 0.125f;
   EXPECT_NO_THROW(SparseAttentionFamily::validate(config, p, kHopperShared));
   const auto expect_refused = [&](SparseAttentionParams bad, const std::string& words) {
     try {
@@ -105,6 +114,12 @@ TEST(AttentionValidate, RefusesBadParamsWithTheReason) {
   bad = p;
   bad.tokens_kv = 0;
   expect_refused(bad, "must be positive");
+  for (float scale : {0.f, -0.125f, std::numeric_limits<float>::quiet_NaN(),
+                      std::numeric_limits<float>::infinity()}) {
+    bad = p;
+    bad.softmax_scale = scale;
+    expect_refused(bad, "softmax_scale");
+  }
   bad = p;
   bad.kv_block_index = nullptr;
   expect_refused(bad, "block mask");
