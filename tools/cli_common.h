@@ -63,6 +63,7 @@ void add_precompile_command(CLI::App& app, GlobalOptions& global);
 void add_tune_command(CLI::App& app, GlobalOptions& global);
 void add_db_command(CLI::App& app, GlobalOptions& global);
 void add_bench_command(CLI::App& app, GlobalOptions& global);
+void add_order_command(CLI::App& app, GlobalOptions& global);
 void add_bench_attention_command(CLI::App& bench, GlobalOptions& global);  // under `bench`
 
 }  // namespace sparsejit::tools

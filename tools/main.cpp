@@ -21,6 +21,7 @@ int main(int argc, char** argv) {
   add_precompile_command(app, global);
   add_db_command(app, global);
   add_bench_command(app, global);
+  add_order_command(app, global);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& error) {

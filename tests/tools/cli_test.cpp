@@ -1,5 +1,5 @@
 // The sparsejit CLI, run as a child process: help and usage errors, info, precompile, db,
-// bench, and where the database lives. Every child gets HOME and XDG_CACHE_HOME inside a
+// bench, order, and where the database lives. Every child gets HOME and XDG_CACHE_HOME inside a
 // temporary directory and no SPARSEJIT_DB unless a test sets one, so the user's real cache
 // is never touched. Tests that behave differently with a GPU assert both branches.
 #include <gtest/gtest.h>
@@ -19,6 +19,7 @@
 #include "jit/driver_api.h"
 #include "jit/nvrtc_compiler.h"
 #include "jit/target.h"
+#include "runtime/token_order.h"
 #include "templates/permute/permute_family.h"
 #include "templates/registry.h"
 #include "tests/support/gpu_test.h"
@@ -112,7 +113,7 @@ TEST_P(HelpTest, ExitsZeroAndListsTheOptions) {
 INSTANTIATE_TEST_SUITE_P(
     Subcommands, HelpTest,
     ::testing::Values(
-        HelpCase{{}, {"--db", "info", "tune", "precompile", "db", "bench", "SPARSEJIT_DB", "XDG_CACHE_HOME"}},
+        HelpCase{{}, {"--db", "info", "tune", "precompile", "db", "bench", "order", "SPARSEJIT_DB", "XDG_CACHE_HOME"}},
         HelpCase{{"info"}, {"--json"}},
         HelpCase{{"tune"}, {"--device", "--family", "--measure-ms", "--json"}},
         HelpCase{{"precompile"}, {"--arch", "--family", "-j", "--jobs"}},
@@ -126,7 +127,8 @@ INSTANTIATE_TEST_SUITE_P(
                   "--mask-file", "--json"}},
         HelpCase{{"bench", "permute"},
                  {"--batch", "--heads", "--tokens", "--head-dim", "--tensors", "--direction", "--no-db",
-                  "--json"}}),
+                  "--json"}},
+        HelpCase{{"order"}, {"--grid", "--extra", "--order", "--tile", "--block", "--json", "--out"}}),
     [](const ::testing::TestParamInfo<HelpCase>& info) {
       std::string name = info.param.command.empty() ? "top_level" : joined(info.param.command);
       std::replace(name.begin(), name.end(), ' ', '_');
@@ -173,7 +175,15 @@ INSTANTIATE_TEST_SUITE_P(
                       UsageCase{"bench_without_subcommand", {"bench"}, "subcommand is required"},
                       UsageCase{"jobs_out_of_range", {"precompile", "--arch", "sm_90", "-j", "0"}, "jobs"},
                       UsageCase{"head_dim_not_in_space", {"bench", "permute", "--head-dim", "80"}, "80"},
-                      UsageCase{"db_option_without_value", {"--db"}, "--db"}),
+                      UsageCase{"db_option_without_value", {"--db"}, "--db"},
+                      UsageCase{"order_without_grid", {"order"}, "--grid is required"},
+                      UsageCase{"order_grid_of_two_dims", {"order", "--grid", "21x45"}, "'21x45' is not FxHxW"},
+                      UsageCase{"order_grid_with_zero", {"order", "--grid", "0x45x80"}, "'0x45x80' is not FxHxW"},
+                      UsageCase{"order_unknown_order", {"order", "--grid", "4x4x4", "--order", "zigzag"}, "zigzag"},
+                      UsageCase{"order_block_zero", {"order", "--grid", "4x4x4", "--block", "0"}, "--block"},
+                      UsageCase{"order_negative_extra", {"order", "--grid", "4x4x4", "--extra", "-1"}, "--extra"},
+                      UsageCase{"order_tile_without_tile3d", {"order", "--grid", "4x4x4", "--tile", "2x2x2"},
+                                "applies only to --order tile3d"}),
     [](const ::testing::TestParamInfo<UsageCase>& info) { return info.param.name; });
 
 // --db is an option of the top-level app; it must work after a subcommand too.
@@ -692,6 +702,92 @@ TEST_F(CliTest, BenchPermuteNeedsAGpu) {
     const CliResult gpus = run({"--db", database.string(), "db", "gpus", "--json"});
     EXPECT_EQ(parse_json(gpus).size(), 1u) << gpus.describe();
   }
+}
+
+// ---------------------------------------------------------------------------------- order
+
+// order: the table of the chosen order and raster, with the library's figures; no database.
+TEST_F(CliTest, OrderPrintsTheLocalityOfTheOrderAndOfRaster) {
+  const runtime::VideoGrid grid{21, 45, 80};
+  const CliResult result = run({"order", "--grid", "21x45x80"});
+  ASSERT_EQ(result.exit_code, 0) << result.describe();
+  EXPECT_TRUE(result.err.empty()) << result.describe();
+  const std::vector<std::string> lines = lines_of(result.out);
+  ASSERT_EQ(lines.size(), 6u) << "summary, blank, header, rule, hilbert, raster\n" << result.describe();
+  EXPECT_EQ(lines[0], "grid 21x45x80: 75600 video tokens + 0 extra; 591 blocks of 128 video tokens");
+  EXPECT_TRUE(lines[2].starts_with("order") && has(lines[2], "mean block box (cells)") &&
+              has(lines[2], "non-neighbour steps"))
+      << lines[2];
+  for (const auto& [line, order] : {std::pair{lines[4], runtime::TokenOrder::hilbert},
+                                   std::pair{lines[5], runtime::TokenOrder::raster}}) {
+    const runtime::OrderLocality locality =
+        runtime::measure_locality(runtime::token_order(order, grid, 0), grid, 128);
+    const std::regex row("^" + std::string(to_string(order)) + " +([0-9.]+) +([0-9.]+)%$");
+    std::smatch match;
+    ASSERT_TRUE(std::regex_match(line, match, row)) << line;
+    EXPECT_NEAR(std::stod(match[1]), locality.mean_block_bbox_cells, 0.05) << line;
+    EXPECT_NEAR(std::stod(match[2]), 100 * locality.non_neighbour_step_share, 0.005) << line;
+  }
+  EXPECT_FALSE(fs::exists(xdg_database())) << "order needs no database";
+}
+
+// order --json --out: the figures for the order and raster, and the gather indices in the
+// file, text tokens last; with raster chosen there is one set of figures.
+TEST_F(CliTest, OrderJsonAndTheGatherIndexFile) {
+  const runtime::VideoGrid grid{13, 30, 45};
+  const fs::path file = temp_ / "order.i32";
+  const CliResult result = run({"order", "--grid", "13x30x45", "--extra", "226", "--order", "tile3d",
+                                "--tile", "4x8x8", "--block", "64", "--json", "--out", file.string()});
+  ASSERT_EQ(result.exit_code, 0) << result.describe();
+  const json report = parse_json(result);
+  EXPECT_EQ(report["grid"], (json{{"frames", 13}, {"height", 30}, {"width", 45}})) << result.describe();
+  EXPECT_EQ(report.value("video_tokens", 0), 17550);
+  EXPECT_EQ(report.value("extra_tokens", 0), 226);
+  EXPECT_EQ(report.value("order", ""), "tile3d");
+  EXPECT_EQ(report["tile"], (json{{"frames", 4}, {"height", 8}, {"width", 8}})) << result.describe();
+  EXPECT_EQ(report.value("block_tokens", 0), 64);
+  EXPECT_EQ(report.value("video_blocks", 0), (17550 + 63) / 64);
+  EXPECT_EQ(report.value("out", ""), file.string());
+
+  const std::vector<int> order = runtime::token_order(runtime::TokenOrder::tile3d, grid, 226, {4, 8, 8});
+  const std::vector<int> raster = runtime::token_order(runtime::TokenOrder::raster, grid, 0);
+  ASSERT_EQ(report["locality"].size(), 2u) << result.describe();
+  for (const auto& [name, expected] : {std::pair{"tile3d", runtime::measure_locality(order, grid, 64)},
+                                      std::pair{"raster", runtime::measure_locality(raster, grid, 64)}}) {
+    const json& figures = report["locality"][name];
+    EXPECT_DOUBLE_EQ(figures.value("mean_block_bbox_cells", 0.0), expected.mean_block_bbox_cells) << name;
+    EXPECT_DOUBLE_EQ(figures.value("non_neighbour_step_share", -1.0), expected.non_neighbour_step_share) << name;
+  }
+
+  const std::vector<char> bytes = read_bytes(file);
+  ASSERT_EQ(bytes.size(), order.size() * sizeof(int));
+  std::vector<int> written(order.size());
+  std::memcpy(written.data(), bytes.data(), bytes.size());
+  EXPECT_EQ(written, order);
+  EXPECT_EQ(written.back(), 17550 + 225) << "the text tokens come last, in order";
+
+  const CliResult only_raster = run({"order", "--grid", "13x30x45", "--order", "raster", "--json"});
+  ASSERT_EQ(only_raster.exit_code, 0) << only_raster.describe();
+  const json raster_report = parse_json(only_raster);
+  EXPECT_EQ(raster_report["locality"].size(), 1u) << only_raster.describe();
+  EXPECT_FALSE(raster_report.contains("out")) << only_raster.describe();
+  EXPECT_FALSE(raster_report.contains("tile")) << only_raster.describe();
+}
+
+// Errors past the usage: too many tokens for int32, a file that cannot be written.
+TEST_F(CliTest, OrderRefusesGridsBeyondInt32AndSaysWhenTheFileCannotBeWritten) {
+  const CliResult too_big = run({"order", "--grid", "2048x1024x1024"});
+  EXPECT_EQ(too_big.exit_code, 1) << too_big.describe();
+  EXPECT_TRUE(too_big.out.empty()) << too_big.describe();
+  ASSERT_EQ(lines_of(too_big.err).size(), 1u) << too_big.describe();
+  EXPECT_TRUE(too_big.err.starts_with("sparsejit: error: video grid 2048x1024x1024")) << too_big.describe();
+  EXPECT_TRUE(has(too_big.err, "int32")) << too_big.describe();
+
+  const fs::path unwritable = temp_ / "missing-folder" / "order.i32";
+  const CliResult no_file = run({"order", "--grid", "4x4x4", "--out", unwritable.string()});
+  EXPECT_EQ(no_file.exit_code, 1) << no_file.describe();
+  EXPECT_TRUE(no_file.out.empty()) << no_file.describe();
+  EXPECT_TRUE(has(no_file.err, "cannot write " + unwritable.string())) << no_file.describe();
 }
 
 }  // namespace
