@@ -98,7 +98,37 @@ struct BestConfig {
   std::string updated_at;
 };
 
-std::string_view to_string(TrialStatus status);
+std::string_view to_string(TrialStatus status);  // "ok", "failed", "incorrect"
+std::optional<TrialStatus> parse_trial_status(std::string_view text);  // the inverse; none for other text
+
+// Which trials list_trials returns; an unset or empty field matches every value.
+struct TrialFilter {
+  std::optional<std::int64_t> gpu_id = std::nullopt;
+  std::string family = {};
+  std::string problem_key = {};
+};
+
+// One problem tuned on one GPU: its trials counted by status, and its best config.
+struct ProblemSummary {
+  std::int64_t gpu_id = 0;
+  std::string family;
+  std::string problem_key;
+  std::int64_t ok_trials = 0;
+  std::int64_t failed_trials = 0;
+  std::int64_t incorrect_trials = 0;
+  std::optional<BestConfig> best;  // none while no trial of the problem was ok
+};
+
+// The density that keeps attention recall tau for one (model, diffusion step, layer, head),
+// from offline profiling. density and tau lie in (0, 1].
+struct SparsityProfile {
+  std::string model;
+  int step = 0;
+  int layer = 0;
+  int head = 0;
+  double density = 0;
+  double tau = 0;
+};
 
 struct DatabaseStats {
   int schema_version = 0;
@@ -110,6 +140,12 @@ struct DatabaseStats {
   std::int64_t best_configs = 0;
   std::int64_t sparsity_profiles = 0;
 };
+
+// Throw std::invalid_argument when the record could not be stored: a CUBIN whose key is
+// not 64 lowercase hex digits, whose lowered_names_json is not a JSON object of strings or
+// whose binary is empty; an ok trial without its median time.
+void validate_cubin(const CubinRecord& cubin);
+void validate_trial(const TrialRecord& trial);
 
 struct OpenOptions {
   bool read_only = false;
@@ -147,9 +183,15 @@ class Database {
   // Trials of one problem on one GPU, oldest first.
   std::vector<StoredTrial> list_trials(std::int64_t gpu_id, std::string_view family,
                                        std::string_view problem_key) const;
+  // The trials that `filter` selects, ordered by GPU, family, problem, then oldest first.
+  std::vector<StoredTrial> list_trials(const TrialFilter& filter) const;
   std::optional<BestConfig> find_best(std::int64_t gpu_id, std::string_view family,
                                       std::string_view problem_key) const;
   std::vector<BestConfig> list_best_configs() const;  // ordered by gpu, family, problem
+  // Every (GPU, family, problem) with a trial or a best config, ordered like list_best_configs.
+  std::vector<ProblemSummary> list_problems() const;
+
+  std::vector<SparsityProfile> list_sparsity_profiles() const;  // ordered by model, step, layer, head
 
   DatabaseStats stats() const;
 
