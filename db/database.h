@@ -141,6 +141,9 @@ struct DatabaseStats {
   std::int64_t sparsity_profiles = 0;
 };
 
+struct TuningSnapshot;  // db/snapshot.h
+struct ImportSummary;   // db/snapshot.h
+
 // Throw std::invalid_argument when the record could not be stored: a CUBIN whose key is
 // not 64 lowercase hex digits, whose lowered_names_json is not a JSON object of strings or
 // whose binary is empty; an ok trial without its median time.
@@ -194,6 +197,18 @@ class Database {
   std::vector<SparsityProfile> list_sparsity_profiles() const;  // ordered by model, step, layer, head
 
   DatabaseStats stats() const;
+
+  // Every GPU, trial, best config and sparsity profile (and with `with_cubins` every CUBIN),
+  // read in one read transaction, in a fixed order: GPUs by fingerprint; trials by GPU
+  // fingerprint, family, problem, created_at, config; best configs by GPU fingerprint,
+  // family, problem; profiles by model, step, layer, head; CUBINs by key. The whole
+  // snapshot is held in memory (CUBINs included).
+  TuningSnapshot read_snapshot(bool with_cubins) const;
+  // Applies `snapshot` in one transaction, by the rules of db/snapshot.h; a second apply of
+  // the same snapshot changes nothing. Throws std::invalid_argument (validate_snapshot)
+  // before writing anything, and DatabaseError from SQLite; either way the database is left
+  // as it was.
+  ImportSummary import_snapshot(const TuningSnapshot& snapshot);
 
  private:
   Database(Connection connection, int schema_version);

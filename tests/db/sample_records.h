@@ -1,12 +1,14 @@
-// Records the database tests build their rows from: GPUs, CUBINs and trials with fixed,
-// recognizable values.
+// Records the database tests build their rows from (GPUs, CUBINs and trials with fixed,
+// recognizable values) and a small database with every kind of row.
 #pragma once
 
+#include <filesystem>
 #include <iomanip>
 #include <sstream>
 #include <string>
 
 #include "db/database.h"
+#include "db/sqlite.h"
 
 namespace sparsejit::testing {
 
@@ -66,6 +68,62 @@ inline TrialRecord ok_trial(std::int64_t gpu_id, const std::string& config, doub
                      .sm_clock_khz = 1755000,
                      .cubin_key = {},
                      .message = {}};
+}
+
+inline GpuRecord h100_pcie() {
+  GpuRecord gpu = h100();
+  gpu.name = "NVIDIA H100 PCIe";
+  gpu.sm_count = 114;
+  gpu.memory_bytes = 85520809984;
+  gpu.uuid = "GPU-77aa";
+  return gpu;
+}
+
+// Fills a new database at `path` with a few rows of every table and fixed timestamps, so
+// that its export is always the same text (tests/db/data/sample_v1.json):
+//   GPUs: the H100 SXM and the H100 PCIe;
+//   CUBINs: sample_cubin(0, 1) and (0, 2);
+//   trials on the SXM, problem d128: {"vec":8} 2 ms (CUBIN 1), {"vec":16} 1.25 ms (CUBIN 2,
+//     the best), {"vec":2} failed with a two-line message; problem d64: {"vec":4} incorrect;
+//   trials on the PCIe, problem d128: {"vec":8} 3 ms (the best);
+//   sparsity profiles: two heads of wan2.1-14b step 12 layer 0.
+inline void build_sample_database(const std::filesystem::path& path) {
+  db::Database database = db::Database::open(path);
+  const std::int64_t sxm = database.upsert_gpu(h100());
+  const std::int64_t pcie = database.upsert_gpu(h100_pcie());
+  for (int index : {1, 2}) {
+    CubinRecord cubin = sample_cubin(0, index);
+    cubin.created_at = "2025-01-30T07:00:0" + std::to_string(index) + ".000Z";
+    database.put_cubin(cubin);
+  }
+  TrialRecord slow = ok_trial(sxm, R"({"vec":8})", 2.0);
+  slow.cubin_key = cubin_key(0, 1);
+  database.record_trial(slow);
+  TrialRecord fast = ok_trial(sxm, R"({"vec":16})", 1.25);
+  fast.cubin_key = cubin_key(0, 2);
+  database.record_trial(fast);
+  TrialRecord failed = ok_trial(sxm, R"({"vec":2})", 0);
+  failed.status = TrialStatus::failed;
+  failed.median_ms = failed.p20_ms = failed.p80_ms = failed.rel_error = std::nullopt;
+  failed.message = "CUDA_ERROR_ILLEGAL_ADDRESS\nin permute_tokens<bf16,128>";
+  database.record_trial(failed);
+  TrialRecord incorrect = ok_trial(sxm, R"({"vec":4})", 0.75);
+  incorrect.problem_key = "permute_tokens|d64|gather";
+  incorrect.status = TrialStatus::incorrect;
+  incorrect.rel_error = 0.5;
+  incorrect.message = "relative error 0.5 above the bound 0.001";
+  database.record_trial(incorrect);
+  database.record_trial(ok_trial(pcie, R"({"vec":8})", 3.0));
+
+  db::Connection connection = db::Connection::open(path, db::OpenMode::read_write_create);
+  connection.exec(R"sql(
+    UPDATE gpus SET first_seen = printf('2025-01-%02dT08:00:00.000Z', id),
+                    last_seen = printf('2025-02-%02dT09:30:00.500Z', id);
+    UPDATE trials SET created_at = printf('2025-02-01T10:00:%02d.000Z', id);
+    UPDATE best_configs SET updated_at = printf('2025-02-01T11:00:%02d.000Z', id);
+    INSERT INTO sparsity_profiles (model, step, layer, head, density, tau) VALUES
+      ('wan2.1-14b', 12, 0, 0, 0.3, 0.95), ('wan2.1-14b', 12, 0, 1, 0.125, 0.95);
+  )sql");
 }
 
 }  // namespace sparsejit::testing
