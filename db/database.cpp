@@ -2,6 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <optional>
 #include <stdexcept>
 #include <system_error>
 #include <utility>
@@ -196,26 +197,89 @@ std::optional<CubinRecord> Database::find_cubin(std::string_view key) const {
   };
 }
 
+namespace {
+
+// The columns cubin_summary_from_row reads, from the table `cubins` named c.
+constexpr std::string_view kCubinSummaryColumns =
+    "SELECT c.key, c.family, c.target, c.nvrtc_version, c.specialization, c.lowered_names_json, "
+    "length(c.binary), c.compile_ms, c.created_at FROM cubins c ";
+
+CubinSummary cubin_summary_from_row(const Statement& query) {
+  return CubinSummary{
+      .key = query.column_text(0),
+      .family = query.column_text(1),
+      .target = query.column_text(2),
+      .nvrtc_version = query.column_text(3),
+      .specialization = query.column_text(4),
+      .lowered_names_json = query.column_text(5),
+      .binary_bytes = query.column_int64(6),
+      .compile_ms = query.column_double(7),
+      .created_at = query.column_text(8),
+  };
+}
+
+}  // namespace
+
 std::vector<CubinSummary> Database::list_cubins() const {
-  Statement query = connection_.prepare(R"sql(
-    SELECT key, family, target, nvrtc_version, specialization, lowered_names_json, length(binary), compile_ms,
-           created_at
-    FROM cubins ORDER BY family, target, specialization, key)sql");
+  Statement query = connection_.prepare(std::string(kCubinSummaryColumns) +
+                                        "ORDER BY c.family, c.target, c.specialization, c.key");
   std::vector<CubinSummary> cubins;
-  while (query.step()) {
-    cubins.push_back(CubinSummary{
-        .key = query.column_text(0),
-        .family = query.column_text(1),
-        .target = query.column_text(2),
-        .nvrtc_version = query.column_text(3),
-        .specialization = query.column_text(4),
-        .lowered_names_json = query.column_text(5),
-        .binary_bytes = query.column_int64(6),
-        .compile_ms = query.column_double(7),
-        .created_at = query.column_text(8),
-    });
-  }
+  while (query.step()) cubins.push_back(cubin_summary_from_row(query));
   return cubins;
+}
+
+PruneReport Database::prune_cubins(std::string_view nvrtc_version, bool dry_run) {
+  std::optional<Transaction> transaction;  // a dry run only reads
+  if (!dry_run) transaction.emplace(connection_);
+  // A CUBIN is needed when a trial that measured it has the config, GPU and problem of a best
+  // config: that is the binary the runtime asks for (same render, target and NVRTC).
+  Statement query = connection_.prepare(std::string(kCubinSummaryColumns) + R"sql(
+    WHERE c.nvrtc_version <> ?1
+       OR (EXISTS (SELECT 1 FROM trials t WHERE t.cubin_key = c.key)
+           AND NOT EXISTS (SELECT 1 FROM trials t
+                           JOIN best_configs b USING (gpu_id, family, problem_key, config_json)
+                           WHERE t.cubin_key = c.key))
+    ORDER BY c.family, c.target, c.specialization, c.key)sql");
+  query.bind_text(1, nvrtc_version);
+  PruneReport report;
+  while (query.step()) {
+    PrunedCubin& pruned = report.cubins.emplace_back();
+    pruned.cubin = cubin_summary_from_row(query);
+    pruned.reason = pruned.cubin.nvrtc_version != nvrtc_version ? PruneReason::other_nvrtc
+                                                                 : PruneReason::not_needed_by_best_configs;
+    report.binary_bytes += pruned.cubin.binary_bytes;
+  }
+  if (dry_run) return report;
+  Statement remove = connection_.prepare("DELETE FROM cubins WHERE key = ?1");  // trials.cubin_key becomes NULL
+  for (const PrunedCubin& pruned : report.cubins) {
+    remove.bind_text(1, pruned.cubin.key);
+    remove.step();
+    remove.reset();
+  }
+  transaction->commit();
+  return report;
+}
+
+VacuumReport Database::vacuum() {
+  const auto file_bytes = [this] {
+    std::int64_t total = 0;
+    for (const std::filesystem::path& file : {path(), std::filesystem::path(path().string() + "-wal")}) {
+      std::error_code missing;  // no -wal file counts as 0 bytes
+      const std::uintmax_t size = std::filesystem::file_size(file, missing);
+      if (!missing) total += static_cast<std::int64_t>(size);
+    }
+    return total;
+  };
+  VacuumReport report;
+  report.file_bytes_before = file_bytes();
+  connection_.exec("VACUUM");
+  // In WAL mode VACUUM writes the compacted pages to the -wal file; a checkpoint copies them
+  // back and truncates both files. It cannot finish while another connection reads.
+  Statement checkpoint = connection_.prepare("PRAGMA wal_checkpoint(TRUNCATE)");
+  checkpoint.step();  // one row: busy, WAL frames, frames checkpointed
+  report.checkpointed = checkpoint.column_int64(0) == 0;
+  report.file_bytes_after = file_bytes();
+  return report;
 }
 
 std::string_view to_string(TrialStatus status) {

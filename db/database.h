@@ -141,6 +141,28 @@ struct DatabaseStats {
   std::int64_t sparsity_profiles = 0;
 };
 
+// Why prune_cubins removes a CUBIN.
+enum class PruneReason {
+  other_nvrtc,                // compiled by another NVRTC than the running one: its key is never asked for again
+  not_needed_by_best_configs, // measured by trials, none of them a best config's: a loser's binary
+};
+
+struct PrunedCubin {
+  CubinSummary cubin;
+  PruneReason reason;
+};
+
+struct PruneReport {
+  std::vector<PrunedCubin> cubins;  // ordered like list_cubins
+  std::int64_t binary_bytes = 0;    // the sum of their sizes
+};
+
+struct VacuumReport {
+  std::int64_t file_bytes_before = 0;  // the database file and its -wal file
+  std::int64_t file_bytes_after = 0;
+  bool checkpointed = false;  // false: another connection was reading; the file shrinks at a later checkpoint
+};
+
 struct TuningSnapshot;  // db/snapshot.h
 struct ImportSummary;   // db/snapshot.h
 
@@ -179,6 +201,16 @@ class Database {
   void put_cubin(const CubinRecord& cubin);
   std::optional<CubinRecord> find_cubin(std::string_view key) const;
   std::vector<CubinSummary> list_cubins() const;  // ordered by family, target, specialization, key
+  // Deletes, in one transaction, the CUBINs that no run will load again: those of another
+  // NVRTC version than `nvrtc_version` (jit::nvrtc_version().to_string() of the running
+  // build), and the losers' binaries: CUBINs that trials measured where no such trial has the
+  // config of its GPU's and problem's best config. CUBINs no trial refers to (compiled by
+  // `precompile` ahead of tuning, or by the runtime for a built-in default) are kept. Trials
+  // stay; their cubin_key becomes NULL. With `dry_run` nothing is deleted: the report lists
+  // what would go. The file does not shrink until vacuum().
+  PruneReport prune_cubins(std::string_view nvrtc_version, bool dry_run);
+  // Rebuilds the file without its free pages (VACUUM) and checkpoints the WAL into it.
+  VacuumReport vacuum();
 
   // Stores a trial and, when it is ok and faster than the best of its problem (or the first),
   // makes it the best, in one transaction: several tuners may share the file. Returns its id.

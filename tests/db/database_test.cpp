@@ -340,6 +340,79 @@ TEST_F(DatabaseTest, ConcurrentWritingProcessesLoseNothing) {
   }
 }
 
+// CUBINs of every kind prune_cubins tells apart, 256 KiB each so that VACUUM visibly shrinks
+// the file. "current" is the running NVRTC, "old" another one.
+class PruneTest : public DatabaseTest {
+ protected:
+  static constexpr const char* kCurrentNvrtc = "13.0 (cuda_13.0.r13.0/compiler.36424714_0)";
+  static constexpr const char* kOldNvrtc = "12.4 (cuda_12.4.r12.4/compiler.34097967_0)";
+  enum Cubin { loser = 1, winner, old_unreferenced, precompiled, winner_on_other_gpu, old_winner };
+
+  void SetUp() override {
+    Database database = Database::open(file);
+    const std::int64_t sxm = database.upsert_gpu(h100());
+    const std::int64_t pcie = database.upsert_gpu(testing::h100_pcie());
+    for (const Cubin cubin : {loser, winner, old_unreferenced, precompiled, winner_on_other_gpu, old_winner}) {
+      CubinRecord record = sample_cubin(0, cubin);
+      record.binary.assign(256 * 1024, static_cast<std::uint8_t>(cubin));
+      record.nvrtc_version = cubin == old_unreferenced || cubin == old_winner ? kOldNvrtc : kCurrentNvrtc;
+      database.put_cubin(record);
+    }
+    const auto measure = [&](std::int64_t gpu, const std::string& problem, const std::string& config, double ms,
+                             Cubin cubin) {
+      TrialRecord trial = ok_trial(gpu, config, ms);
+      trial.problem_key = problem;
+      trial.cubin_key = cubin_key(0, cubin);
+      database.record_trial(trial);
+    };
+    measure(sxm, "p", R"({"vec":8})", 2.0, loser);
+    measure(sxm, "p", R"({"vec":16})", 1.0, winner);
+    measure(sxm, "q", R"({"vec":4})", 3.0, winner_on_other_gpu);  // loses on the SXM...
+    measure(sxm, "q", R"({"vec":2})", 2.5, old_winner);
+    measure(pcie, "q", R"({"vec":4})", 3.0, winner_on_other_gpu);  // ...wins on the PCIe
+  }
+
+  std::vector<std::string> keys(const std::vector<PrunedCubin>& pruned) const {
+    std::vector<std::string> keys;
+    for (const PrunedCubin& cubin : pruned) keys.push_back(cubin.cubin.key);
+    return keys;
+  }
+};
+
+TEST_F(PruneTest, ADryRunListsWhatWouldGoAndDeletesNothing) {
+  Database database = Database::open(file);
+  const PruneReport report = database.prune_cubins(kCurrentNvrtc, /*dry_run=*/true);
+  ASSERT_EQ(keys(report.cubins),
+            (std::vector<std::string>{cubin_key(0, loser), cubin_key(0, old_unreferenced), cubin_key(0, old_winner)}));
+  EXPECT_EQ(report.cubins[0].reason, PruneReason::not_needed_by_best_configs);
+  EXPECT_EQ(report.cubins[1].reason, PruneReason::other_nvrtc);
+  EXPECT_EQ(report.cubins[2].reason, PruneReason::other_nvrtc) << "a best config's CUBIN of another NVRTC goes too";
+  EXPECT_EQ(report.binary_bytes, 3 * 256 * 1024);
+  EXPECT_EQ(database.stats().cubins, 6);
+  EXPECT_EQ(database.list_trials(TrialFilter{})[0].trial.cubin_key, cubin_key(0, loser));
+}
+
+TEST_F(PruneTest, PruneDeletesLosersAndOtherNvrtcKeepsTrialsAndVacuumShrinksTheFile) {
+  Database database = Database::open(file);
+  const PruneReport report = database.prune_cubins(kCurrentNvrtc, /*dry_run=*/false);
+  EXPECT_EQ(report.cubins.size(), 3u);
+  std::vector<std::string> kept;
+  for (const CubinSummary& cubin : database.list_cubins()) kept.push_back(cubin.key);
+  EXPECT_EQ(kept, (std::vector<std::string>{cubin_key(0, winner), cubin_key(0, precompiled),
+                                            cubin_key(0, winner_on_other_gpu)}));
+  const std::vector<StoredTrial> trials = database.list_trials(TrialFilter{});
+  ASSERT_EQ(trials.size(), 5u) << "trials stay";
+  EXPECT_EQ(trials[0].trial.cubin_key, "") << "the loser's trial lost its link";
+  EXPECT_EQ(trials[1].trial.cubin_key, cubin_key(0, winner));
+  EXPECT_TRUE(database.prune_cubins(kCurrentNvrtc, false).cubins.empty()) << "a second prune finds nothing";
+
+  const VacuumReport vacuum = database.vacuum();
+  EXPECT_TRUE(vacuum.checkpointed);
+  EXPECT_LE(vacuum.file_bytes_after, vacuum.file_bytes_before - 3 * 256 * 1024) << vacuum.file_bytes_before;
+  EXPECT_EQ(static_cast<std::int64_t>(std::filesystem::file_size(file)), vacuum.file_bytes_after);
+  EXPECT_EQ(database.list_cubins().size(), 3u);
+}
+
 // Four processes record trials of the same problems on the same GPU into one new file at
 // once: every trial arrives, and each problem's best is the fastest of all writers' trials.
 TEST_F(DatabaseTest, ConcurrentTrialWritersLoseNothingAndKeepTheFastest) {
