@@ -23,8 +23,8 @@ std::map<ProblemOnGpu, BestConfig> best_configs_by_problem(const Database& datab
 
 std::string_view to_string(BestConfigComparison comparison) {
   switch (comparison) {
-    case BestConfigComparison::only_in_a: return "only in A";
-    case BestConfigComparison::only_in_b: return "only in B";
+    case BestConfigComparison::only_in_a: return "only_in_a";
+    case BestConfigComparison::only_in_b: return "only_in_b";
     case BestConfigComparison::different_config: return "different";
     case BestConfigComparison::same_config: return "same";
   }

@@ -17,7 +17,7 @@ enum class BestConfigComparison {
   same_config,      // both have one with the same config JSON (the times may differ)
 };
 
-std::string_view to_string(BestConfigComparison comparison);  // "only in A", "only in B", "different", "same"
+std::string_view to_string(BestConfigComparison comparison);  // "only_in_a", "only_in_b", "different", "same"
 
 // One (GPU fingerprint, family, problem) that has a best config in A, in B or in both.
 struct BestConfigDifference {

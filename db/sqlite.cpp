@@ -64,6 +64,9 @@ DatabaseError make_error(sqlite3* connection, int rc, const ConnectionOrigin& or
       break;
     default:
       what = where + ": " + std::string(action) + ": " + message + " (SQLite error " + std::to_string(code) + ")";
+      if ((code & 0xff) == SQLITE_CORRUPT)
+        what += "; the file is damaged: restore it from a backup or a 'sparsejit db export', "
+                "or start a new database (--db)";
       break;
   }
   return DatabaseError(kind, origin.path, code, message, what);
