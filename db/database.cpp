@@ -2,6 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <optional>
 #include <stdexcept>
 #include <system_error>
 #include <utility>
@@ -51,7 +52,9 @@ bool is_object_of_strings(const std::string& json_text) {
   return true;
 }
 
-void validate(const CubinRecord& cubin) {
+}  // namespace
+
+void validate_cubin(const CubinRecord& cubin) {
   if (!is_sha256_hex(cubin.key)) {
     throw std::invalid_argument("cubin key must be 64 lowercase hex digits (SHA-256), got '" + cubin.key + "'");
   }
@@ -63,7 +66,10 @@ void validate(const CubinRecord& cubin) {
   if (cubin.binary.empty()) throw std::invalid_argument("cubin " + cubin.key + ": empty binary");
 }
 
-}  // namespace
+void validate_trial(const TrialRecord& trial) {
+  if (trial.status == TrialStatus::ok && !trial.median_ms)
+    throw std::invalid_argument("an ok trial needs its median time");
+}
 
 std::string GpuRecord::fingerprint() const {
   return name + "|cc" + std::to_string(cc_major) + "." + std::to_string(cc_minor) + "|" +
@@ -149,7 +155,7 @@ std::vector<StoredGpu> Database::list_gpus() const {
 }
 
 void Database::put_cubin(const CubinRecord& cubin) {
-  validate(cubin);
+  validate_cubin(cubin);
   Transaction transaction(connection_);
   Statement upsert = connection_.prepare(R"sql(
     INSERT INTO cubins (key, family, target, nvrtc_version, specialization, lowered_names_json, binary,
@@ -191,26 +197,89 @@ std::optional<CubinRecord> Database::find_cubin(std::string_view key) const {
   };
 }
 
+namespace {
+
+// The columns cubin_summary_from_row reads, from the table `cubins` named c.
+constexpr std::string_view kCubinSummaryColumns =
+    "SELECT c.key, c.family, c.target, c.nvrtc_version, c.specialization, c.lowered_names_json, "
+    "length(c.binary), c.compile_ms, c.created_at FROM cubins c ";
+
+CubinSummary cubin_summary_from_row(const Statement& query) {
+  return CubinSummary{
+      .key = query.column_text(0),
+      .family = query.column_text(1),
+      .target = query.column_text(2),
+      .nvrtc_version = query.column_text(3),
+      .specialization = query.column_text(4),
+      .lowered_names_json = query.column_text(5),
+      .binary_bytes = query.column_int64(6),
+      .compile_ms = query.column_double(7),
+      .created_at = query.column_text(8),
+  };
+}
+
+}  // namespace
+
 std::vector<CubinSummary> Database::list_cubins() const {
-  Statement query = connection_.prepare(R"sql(
-    SELECT key, family, target, nvrtc_version, specialization, lowered_names_json, length(binary), compile_ms,
-           created_at
-    FROM cubins ORDER BY family, target, specialization, key)sql");
+  Statement query = connection_.prepare(std::string(kCubinSummaryColumns) +
+                                        "ORDER BY c.family, c.target, c.specialization, c.key");
   std::vector<CubinSummary> cubins;
-  while (query.step()) {
-    cubins.push_back(CubinSummary{
-        .key = query.column_text(0),
-        .family = query.column_text(1),
-        .target = query.column_text(2),
-        .nvrtc_version = query.column_text(3),
-        .specialization = query.column_text(4),
-        .lowered_names_json = query.column_text(5),
-        .binary_bytes = query.column_int64(6),
-        .compile_ms = query.column_double(7),
-        .created_at = query.column_text(8),
-    });
-  }
+  while (query.step()) cubins.push_back(cubin_summary_from_row(query));
   return cubins;
+}
+
+PruneReport Database::prune_cubins(std::string_view nvrtc_version, bool dry_run) {
+  std::optional<Transaction> transaction;  // a dry run only reads
+  if (!dry_run) transaction.emplace(connection_);
+  // A CUBIN is needed when a trial that measured it has the config, GPU and problem of a best
+  // config: that is the binary the runtime asks for (same render, target and NVRTC).
+  Statement query = connection_.prepare(std::string(kCubinSummaryColumns) + R"sql(
+    WHERE c.nvrtc_version <> ?1
+       OR (EXISTS (SELECT 1 FROM trials t WHERE t.cubin_key = c.key)
+           AND NOT EXISTS (SELECT 1 FROM trials t
+                           JOIN best_configs b USING (gpu_id, family, problem_key, config_json)
+                           WHERE t.cubin_key = c.key))
+    ORDER BY c.family, c.target, c.specialization, c.key)sql");
+  query.bind_text(1, nvrtc_version);
+  PruneReport report;
+  while (query.step()) {
+    PrunedCubin& pruned = report.cubins.emplace_back();
+    pruned.cubin = cubin_summary_from_row(query);
+    pruned.reason = pruned.cubin.nvrtc_version != nvrtc_version ? PruneReason::other_nvrtc
+                                                                 : PruneReason::not_needed_by_best_configs;
+    report.binary_bytes += pruned.cubin.binary_bytes;
+  }
+  if (dry_run) return report;
+  Statement remove = connection_.prepare("DELETE FROM cubins WHERE key = ?1");  // trials.cubin_key becomes NULL
+  for (const PrunedCubin& pruned : report.cubins) {
+    remove.bind_text(1, pruned.cubin.key);
+    remove.step();
+    remove.reset();
+  }
+  transaction->commit();
+  return report;
+}
+
+VacuumReport Database::vacuum() {
+  const auto file_bytes = [this] {
+    std::int64_t total = 0;
+    for (const std::filesystem::path& file : {path(), std::filesystem::path(path().string() + "-wal")}) {
+      std::error_code missing;  // no -wal file counts as 0 bytes
+      const std::uintmax_t size = std::filesystem::file_size(file, missing);
+      if (!missing) total += static_cast<std::int64_t>(size);
+    }
+    return total;
+  };
+  VacuumReport report;
+  report.file_bytes_before = file_bytes();
+  connection_.exec("VACUUM");
+  // In WAL mode VACUUM writes the compacted pages to the -wal file; a checkpoint copies them
+  // back and truncates both files. It cannot finish while another connection reads.
+  Statement checkpoint = connection_.prepare("PRAGMA wal_checkpoint(TRUNCATE)");
+  checkpoint.step();  // one row: busy, WAL frames, frames checkpointed
+  report.checkpointed = checkpoint.column_int64(0) == 0;
+  report.file_bytes_after = file_bytes();
+  return report;
 }
 
 std::string_view to_string(TrialStatus status) {
@@ -222,32 +291,23 @@ std::string_view to_string(TrialStatus status) {
   return "unknown";
 }
 
+std::optional<TrialStatus> parse_trial_status(std::string_view text) {
+  for (const TrialStatus status : {TrialStatus::ok, TrialStatus::failed, TrialStatus::incorrect})
+    if (text == to_string(status)) return status;
+  return std::nullopt;
+}
+
 namespace {
 
-TrialStatus trial_status_from(std::string_view text) {
-  if (text == "ok") return TrialStatus::ok;
-  if (text == "failed") return TrialStatus::failed;
-  return TrialStatus::incorrect;  // the CHECK constraint admits nothing else
-}
-
-void bind_optional(Statement& statement, int index, const std::optional<double>& value) {
-  if (value) statement.bind_double(index, *value);
-  else statement.bind_null(index);
-}
-
-std::optional<double> optional_column(const Statement& statement, int column) {
-  if (statement.column_is_null(column)) return std::nullopt;
-  return statement.column_double(column);
-}
-
-BestConfig best_from_row(const Statement& query) {
-  return BestConfig{.gpu_id = query.column_int64(0),
-                    .family = query.column_text(1),
-                    .problem_key = query.column_text(2),
-                    .config_json = query.column_text(3),
-                    .median_ms = query.column_double(4),
-                    .trial_id = query.column_is_null(5) ? 0 : query.column_int64(5),
-                    .updated_at = query.column_text(6)};
+// Reads the columns of kBestColumns, the first of them at `first`.
+BestConfig best_from_row(const Statement& query, int first = 0) {
+  return BestConfig{.gpu_id = query.column_int64(first),
+                    .family = query.column_text(first + 1),
+                    .problem_key = query.column_text(first + 2),
+                    .config_json = query.column_text(first + 3),
+                    .median_ms = query.column_double(first + 4),
+                    .trial_id = query.column_is_null(first + 5) ? 0 : query.column_int64(first + 5),
+                    .updated_at = query.column_text(first + 6)};
 }
 
 constexpr const char* kBestColumns =
@@ -256,8 +316,7 @@ constexpr const char* kBestColumns =
 }  // namespace
 
 std::int64_t Database::record_trial(const TrialRecord& trial) {
-  if (trial.status == TrialStatus::ok && !trial.median_ms)
-    throw std::invalid_argument("an ok trial needs its median time");
+  validate_trial(trial);
   Transaction transaction(connection_);
   Statement insert = connection_.prepare(R"sql(
     INSERT INTO trials (gpu_id, family, problem_key, config_json, status, median_ms, p20_ms, p80_ms,
@@ -269,10 +328,10 @@ std::int64_t Database::record_trial(const TrialRecord& trial) {
   insert.bind_text(3, trial.problem_key);
   insert.bind_text(4, trial.config_json);
   insert.bind_text(5, to_string(trial.status));
-  bind_optional(insert, 6, trial.median_ms);
-  bind_optional(insert, 7, trial.p20_ms);
-  bind_optional(insert, 8, trial.p80_ms);
-  bind_optional(insert, 9, trial.rel_error);
+  insert.bind_double_or_null(6, trial.median_ms);
+  insert.bind_double_or_null(7, trial.p20_ms);
+  insert.bind_double_or_null(8, trial.p80_ms);
+  insert.bind_double_or_null(9, trial.rel_error);
   insert.bind_int64(10, trial.sm_clock_khz);
   insert.bind_text(11, trial.cubin_key);
   insert.bind_text(12, trial.message);
@@ -301,13 +360,21 @@ std::int64_t Database::record_trial(const TrialRecord& trial) {
 
 std::vector<StoredTrial> Database::list_trials(std::int64_t gpu_id, std::string_view family,
                                                std::string_view problem_key) const {
+  return list_trials(TrialFilter{.gpu_id = gpu_id, .family = std::string(family),
+                                 .problem_key = std::string(problem_key)});
+}
+
+std::vector<StoredTrial> Database::list_trials(const TrialFilter& filter) const {
   Statement query = connection_.prepare(R"sql(
     SELECT id, gpu_id, family, problem_key, config_json, status, median_ms, p20_ms, p80_ms, rel_error,
            sm_clock_khz, coalesce(cubin_key, ''), message, created_at
-    FROM trials WHERE gpu_id = ?1 AND family = ?2 AND problem_key = ?3 ORDER BY id)sql");
-  query.bind_int64(1, gpu_id);
-  query.bind_text(2, family);
-  query.bind_text(3, problem_key);
+    FROM trials
+    WHERE (?1 IS NULL OR gpu_id = ?1) AND (?2 = '' OR family = ?2) AND (?3 = '' OR problem_key = ?3)
+    ORDER BY gpu_id, family, problem_key, id)sql");
+  if (filter.gpu_id) query.bind_int64(1, *filter.gpu_id);
+  else query.bind_null(1);
+  query.bind_text(2, filter.family);
+  query.bind_text(3, filter.problem_key);
   std::vector<StoredTrial> trials;
   while (query.step()) {
     StoredTrial& row = trials.emplace_back();
@@ -316,11 +383,12 @@ std::vector<StoredTrial> Database::list_trials(std::int64_t gpu_id, std::string_
     row.trial.family = query.column_text(2);
     row.trial.problem_key = query.column_text(3);
     row.trial.config_json = query.column_text(4);
-    row.trial.status = trial_status_from(query.column_text(5));
-    row.trial.median_ms = optional_column(query, 6);
-    row.trial.p20_ms = optional_column(query, 7);
-    row.trial.p80_ms = optional_column(query, 8);
-    row.trial.rel_error = optional_column(query, 9);
+    // The CHECK constraint on status admits only the three names parse_trial_status knows.
+    row.trial.status = parse_trial_status(query.column_text(5)).value_or(TrialStatus::failed);
+    row.trial.median_ms = query.column_optional_double(6);
+    row.trial.p20_ms = query.column_optional_double(7);
+    row.trial.p80_ms = query.column_optional_double(8);
+    row.trial.rel_error = query.column_optional_double(9);
     row.trial.sm_clock_khz = static_cast<int>(query.column_int64(10));
     row.trial.cubin_key = query.column_text(11);
     row.trial.message = query.column_text(12);
@@ -346,6 +414,53 @@ std::vector<BestConfig> Database::list_best_configs() const {
   std::vector<BestConfig> best;
   while (query.step()) best.push_back(best_from_row(query));
   return best;
+}
+
+std::vector<ProblemSummary> Database::list_problems() const {
+  // The best config's columns come in kBestColumns' order, from column 6 on.
+  Statement query = connection_.prepare(R"sql(
+    WITH counts AS (
+      SELECT gpu_id, family, problem_key, sum(status = 'ok') AS ok, sum(status = 'failed') AS failed,
+             sum(status = 'incorrect') AS incorrect
+      FROM trials GROUP BY gpu_id, family, problem_key),
+    problems AS (
+      SELECT gpu_id, family, problem_key FROM counts
+      UNION SELECT gpu_id, family, problem_key FROM best_configs)
+    SELECT p.gpu_id, p.family, p.problem_key, coalesce(c.ok, 0), coalesce(c.failed, 0),
+           coalesce(c.incorrect, 0),
+           b.gpu_id, b.family, b.problem_key, b.config_json, b.median_ms, b.trial_id, b.updated_at
+    FROM problems p
+    LEFT JOIN counts c USING (gpu_id, family, problem_key)
+    LEFT JOIN best_configs b USING (gpu_id, family, problem_key)
+    ORDER BY p.gpu_id, p.family, p.problem_key)sql");
+  std::vector<ProblemSummary> problems;
+  while (query.step()) {
+    problems.push_back(ProblemSummary{
+        .gpu_id = query.column_int64(0),
+        .family = query.column_text(1),
+        .problem_key = query.column_text(2),
+        .ok_trials = query.column_int64(3),
+        .failed_trials = query.column_int64(4),
+        .incorrect_trials = query.column_int64(5),
+        .best = query.column_is_null(6) ? std::nullopt : std::optional(best_from_row(query, 6)),
+    });
+  }
+  return problems;
+}
+
+std::vector<SparsityProfile> Database::list_sparsity_profiles() const {
+  Statement query = connection_.prepare(
+      "SELECT model, step, layer, head, density, tau FROM sparsity_profiles ORDER BY model, step, layer, head");
+  std::vector<SparsityProfile> profiles;
+  while (query.step()) {
+    profiles.push_back(SparsityProfile{.model = query.column_text(0),
+                                       .step = static_cast<int>(query.column_int64(1)),
+                                       .layer = static_cast<int>(query.column_int64(2)),
+                                       .head = static_cast<int>(query.column_int64(3)),
+                                       .density = query.column_double(4),
+                                       .tau = query.column_double(5)});
+  }
+  return profiles;
 }
 
 DatabaseStats Database::stats() const {

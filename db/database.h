@@ -98,7 +98,37 @@ struct BestConfig {
   std::string updated_at;
 };
 
-std::string_view to_string(TrialStatus status);
+std::string_view to_string(TrialStatus status);  // "ok", "failed", "incorrect"
+std::optional<TrialStatus> parse_trial_status(std::string_view text);  // the inverse; none for other text
+
+// Which trials list_trials returns; an unset or empty field matches every value.
+struct TrialFilter {
+  std::optional<std::int64_t> gpu_id = std::nullopt;
+  std::string family = {};
+  std::string problem_key = {};
+};
+
+// One problem tuned on one GPU: its trials counted by status, and its best config.
+struct ProblemSummary {
+  std::int64_t gpu_id = 0;
+  std::string family;
+  std::string problem_key;
+  std::int64_t ok_trials = 0;
+  std::int64_t failed_trials = 0;
+  std::int64_t incorrect_trials = 0;
+  std::optional<BestConfig> best;  // none while no trial of the problem was ok
+};
+
+// The density that keeps attention recall tau for one (model, diffusion step, layer, head),
+// from offline profiling. density and tau lie in (0, 1].
+struct SparsityProfile {
+  std::string model;
+  int step = 0;
+  int layer = 0;
+  int head = 0;
+  double density = 0;
+  double tau = 0;
+};
 
 struct DatabaseStats {
   int schema_version = 0;
@@ -110,6 +140,37 @@ struct DatabaseStats {
   std::int64_t best_configs = 0;
   std::int64_t sparsity_profiles = 0;
 };
+
+// Why prune_cubins removes a CUBIN.
+enum class PruneReason {
+  other_nvrtc,                // compiled by another NVRTC than the running one: its key is never asked for again
+  not_needed_by_best_configs, // measured by trials, none of them a best config's: a loser's binary
+};
+
+struct PrunedCubin {
+  CubinSummary cubin;
+  PruneReason reason;
+};
+
+struct PruneReport {
+  std::vector<PrunedCubin> cubins;  // ordered like list_cubins
+  std::int64_t binary_bytes = 0;    // the sum of their sizes
+};
+
+struct VacuumReport {
+  std::int64_t file_bytes_before = 0;  // the database file and its -wal file
+  std::int64_t file_bytes_after = 0;
+  bool checkpointed = false;  // false: another connection was reading; the file shrinks at a later checkpoint
+};
+
+struct TuningSnapshot;  // db/snapshot.h
+struct ImportSummary;   // db/snapshot.h
+
+// Throw std::invalid_argument when the record could not be stored: a CUBIN whose key is
+// not 64 lowercase hex digits, whose lowered_names_json is not a JSON object of strings or
+// whose binary is empty; an ok trial without its median time.
+void validate_cubin(const CubinRecord& cubin);
+void validate_trial(const TrialRecord& trial);
 
 struct OpenOptions {
   bool read_only = false;
@@ -140,6 +201,16 @@ class Database {
   void put_cubin(const CubinRecord& cubin);
   std::optional<CubinRecord> find_cubin(std::string_view key) const;
   std::vector<CubinSummary> list_cubins() const;  // ordered by family, target, specialization, key
+  // Deletes, in one transaction, the CUBINs that no run will load again: those of another
+  // NVRTC version than `nvrtc_version` (jit::nvrtc_version().to_string() of the running
+  // build), and the losers' binaries: CUBINs that trials measured where no such trial has the
+  // config of its GPU's and problem's best config. CUBINs no trial refers to (compiled by
+  // `precompile` ahead of tuning, or by the runtime for a built-in default) are kept. Trials
+  // stay; their cubin_key becomes NULL. With `dry_run` nothing is deleted: the report lists
+  // what would go. The file does not shrink until vacuum().
+  PruneReport prune_cubins(std::string_view nvrtc_version, bool dry_run);
+  // Rebuilds the file without its free pages (VACUUM) and checkpoints the WAL into it.
+  VacuumReport vacuum();
 
   // Stores a trial and, when it is ok and faster than the best of its problem (or the first),
   // makes it the best, in one transaction: several tuners may share the file. Returns its id.
@@ -147,11 +218,29 @@ class Database {
   // Trials of one problem on one GPU, oldest first.
   std::vector<StoredTrial> list_trials(std::int64_t gpu_id, std::string_view family,
                                        std::string_view problem_key) const;
+  // The trials that `filter` selects, ordered by GPU, family, problem, then oldest first.
+  std::vector<StoredTrial> list_trials(const TrialFilter& filter) const;
   std::optional<BestConfig> find_best(std::int64_t gpu_id, std::string_view family,
                                       std::string_view problem_key) const;
   std::vector<BestConfig> list_best_configs() const;  // ordered by gpu, family, problem
+  // Every (GPU, family, problem) with a trial or a best config, ordered like list_best_configs.
+  std::vector<ProblemSummary> list_problems() const;
+
+  std::vector<SparsityProfile> list_sparsity_profiles() const;  // ordered by model, step, layer, head
 
   DatabaseStats stats() const;
+
+  // Every GPU, trial, best config and sparsity profile (and with `with_cubins` every CUBIN),
+  // read in one read transaction, in a fixed order: GPUs by fingerprint; trials by GPU
+  // fingerprint, family, problem, created_at, config; best configs by GPU fingerprint,
+  // family, problem; profiles by model, step, layer, head; CUBINs by key. The whole
+  // snapshot is held in memory (CUBINs included).
+  TuningSnapshot read_snapshot(bool with_cubins) const;
+  // Applies `snapshot` in one transaction, by the rules of db/snapshot.h; a second apply of
+  // the same snapshot changes nothing. Throws std::invalid_argument (validate_snapshot)
+  // before writing anything, and DatabaseError from SQLite; either way the database is left
+  // as it was.
+  ImportSummary import_snapshot(const TuningSnapshot& snapshot);
 
  private:
   Database(Connection connection, int schema_version);

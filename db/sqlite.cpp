@@ -64,6 +64,9 @@ DatabaseError make_error(sqlite3* connection, int rc, const ConnectionOrigin& or
       break;
     default:
       what = where + ": " + std::string(action) + ": " + message + " (SQLite error " + std::to_string(code) + ")";
+      if ((code & 0xff) == SQLITE_CORRUPT)
+        what += "; the file is damaged: restore it from a backup or a 'sparsejit db export', "
+                "or start a new database (--db)";
       break;
   }
   return DatabaseError(kind, origin.path, code, message, what);
@@ -143,6 +146,11 @@ void Statement::bind_null(int index) {
   check_bind(sqlite3_bind_null(statement_, index), index);
 }
 
+void Statement::bind_double_or_null(int index, const std::optional<double>& value) {
+  if (value) bind_double(index, *value);
+  else bind_null(index);
+}
+
 bool Statement::step() {
   const int rc = sqlite3_step(statement_);
   if (rc == SQLITE_ROW) return true;
@@ -160,6 +168,11 @@ std::int64_t Statement::column_int64(int column) const {
 
 double Statement::column_double(int column) const {
   return sqlite3_column_double(statement_, column);
+}
+
+std::optional<double> Statement::column_optional_double(int column) const {
+  if (column_is_null(column)) return std::nullopt;
+  return column_double(column);
 }
 
 std::string Statement::column_text(int column) const {
@@ -312,6 +325,21 @@ Transaction::~Transaction() {
 void Transaction::commit() {
   connection_.exec("COMMIT");
   committed_ = true;
+}
+
+// ---- ReadTransaction ----
+
+ReadTransaction::ReadTransaction(const Connection& connection) : connection_(connection) {
+  connection_.prepare("BEGIN DEFERRED").step();
+}
+
+ReadTransaction::~ReadTransaction() {
+  try {
+    // Ending a transaction that only read: COMMIT and ROLLBACK are the same here.
+    if (connection_.in_transaction()) connection_.prepare("ROLLBACK").step();
+  } catch (const DatabaseError&) {
+    // As in ~Transaction: nothing was written, and the connection ends it when it closes.
+  }
 }
 
 }  // namespace sparsejit::db

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -71,6 +72,7 @@ class Statement {
   void bind_blob(int index, std::span<const std::byte> value);
   void bind_blob(int index, const std::vector<std::uint8_t>& value);
   void bind_null(int index);
+  void bind_double_or_null(int index, const std::optional<double>& value);  // NULL when empty
 
   // Runs the statement one step: true while a result row is available, false once done.
   bool step();
@@ -78,6 +80,7 @@ class Statement {
   bool column_is_null(int column) const;
   std::int64_t column_int64(int column) const;
   double column_double(int column) const;
+  std::optional<double> column_optional_double(int column) const;  // empty for NULL
   std::string column_text(int column) const;  // empty for NULL
   std::vector<std::uint8_t> column_blob(int column) const;  // empty for NULL
 
@@ -152,6 +155,21 @@ class Transaction {
  private:
   Connection& connection_;
   bool committed_ = false;
+};
+
+// A read transaction (BEGIN DEFERRED): it takes no lock until the first read, then every
+// read until its destruction sees one state of the file (in WAL mode, writers go on
+// meanwhile), so a multi-table read (an export) is consistent. It never writes, hence it
+// works on a read-only connection and on a const one.
+class ReadTransaction {
+ public:
+  explicit ReadTransaction(const Connection& connection);
+  ReadTransaction(const ReadTransaction&) = delete;
+  ReadTransaction& operator=(const ReadTransaction&) = delete;
+  ~ReadTransaction();
+
+ private:
+  const Connection& connection_;
 };
 
 }  // namespace sparsejit::db

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <iostream>
 #include <stdexcept>
 
 #include "db/paths.h"
@@ -28,13 +29,12 @@ runtime::RuntimeOptions runtime_options(const GlobalOptions& global, bool use_da
   return options;
 }
 
-db::Database open_existing_database(const GlobalOptions& global) {
-  const std::filesystem::path path = database_path(global);
+db::Database open_existing_database(const std::filesystem::path& path, bool writable) {
   if (!std::filesystem::exists(path))
     throw std::runtime_error("no database at " + path.string() +
                              " (create one with 'sparsejit precompile' or 'sparsejit tune', "
                              "or name another with --db or $SPARSEJIT_DB)");
-  return db::Database::open(path, {.read_only = true});
+  return db::Database::open(path, {.read_only = !writable});
 }
 
 std::string Table::render() const {
@@ -70,6 +70,8 @@ std::string format_bytes(std::int64_t bytes) {
   }
   return unit == 0 ? std::to_string(bytes) + " B" : format_fixed(value, 1) + " " + kUnits[unit];
 }
+
+void print_json(const nlohmann::json& json) { std::cout << json.dump(2) << "\n"; }
 
 std::string format_fixed(double value, int decimals) {
   char buffer[64];

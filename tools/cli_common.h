@@ -28,8 +28,9 @@ inline constexpr int kExitNoGpu = 2;
 std::filesystem::path database_path(const GlobalOptions& global);
 // Runtime options for GPU 0 with the database of --db (or the default), or none at all.
 runtime::RuntimeOptions runtime_options(const GlobalOptions& global, bool use_database);
-// Opens the database read-only; a missing file gets an error saying how to create one.
-db::Database open_existing_database(const GlobalOptions& global);
+// Opens the database at `path` (read-only unless `writable`); a missing file gets an error
+// saying how to create one, and is not created.
+db::Database open_existing_database(const std::filesystem::path& path, bool writable = false);
 
 // A table for people: columns padded to their widest cell.
 class Table {
@@ -43,6 +44,7 @@ class Table {
 };
 
 std::string format_bytes(std::int64_t bytes);  // "1.5 MiB"
+void print_json(const nlohmann::json& json);   // to stdout, indented, with a final newline
 std::string format_fixed(double value, int decimals);
 
 // Milliseconds since the process started (for start-to-first-launch figures).
@@ -62,6 +64,7 @@ void add_info_command(CLI::App& app, GlobalOptions& global);
 void add_precompile_command(CLI::App& app, GlobalOptions& global);
 void add_tune_command(CLI::App& app, GlobalOptions& global);
 void add_db_command(CLI::App& app, GlobalOptions& global);
+void add_db_exchange_commands(CLI::App& db, GlobalOptions& global);  // under `db`: export ... prune
 void add_bench_command(CLI::App& app, GlobalOptions& global);
 void add_order_command(CLI::App& app, GlobalOptions& global);
 void add_bench_attention_command(CLI::App& bench, GlobalOptions& global);  // under `bench`

@@ -5,53 +5,19 @@
 #include <unistd.h>
 
 #include <cstdio>
-#include <iomanip>
-#include <sstream>
+#include <set>
 
+#include "tests/db/sample_records.h"
 #include "tests/support/test_support.h"
 
 namespace sparsejit::db {
 namespace {
 
+using testing::cubin_key;
+using testing::h100;
+using testing::ok_trial;
+using testing::sample_cubin;
 using testing::TempDirectory;
-
-// A valid 64-hex-digit key unique per (writer, index).
-std::string cubin_key(int writer, int index) {
-  std::ostringstream key;
-  key << std::hex << std::setfill('0') << std::setw(8) << writer << std::setw(56) << index;
-  return key.str();
-}
-
-// A small CUBIN stand-in whose size and bytes depend on (writer, index).
-CubinRecord sample_cubin(int writer, int index) {
-  CubinRecord cubin;
-  cubin.key = cubin_key(writer, index);
-  cubin.family = "permute";
-  cubin.target = "sm_90a";
-  cubin.nvrtc_version = "13.0 (build cuda_13.0.r13.0/compiler.36424714_0)";
-  cubin.specialization = "permute<bf16,128,gather,bnhd>#" + std::to_string(writer) + "." + std::to_string(index);
-  cubin.lowered_names_json = R"({"permute<__nv_bfloat16,128>": "_Z7permuteI13__nv_bfloat16Li128EEvv"})";
-  cubin.binary.resize(static_cast<std::size_t>(16 + (writer * 131 + index) % 512));
-  for (std::size_t i = 0; i < cubin.binary.size(); ++i) {
-    cubin.binary[i] = static_cast<std::uint8_t>(writer * 31 + index * 7 + static_cast<int>(i));
-  }
-  cubin.compile_ms = 30.0 + index;
-  return cubin;
-}
-
-GpuRecord h100() {
-  return GpuRecord{
-      .name = "NVIDIA H100 80GB HBM3",
-      .cc_major = 9,
-      .cc_minor = 0,
-      .sm_count = 132,
-      .memory_bytes = 85029158912,
-      .driver_version = "580.65.06",
-      .uuid = "GPU-1b2c",
-      .sm_clock_khz = 1980000,
-      .memory_clock_khz = 2619000,
-  };
-}
 
 class DatabaseTest : public ::testing::Test {
  protected:
@@ -178,21 +144,6 @@ TEST_F(DatabaseTest, UpsertGpuKeepsOneRowPerFingerprint) {
   EXPECT_EQ(gpus[1].gpu.sm_count, 114);
 }
 
-TrialRecord ok_trial(std::int64_t gpu_id, const std::string& config, double median_ms) {
-  return TrialRecord{.gpu_id = gpu_id,
-                     .family = "permute_tokens",
-                     .problem_key = "permute_tokens|d128|gather",
-                     .config_json = config,
-                     .status = TrialStatus::ok,
-                     .median_ms = median_ms,
-                     .p20_ms = median_ms * 0.99,
-                     .p80_ms = median_ms * 1.01,
-                     .rel_error = 0.0,
-                     .sm_clock_khz = 1755000,
-                     .cubin_key = {},
-                     .message = {}};
-}
-
 TEST_F(DatabaseTest, RecordTrialKeepsEveryTrialAndTheFastestAsBest) {
   Database database = Database::open(file);
   const std::int64_t gpu = database.upsert_gpu(h100());
@@ -224,6 +175,68 @@ TEST_F(DatabaseTest, RecordTrialKeepsEveryTrialAndTheFastestAsBest) {
   EXPECT_EQ(database.list_best_configs().size(), 1u);
   EXPECT_EQ(database.stats().trials, 4);
   EXPECT_EQ(database.stats().best_configs, 1);
+}
+
+// Two GPUs, three problems: one with a best, one whose only trial failed, one on the other GPU.
+TEST_F(DatabaseTest, ListProblemsCountsTrialsByStatusAndShowsTheBest) {
+  Database database = Database::open(file);
+  const std::int64_t first = database.upsert_gpu(h100());
+  GpuRecord pcie = h100();
+  pcie.sm_count = 114;
+  const std::int64_t second = database.upsert_gpu(pcie);
+  database.record_trial(ok_trial(first, R"({"vec":8})", 2.0));
+  const std::int64_t fast = database.record_trial(ok_trial(first, R"({"vec":16})", 1.0));
+  TrialRecord incorrect = ok_trial(first, R"({"vec":4})", 0.5);
+  incorrect.status = TrialStatus::incorrect;
+  database.record_trial(incorrect);
+  TrialRecord failed = ok_trial(first, R"({"vec":2})", 0);
+  failed.problem_key = "permute_tokens|d64|gather";
+  failed.status = TrialStatus::failed;
+  failed.median_ms.reset();
+  database.record_trial(failed);
+  database.record_trial(ok_trial(second, R"({"vec":8})", 3.0));
+
+  const std::vector<ProblemSummary> problems = database.list_problems();
+  ASSERT_EQ(problems.size(), 3u);
+  EXPECT_EQ(problems[0].gpu_id, first);
+  EXPECT_EQ(problems[0].problem_key, "permute_tokens|d128|gather");
+  EXPECT_EQ(problems[0].ok_trials, 2);
+  EXPECT_EQ(problems[0].incorrect_trials, 1);
+  EXPECT_EQ(problems[0].failed_trials, 0);
+  ASSERT_TRUE(problems[0].best.has_value());
+  EXPECT_EQ(problems[0].best->config_json, R"({"vec":16})");
+  EXPECT_EQ(problems[0].best->trial_id, fast);
+  EXPECT_EQ(problems[1].problem_key, "permute_tokens|d64|gather");
+  EXPECT_EQ(problems[1].failed_trials, 1);
+  EXPECT_FALSE(problems[1].best.has_value()) << "a problem whose trials all failed has no best";
+  EXPECT_EQ(problems[2].gpu_id, second);
+  ASSERT_TRUE(problems[2].best.has_value());
+  EXPECT_DOUBLE_EQ(problems[2].best->median_ms, 3.0);
+
+  EXPECT_EQ(database.list_trials(TrialFilter{}).size(), 5u);
+  EXPECT_EQ(database.list_trials(TrialFilter{.gpu_id = second}).size(), 1u);
+  EXPECT_EQ(database.list_trials(TrialFilter{.problem_key = "permute_tokens|d128|gather"}).size(), 4u);
+  EXPECT_EQ(database.list_trials(TrialFilter{.gpu_id = first, .problem_key = "permute_tokens|d128|gather"}).size(),
+            3u);
+  EXPECT_TRUE(database.list_trials(TrialFilter{.family = "sparse_attention"}).empty());
+}
+
+TEST_F(DatabaseTest, ListSparsityProfilesInKeyOrder) {
+  {
+    Database database = Database::open(file);  // creates the schema; nothing writes profiles yet
+  }
+  Connection connection = Connection::open(file, OpenMode::read_write_create);
+  connection.exec("INSERT INTO sparsity_profiles (model, step, layer, head, density, tau) VALUES "
+                  "('wan2.1-14b', 12, 3, 0, 0.25, 0.95), ('wan2.1-14b', 12, 1, 7, 0.5, 0.95), "
+                  "('cogvideox-5b', 0, 0, 0, 1.0, 0.9)");
+  const std::vector<SparsityProfile> profiles = Database::open(file).list_sparsity_profiles();
+  ASSERT_EQ(profiles.size(), 3u);
+  EXPECT_EQ(profiles[0].model, "cogvideox-5b");
+  EXPECT_EQ(profiles[1].layer, 1);
+  EXPECT_EQ(profiles[1].head, 7);
+  EXPECT_DOUBLE_EQ(profiles[1].density, 0.5);
+  EXPECT_EQ(profiles[2].layer, 3);
+  EXPECT_DOUBLE_EQ(profiles[2].tau, 0.95);
 }
 
 TEST_F(DatabaseTest, RecordTrialRejectsAnOkTrialWithoutATime) {
@@ -324,6 +337,139 @@ TEST_F(DatabaseTest, ConcurrentWritingProcessesLoseNothing) {
       EXPECT_EQ(found->binary, expected.binary) << expected.key;
       EXPECT_EQ(found->specialization, expected.specialization);
     }
+  }
+}
+
+// CUBINs of every kind prune_cubins tells apart, 256 KiB each so that VACUUM visibly shrinks
+// the file. "current" is the running NVRTC, "old" another one.
+class PruneTest : public DatabaseTest {
+ protected:
+  static constexpr const char* kCurrentNvrtc = "13.0 (cuda_13.0.r13.0/compiler.36424714_0)";
+  static constexpr const char* kOldNvrtc = "12.4 (cuda_12.4.r12.4/compiler.34097967_0)";
+  enum Cubin { loser = 1, winner, old_unreferenced, precompiled, winner_on_other_gpu, old_winner };
+
+  void SetUp() override {
+    Database database = Database::open(file);
+    const std::int64_t sxm = database.upsert_gpu(h100());
+    const std::int64_t pcie = database.upsert_gpu(testing::h100_pcie());
+    for (const Cubin cubin : {loser, winner, old_unreferenced, precompiled, winner_on_other_gpu, old_winner}) {
+      CubinRecord record = sample_cubin(0, cubin);
+      record.binary.assign(256 * 1024, static_cast<std::uint8_t>(cubin));
+      record.nvrtc_version = cubin == old_unreferenced || cubin == old_winner ? kOldNvrtc : kCurrentNvrtc;
+      database.put_cubin(record);
+    }
+    const auto measure = [&](std::int64_t gpu, const std::string& problem, const std::string& config, double ms,
+                             Cubin cubin) {
+      TrialRecord trial = ok_trial(gpu, config, ms);
+      trial.problem_key = problem;
+      trial.cubin_key = cubin_key(0, cubin);
+      database.record_trial(trial);
+    };
+    measure(sxm, "p", R"({"vec":8})", 2.0, loser);
+    measure(sxm, "p", R"({"vec":16})", 1.0, winner);
+    measure(sxm, "q", R"({"vec":4})", 3.0, winner_on_other_gpu);  // loses on the SXM...
+    measure(sxm, "q", R"({"vec":2})", 2.5, old_winner);
+    measure(pcie, "q", R"({"vec":4})", 3.0, winner_on_other_gpu);  // ...wins on the PCIe
+  }
+
+  std::vector<std::string> keys(const std::vector<PrunedCubin>& pruned) const {
+    std::vector<std::string> keys;
+    for (const PrunedCubin& cubin : pruned) keys.push_back(cubin.cubin.key);
+    return keys;
+  }
+};
+
+TEST_F(PruneTest, ADryRunListsWhatWouldGoAndDeletesNothing) {
+  Database database = Database::open(file);
+  const PruneReport report = database.prune_cubins(kCurrentNvrtc, /*dry_run=*/true);
+  ASSERT_EQ(keys(report.cubins),
+            (std::vector<std::string>{cubin_key(0, loser), cubin_key(0, old_unreferenced), cubin_key(0, old_winner)}));
+  EXPECT_EQ(report.cubins[0].reason, PruneReason::not_needed_by_best_configs);
+  EXPECT_EQ(report.cubins[1].reason, PruneReason::other_nvrtc);
+  EXPECT_EQ(report.cubins[2].reason, PruneReason::other_nvrtc) << "a best config's CUBIN of another NVRTC goes too";
+  EXPECT_EQ(report.binary_bytes, 3 * 256 * 1024);
+  EXPECT_EQ(database.stats().cubins, 6);
+  EXPECT_EQ(database.list_trials(TrialFilter{})[0].trial.cubin_key, cubin_key(0, loser));
+}
+
+TEST_F(PruneTest, PruneDeletesLosersAndOtherNvrtcKeepsTrialsAndVacuumShrinksTheFile) {
+  Database database = Database::open(file);
+  const PruneReport report = database.prune_cubins(kCurrentNvrtc, /*dry_run=*/false);
+  EXPECT_EQ(report.cubins.size(), 3u);
+  std::vector<std::string> kept;
+  for (const CubinSummary& cubin : database.list_cubins()) kept.push_back(cubin.key);
+  EXPECT_EQ(kept, (std::vector<std::string>{cubin_key(0, winner), cubin_key(0, precompiled),
+                                            cubin_key(0, winner_on_other_gpu)}));
+  const std::vector<StoredTrial> trials = database.list_trials(TrialFilter{});
+  ASSERT_EQ(trials.size(), 5u) << "trials stay";
+  EXPECT_EQ(trials[0].trial.cubin_key, "") << "the loser's trial lost its link";
+  EXPECT_EQ(trials[1].trial.cubin_key, cubin_key(0, winner));
+  EXPECT_TRUE(database.prune_cubins(kCurrentNvrtc, false).cubins.empty()) << "a second prune finds nothing";
+
+  const VacuumReport vacuum = database.vacuum();
+  EXPECT_TRUE(vacuum.checkpointed);
+  EXPECT_LE(vacuum.file_bytes_after, vacuum.file_bytes_before - 3 * 256 * 1024) << vacuum.file_bytes_before;
+  EXPECT_EQ(static_cast<std::int64_t>(std::filesystem::file_size(file)), vacuum.file_bytes_after);
+  EXPECT_EQ(database.list_cubins().size(), 3u);
+}
+
+// Four processes record trials of the same problems on the same GPU into one new file at
+// once: every trial arrives, and each problem's best is the fastest of all writers' trials.
+TEST_F(DatabaseTest, ConcurrentTrialWritersLoseNothingAndKeepTheFastest) {
+  constexpr int kWriters = 4;
+  constexpr int kProblems = 5;
+  constexpr int kTrialsPerProblem = 25;
+  const auto problem_key = [](int problem) { return "permute_tokens|d128|p" + std::to_string(problem); };
+  // Distinct times per (writer, problem, trial); the fastest of a problem is writer 2's last trial.
+  const auto median = [](int writer, int problem, int trial) {
+    return writer == 2 && trial == kTrialsPerProblem - 1 ? 0.5 + problem : 1.0 + problem + writer * 0.1 + trial * 0.001;
+  };
+
+  std::vector<pid_t> children;
+  for (int writer = 0; writer < kWriters; ++writer) {
+    const pid_t pid = fork();
+    ASSERT_GE(pid, 0) << "fork failed";
+    if (pid == 0) {
+      // As above: the child leaves through _exit only.
+      try {
+        Database database = Database::open(file, {.busy_timeout_ms = 60000});
+        const std::int64_t gpu = database.upsert_gpu(h100());
+        for (int trial = 0; trial < kTrialsPerProblem; ++trial) {
+          for (int problem = 0; problem < kProblems; ++problem) {
+            TrialRecord record = ok_trial(gpu, R"({"writer":)" + std::to_string(writer) + R"(,"trial":)" +
+                                                   std::to_string(trial) + "}",
+                                          median(writer, problem, trial));
+            record.problem_key = problem_key(problem);
+            database.record_trial(record);
+          }
+        }
+      } catch (const std::exception& error) {
+        std::fprintf(stderr, "writer %d: %s\n", writer, error.what());
+        _exit(1);
+      }
+      _exit(0);
+    }
+    children.push_back(pid);
+  }
+  for (const pid_t pid : children) {
+    int status = 0;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "writer process " << pid << " failed";
+  }
+
+  Database database = Database::open(file);
+  ASSERT_EQ(database.list_gpus().size(), 1u) << "the writers share one GPU row";
+  const std::int64_t gpu = database.list_gpus()[0].id;
+  EXPECT_EQ(database.stats().trials, kWriters * kProblems * kTrialsPerProblem);
+  for (int problem = 0; problem < kProblems; ++problem) {
+    const std::vector<StoredTrial> trials = database.list_trials(gpu, "permute_tokens", problem_key(problem));
+    std::set<std::string> configs;
+    for (const StoredTrial& stored : trials) configs.insert(stored.trial.config_json);
+    EXPECT_EQ(configs.size(), static_cast<std::size_t>(kWriters * kTrialsPerProblem)) << problem_key(problem);
+    const std::optional<BestConfig> best = database.find_best(gpu, "permute_tokens", problem_key(problem));
+    ASSERT_TRUE(best.has_value()) << problem_key(problem);
+    EXPECT_EQ(best->config_json, R"({"writer":2,"trial":)" + std::to_string(kTrialsPerProblem - 1) + "}");
+    EXPECT_DOUBLE_EQ(best->median_ms, 0.5 + problem);
   }
 }
 

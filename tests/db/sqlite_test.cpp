@@ -79,6 +79,29 @@ TEST_F(SqliteTest, TransactionRollsBackUnlessCommitted) {
   EXPECT_EQ(select.column_text(0), "2");
 }
 
+// In WAL mode a read transaction keeps seeing the rows of its first read while another
+// connection commits; after it ends, the new rows are visible.
+TEST_F(SqliteTest, ReadTransactionSeesOneStateOfTheFile) {
+  Connection writer = Connection::open(file, OpenMode::read_write_create);
+  writer.enable_write_ahead_log();
+  writer.exec("CREATE TABLE t (v INTEGER); INSERT INTO t VALUES (1)");
+  const Connection reader = Connection::open(file, OpenMode::read_only);
+  const auto count = [&reader] {
+    Statement select = reader.prepare("SELECT count(*) FROM t");
+    select.step();
+    return select.column_int64(0);
+  };
+  {
+    ReadTransaction snapshot(reader);
+    EXPECT_TRUE(reader.in_transaction());
+    EXPECT_EQ(count(), 1);
+    writer.exec("INSERT INTO t VALUES (2)");
+    EXPECT_EQ(count(), 1) << "a committed write must not show inside the read transaction";
+  }
+  EXPECT_FALSE(reader.in_transaction());
+  EXPECT_EQ(count(), 2);
+}
+
 TEST_F(SqliteTest, ErrorsCarryKindPathCodeAndMessage) {
   Connection connection = Connection::open(file, OpenMode::read_write_create);
   connection.exec("CREATE TABLE t (v INTEGER UNIQUE)");

@@ -24,15 +24,11 @@
 #include "templates/registry.h"
 #include "tests/support/gpu_test.h"
 #include "tests/support/test_support.h"
+#include "tests/tools/cli_fixture.h"
 #include "tests/tools/cli_runner.h"
 
 namespace sparsejit::testing {
 namespace {
-
-namespace fs = std::filesystem;
-using nlohmann::json;
-
-bool has(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
 
 bool gpu_present(std::string* why = nullptr) { return jit::driver_available(why); }
 
@@ -41,41 +37,6 @@ std::string local_target() {
   const jit::DeviceInfo device = jit::query_device(0);
   return jit::Target::for_compute_capability(device.cc_major, device.cc_minor).name();
 }
-
-// Parses `text` as JSON; a parse failure fails the test with the text.
-json parse_json(const CliResult& result) {
-  const json parsed = json::parse(result.out, nullptr, /*allow_exceptions=*/false);
-  EXPECT_FALSE(parsed.is_discarded()) << "stdout is not JSON\n" << result.describe();
-  return parsed;
-}
-
-class CliTest : public ::testing::Test {
- protected:
-  CliTest() {
-    fs::create_directories(home());
-    fs::create_directories(xdg());
-  }
-  fs::path home() const { return temp_ / "home"; }
-  fs::path xdg() const { return temp_ / "xdg"; }
-  fs::path xdg_database() const { return xdg() / "sparsejit" / "tuning.db"; }
-  fs::path home_database() const { return home() / ".cache" / "sparsejit" / "tuning.db"; }
-
-  // HOME and XDG_CACHE_HOME in the temp dir, SPARSEJIT_DB unset; `extra` replaces them.
-  EnvironmentOverrides environment(const EnvironmentOverrides& extra = {}) const {
-    EnvironmentOverrides overrides = {{"HOME", home().string()},
-                                      {"XDG_CACHE_HOME", xdg().string()},
-                                      {"SPARSEJIT_DB", std::nullopt}};
-    for (const auto& [name, value] : extra) overrides[name] = value;
-    return overrides;
-  }
-  CliResult run(const std::vector<std::string>& args, const EnvironmentOverrides& extra = {}) const {
-    return run_cli(args, environment(extra), temp_.path());
-  }
-  // A valid, empty sparsejit database at `path` (created in-process: no compile needed).
-  static void create_database(const fs::path& path) { db::Database::open(path); }
-
-  TempDirectory temp_;
-};
 
 // ---------------------------------------------------------------------------------- help
 
@@ -117,10 +78,20 @@ INSTANTIATE_TEST_SUITE_P(
         HelpCase{{"info"}, {"--json"}},
         HelpCase{{"tune"}, {"--device", "--family", "--measure-ms", "--json"}},
         HelpCase{{"precompile"}, {"--arch", "--family", "-j", "--jobs"}},
-        HelpCase{{"db"}, {"gpus", "cubins", "stats"}},
+        HelpCase{{"db"},
+                 {"gpus", "cubins", "stats", "problems", "best", "trials", "export", "import", "merge", "diff",
+                  "prune"}},
         HelpCase{{"db", "gpus"}, {"--json"}},
         HelpCase{{"db", "cubins"}, {"--json", "--family"}},
         HelpCase{{"db", "stats"}, {"--json"}},
+        HelpCase{{"db", "problems"}, {"--json", "--gpu", "--family"}},
+        HelpCase{{"db", "best"}, {"--json", "--gpu", "--family"}},
+        HelpCase{{"db", "trials"}, {"--json", "--gpu", "--family", "--problem"}},
+        HelpCase{{"db", "export"}, {"--out", "--with-cubins"}},
+        HelpCase{{"db", "import"}, {"file", "--json", "one transaction"}},
+        HelpCase{{"db", "merge"}, {"other", "--json", "faster"}},
+        HelpCase{{"db", "diff"}, {"first", "second", "--json", "exits 0"}},
+        HelpCase{{"db", "prune"}, {"--dry-run", "--json", "NVRTC"}},
         HelpCase{{"bench"}, {"permute", "attention"}},
         HelpCase{{"bench", "attention"},
                  {"--heads", "--tokens", "--head-dim", "--block", "--density", "--fine-n", "--dtype",
@@ -183,7 +154,14 @@ INSTANTIATE_TEST_SUITE_P(
                       UsageCase{"order_block_zero", {"order", "--grid", "4x4x4", "--block", "0"}, "--block"},
                       UsageCase{"order_negative_extra", {"order", "--grid", "4x4x4", "--extra", "-1"}, "--extra"},
                       UsageCase{"order_tile_without_tile3d", {"order", "--grid", "4x4x4", "--tile", "2x2x2"},
-                                "applies only to --order tile3d"}),
+                                "applies only to --order tile3d"},
+                      UsageCase{"db_trials_without_problem", {"db", "trials"}, "--problem is required"},
+                      UsageCase{"db_import_without_file", {"db", "import"}, "file is required"},
+                      UsageCase{"db_merge_without_other", {"db", "merge"}, "other is required"},
+                      UsageCase{"db_diff_without_database", {"db", "diff"}, "first is required"},
+                      UsageCase{"db_diff_with_three_databases", {"db", "diff", "a.db", "b.db", "c.db"}, "c.db"},
+                      UsageCase{"db_export_out_without_value", {"db", "export", "--out"}, "--out"},
+                      UsageCase{"unknown_option_of_db_prune", {"db", "prune", "--all"}, "--all"}),
     [](const ::testing::TestParamInfo<UsageCase>& info) { return info.param.name; });
 
 // --db is an option of the top-level app; it must work after a subcommand too.
@@ -443,8 +421,11 @@ TEST_F(CliTest, PrecompileWithoutArchNeedsAGpu) {
 
 TEST_F(CliTest, DbCommandsOnAMissingFileSayThereIsNoDatabase) {
   const fs::path missing = temp_ / "missing.db";
+  const std::string other = (temp_ / "other.db").string();
+  create_database(other);
   for (const std::vector<std::string>& command :
-       {std::vector<std::string>{"stats"}, {"gpus"}, {"cubins"}, {"stats", "--json"}}) {
+       {std::vector<std::string>{"stats"}, {"gpus"}, {"cubins"}, {"stats", "--json"}, {"problems"}, {"best"},
+        {"trials", "--problem", "p"}, {"export"}, {"prune"}, {"prune", "--dry-run"}, {"diff", other}}) {
     std::vector<std::string> args = {"--db", missing.string(), "db"};
     args.insert(args.end(), command.begin(), command.end());
     const CliResult result = run(args);
@@ -453,7 +434,7 @@ TEST_F(CliTest, DbCommandsOnAMissingFileSayThereIsNoDatabase) {
     EXPECT_TRUE(result.out.empty()) << result.describe();
     EXPECT_TRUE(has(result.err, "no database at " + missing.string())) << result.describe();
     EXPECT_EQ(lines_of(result.err).size(), 1u) << result.describe();
-    EXPECT_FALSE(fs::exists(missing)) << "db commands are read-only: they must not create the file";
+    EXPECT_FALSE(fs::exists(missing)) << "only import and merge create the database";
   }
   // The default path is named when no --db is given.
   const CliResult result = run({"db", "stats"});
@@ -469,15 +450,37 @@ TEST_F(CliTest, DbCommandsRefuseAGarbageFileAndLeaveItUntouched) {
   for (char& byte : bytes) byte = static_cast<char>(generator() & 0xff);
   bytes[0] = 'X';  // never the SQLite magic header by chance
   write_bytes(garbage, bytes);
-  for (const char* command : {"stats", "gpus", "cubins"}) {
-    const CliResult result = run({"--db", garbage.string(), "db", command});
-    SCOPED_TRACE(command);
+  // Valid inputs beside it (in a subdirectory: the listing below counts the top level only).
+  const fs::path valid = temp_ / "inputs" / "valid.db";
+  fs::create_directories(valid.parent_path());
+  create_database(valid);
+  const fs::path tuning_file = temp_ / "inputs" / "valid.json";
+  ASSERT_EQ(run({"--db", valid.string(), "db", "export", "--out", tuning_file.string()}).exit_code, 0);
+  const std::vector<std::vector<std::string>> commands = {
+      {"stats"}, {"gpus"}, {"cubins"}, {"problems"}, {"best"}, {"trials", "--problem", "p"}, {"export"},
+      {"prune"}, {"prune", "--dry-run"}, {"import", tuning_file.string()}, {"merge", valid.string()},
+      {"diff", valid.string()}};
+  for (const std::vector<std::string>& command : commands) {
+    std::vector<std::string> args = {"--db", garbage.string(), "db"};
+    args.insert(args.end(), command.begin(), command.end());
+    const CliResult result = run(args);
+    SCOPED_TRACE(joined(args));
     EXPECT_EQ(result.exit_code, 1) << result.describe();
     EXPECT_TRUE(result.out.empty()) << result.describe();
     EXPECT_TRUE(std::regex_search(result.err, std::regex("not a (SQLite|sparsejit) database")))
         << result.describe();
     EXPECT_TRUE(has(result.err, garbage.string())) << result.describe();
     EXPECT_EQ(read_bytes(garbage), bytes) << "the file must be byte-identical afterwards";
+  }
+  // As the other database of merge and diff.
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"--db", valid.string(), "db", "merge", garbage.string()},
+        {"db", "diff", valid.string(), garbage.string()}}) {
+    const CliResult result = run(args);
+    SCOPED_TRACE(joined(args));
+    EXPECT_EQ(result.exit_code, 1) << result.describe();
+    EXPECT_TRUE(has(result.err, garbage.string() + ": not a SQLite database")) << result.describe();
+    EXPECT_EQ(read_bytes(garbage), bytes);
   }
   // No journal, WAL or shared-memory file was left beside it.
   std::vector<std::string> names;
