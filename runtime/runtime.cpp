@@ -85,7 +85,8 @@ templates::AttentionConfig Runtime::attention_config(const AttentionProblem& pro
 void Runtime::sparse_attention(const SparseAttentionParams& params, const AttentionProblem& problem,
                                CUstream stream, bool check_mask) {
   using templates::SparseAttentionFamily;
-  const templates::AttentionConfig config = attention_config(problem);
+  templates::AttentionConfig config = attention_config(problem);
+  config.bitmask = params.kv_block_bits != nullptr;  // the form the call gives
   SparseAttentionFamily::validate(config, params, device_.max_shared_bytes_per_block);
   if (check_mask) {
     templates::BlockMask mask;
@@ -105,8 +106,26 @@ void Runtime::sparse_attention(const SparseAttentionParams& params, const Attent
       std::memcpy(into.data(), bytes.data(), bytes.size());
     };
     SJ_CU(cuStreamSynchronize(stream));  // the mask may have been written on this stream
-    download(params.kv_block_count, rows, mask.count);
-    download(params.kv_block_index, rows * mask.max_kv_blocks, mask.index);
+    if (params.kv_block_bits != nullptr) {
+      // A bitmask is checked as it is, then (for its fine bits, which follow the kept blocks)
+      // as the block-CSR mask it stands for.
+      templates::BlockBitmask bitmask;
+      bitmask.batch = mask.batch;
+      bitmask.heads = mask.heads;
+      bitmask.q_blocks = mask.q_blocks;
+      bitmask.kv_blocks = mask.kv_blocks;
+      bitmask.words_per_row = params.kv_block_words;
+      download(params.kv_block_bits, rows * static_cast<std::size_t>(params.kv_block_words), bitmask.bits);
+      templates::validate_block_bitmask(bitmask, params.tokens_q, params.tokens_kv, problem.block_q,
+                                        problem.block_kv);
+      const templates::BlockMask listed =
+          templates::to_block_mask(bitmask, problem.block_q, problem.block_kv, params.max_kv_blocks);
+      mask.count = listed.count;
+      mask.index = listed.index;
+    } else {
+      download(params.kv_block_count, rows, mask.count);
+      download(params.kv_block_index, rows * mask.max_kv_blocks, mask.index);
+    }
     if (problem.fine_n > 0) download(params.fine_bits, rows * mask.max_kv_blocks, mask.fine_bits);
     templates::validate_block_mask(mask, params.tokens_q, params.tokens_kv);
   }

@@ -82,7 +82,7 @@ class Runtime {
 
   // Sparse attention (attention_params.h) on this runtime's device; asynchronous on `stream`.
   // Validates the shapes, pointers and alignment (std::invalid_argument). With `check_mask`
-  // it also copies the mask to the host and validates every entry first (synchronous, for
+  // it also copies the mask (either form) to the host and validates every entry first (synchronous, for
   // debugging: an index out of range would otherwise read out of bounds).
   void sparse_attention(const SparseAttentionParams& params, const AttentionProblem& problem,
                         CUstream stream, bool check_mask = false);

@@ -29,6 +29,7 @@ struct AttentionBenchOptions {
   double fine_density = 0.5;
   std::string dtype = "bf16";
   std::string mask_file;
+  std::string mask_form = "csr";  // the form the kernel reads: csr or bitmask
   std::uint64_t seed = 0;
   int block_m = 0, block_n = 0, warps = 0;  // 0: the runtime's configuration
   bool no_database = false;
@@ -94,8 +95,14 @@ int run_bench_attention(const GlobalOptions& global, const AttentionBenchOptions
   std::rotate(host.begin(), host.begin() + static_cast<long>(elements / 3), host.end());
   jit::DeviceBuffer v = jit::DeviceBuffer::from_host(host);
   jit::DeviceBuffer out(elements * 2);
-  jit::DeviceBuffer count = jit::DeviceBuffer::from_host(mask.count);
-  jit::DeviceBuffer index = jit::DeviceBuffer::from_host(mask.index.empty() ? std::vector<int>{0} : mask.index);
+  const bool bitmask_form = o.mask_form == "bitmask";
+  jit::DeviceBuffer count, index, bits;
+  if (bitmask_form) {
+    bits = jit::DeviceBuffer::from_host(templates::to_bitmask(mask).bits);
+  } else {
+    count = jit::DeviceBuffer::from_host(mask.count);
+    index = jit::DeviceBuffer::from_host(mask.index.empty() ? std::vector<int>{0} : mask.index);
+  }
   jit::DeviceBuffer fine;
   if (o.fine_n > 0) fine = jit::DeviceBuffer::from_host(mask.fine_bits);
 
@@ -108,8 +115,13 @@ int run_bench_attention(const GlobalOptions& global, const AttentionBenchOptions
   params.q_batch_stride = params.k_batch_stride = params.v_batch_stride = params.o_batch_stride = h * n * d;
   params.q_head_stride = params.k_head_stride = params.v_head_stride = params.o_head_stride = n * d;
   params.q_token_stride = params.k_token_stride = params.v_token_stride = params.o_token_stride = d;
-  params.kv_block_count = static_cast<const int*>(count.pointer());
-  params.kv_block_index = static_cast<const int*>(index.pointer());
+  if (bitmask_form) {
+    params.kv_block_bits = static_cast<const unsigned long long*>(bits.pointer());
+    params.kv_block_words = templates::bitmask_words(mask.kv_blocks);
+  } else {
+    params.kv_block_count = static_cast<const int*>(count.pointer());
+    params.kv_block_index = static_cast<const int*>(index.pointer());
+  }
   params.fine_bits = o.fine_n > 0 ? static_cast<const unsigned long long*>(fine.pointer()) : nullptr;
   params.max_kv_blocks = mask.max_kv_blocks;
   params.batch = o.batch;
@@ -124,6 +136,7 @@ int run_bench_attention(const GlobalOptions& global, const AttentionBenchOptions
   // A tile given on the command line runs that specialization directly; otherwise the
   // runtime's choice, through its public entry point.
   templates::AttentionConfig config = runtime.attention_config(problem);
+  config.bitmask = bitmask_form;
   std::function<void()> launch = [&] { runtime.sparse_attention(params, problem, stream.handle()); };
   std::optional<jit::Kernel> kernel;
   if (o.block_m != 0 || o.block_n != 0 || o.warps != 0) {
@@ -150,6 +163,7 @@ int run_bench_attention(const GlobalOptions& global, const AttentionBenchOptions
                                  {"block", o.block},
                                  {"dtype", o.dtype},
                                  {"fine_n", o.fine_n},
+                                 {"mask_form", o.mask_form},
                                  {"density", kept},
                                  {"median_ms", timing.median_ms},
                                  {"p20_ms", timing.p20_ms},
@@ -163,6 +177,7 @@ int run_bench_attention(const GlobalOptions& global, const AttentionBenchOptions
   std::cout << runtime.device().name << ", " << o.dtype << " B=" << o.batch << " H=" << o.heads
             << " N=" << o.tokens << " D=" << o.head_dim << ", blocks " << o.block << ", kept "
             << format_fixed(100 * kept, 1) << "%" << (o.fine_n > 0 ? ", fine " + std::to_string(o.fine_n) : "")
+            << (bitmask_form ? ", bitmask" : "")
             << "\n"
             << config.label() << ": median " << format_fixed(timing.median_ms, 3) << " ms (p20 "
             << format_fixed(timing.p20_ms, 3) << ", p80 " << format_fixed(timing.p80_ms, 3) << "), "
@@ -191,6 +206,9 @@ void add_bench_attention_command(CLI::App& bench, GlobalOptions& global) {
   attention->add_option("--dtype", options->dtype, "bf16 or fp16")->check(CLI::IsMember({"bf16", "fp16"}));
   attention->add_option("--mask-file", options->mask_file,
                         "read the mask from PREFIX.count.i32 [B,H,QB] and PREFIX.index.i32 [B,H,QB,max_kv]");
+  attention->add_option("--mask-form", options->mask_form,
+                        "the mask form the kernel reads: csr (count + index lists) or bitmask")
+      ->check(CLI::IsMember({"csr", "bitmask"}));
   attention->add_option("--seed", options->seed, "seed of the random mask and inputs");
   attention->add_option("--block-m", options->block_m, "tile rows (default: the runtime's choice)")
       ->check(CLI::IsMember({64, 128}));

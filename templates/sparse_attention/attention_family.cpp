@@ -28,14 +28,15 @@ std::string AttentionConfig::name_expression() const {
   return "sparsejit::sparse_attention_forward<" + std::to_string(dtype_code(dtype)) + ", " +
          std::to_string(head_dim) + ", " + std::to_string(block_q) + ", " +
          std::to_string(block_kv) + ", " + std::to_string(block_m) + ", " +
-         std::to_string(block_n) + ", " + std::to_string(warps) + ", " + std::to_string(fine_n) + ">";
+         std::to_string(block_n) + ", " + std::to_string(warps) + ", " + std::to_string(fine_n) + ", " +
+         (bitmask ? "true" : "false") + ">";
 }
 
 std::string AttentionConfig::label() const {
   return "sparse_attention<" + std::string(to_string(dtype)) + " D=" + std::to_string(head_dim) +
          " blocks " + std::to_string(block_q) + "x" + std::to_string(block_kv) + " tile " +
          std::to_string(block_m) + "x" + std::to_string(block_n) + " w" + std::to_string(warps) +
-         (fine_n > 0 ? " fine " + std::to_string(fine_n) : "") + ">";
+         (fine_n > 0 ? " fine " + std::to_string(fine_n) : "") + (bitmask ? " bitmask" : "") + ">";
 }
 
 int AttentionConfig::shared_bytes() const { return (block_m + 4 * block_n) * (head_dim + 8) * 2; }
@@ -134,11 +135,13 @@ std::vector<jit::KernelSpec> SparseAttentionFamily::enumerate(const jit::Target&
           for (int block_m : kAttentionBlockM)
             for (int block_n : kAttentionBlockN)
               for (int warps : kAttentionWarps)
-                for (int fine_n : kAttentionFineN) {
-                  const AttentionConfig config{dtype, head_dim, block_q, block_kv, block_m, block_n, warps, fine_n};
-                  if (attention_config_problem(config, max_shared).empty())
-                    space.push_back(render(config, target));
-                }
+                for (int fine_n : kAttentionFineN)
+                  for (bool bitmask : {false, true}) {
+                    const AttentionConfig config{dtype,   head_dim, block_q, block_kv, block_m,
+                                                 block_n, warps,    fine_n,  bitmask};
+                    if (attention_config_problem(config, max_shared).empty())
+                      space.push_back(render(config, target));
+                  }
   return space;
 }
 
@@ -171,9 +174,23 @@ void SparseAttentionFamily::validate(const AttentionConfig& config, const Sparse
       fail(std::string(tensor.name) +
            ": the pointer and the token stride (in bytes) must be multiples of 16");
   }
-  if (p.kv_block_count == nullptr || p.kv_block_index == nullptr)
-    fail("the block mask (kv_block_count, kv_block_index) is null");
   const int kv_blocks = (p.tokens_kv + config.block_kv - 1) / config.block_kv;
+  const bool csr_given = p.kv_block_count != nullptr || p.kv_block_index != nullptr;
+  if ((p.kv_block_bits != nullptr) != config.bitmask)
+    fail(std::string("the specialization reads the mask as ") + (config.bitmask ? "a bitmask" : "block-CSR") +
+         " but the parameters give " + (p.kv_block_bits != nullptr ? "a bitmask" : "none") +
+         " in kv_block_bits");
+  if (p.kv_block_bits != nullptr) {
+    if (csr_given)
+      fail("the block mask is given in both forms (kv_block_bits and kv_block_count/kv_block_index): "
+           "give one");
+    if (p.kv_block_words != (kv_blocks + 63) / 64)
+      fail("kv_block_words " + std::to_string(p.kv_block_words) + " must be ceil(" + std::to_string(kv_blocks) +
+           " key blocks / 64) = " + std::to_string((kv_blocks + 63) / 64));
+  } else if (p.kv_block_count == nullptr || p.kv_block_index == nullptr) {
+    fail("the block mask is null: give kv_block_count and kv_block_index (block-CSR) or "
+         "kv_block_bits (bitmask)");
+  }
   if (p.max_kv_blocks < 0 || p.max_kv_blocks > kv_blocks)
     fail("max_kv_blocks " + std::to_string(p.max_kv_blocks) + " is outside 0.." + std::to_string(kv_blocks));
   if (config.fine_n > 0 && p.fine_bits == nullptr)

@@ -1,8 +1,8 @@
 #pragma once
 // Descriptor of the sparse_attention family (device code: sparse_attention.cuh).
 //
-// A problem is fixed by dtype, head dim, the sparse block sizes (block_q x block_kv) and the
-// fine granularity; the tunable part is the tile (BlockM x BlockN) and the warps. Every point
+// A problem is fixed by dtype, head dim, the sparse block sizes (block_q x block_kv), the
+// fine granularity and the mask form (block-CSR or bitmask); the tunable part is the tile (BlockM x BlockN) and the warps. Every point
 // enumerate() returns compiles and fits: tiles divide the blocks, a warp owns 16 or 32 rows,
 // the fine sub-tiles fit one 64-bit word, the shared memory fits the target, and the
 // registers a thread keeps live stay within a budget (see kMaxLiveRegistersOneRowGroup).
@@ -44,6 +44,7 @@ struct AttentionConfig {
   int block_n = 64;
   int warps = 8;
   int fine_n = 0;
+  bool bitmask = false;  // the mask form the kernel reads: block bitmask, else block-CSR
 
   std::string name_expression() const;  // "sparsejit::sparse_attention_forward<0, 128, ...>"
   std::string label() const;            // "sparse_attention<bf16 D=128 128x128 tile 128x64 w8>"

@@ -18,6 +18,13 @@
 // (block_q / 16) * (block_kv / fine_n) <= 64. A query row with no kept key writes zeros to O
 // and -inf to LSE. Q, K, V, O and their token strides (in bytes) must be multiples of 16
 // bytes; fine_bits is 64-bit words (std::uint64_t on the host: cast the pointer).
+//
+// The block bitmask form (compact at densities above ~1/16: the form for masks cached across
+// steps and layers) stores row (b, h, qb) as kv_block_words = ceil(KB / 64) words, bit k % 64 of
+// word k / 64 set when key block k is kept; bits at or above KB must be 0. Fine bits then
+// follow the kept blocks in ascending order: the i-th kept block of a row has
+// fine_bits[row * max_kv_blocks + i], so max_kv_blocks must bound every row's kept count.
+// Zero-initialized parameters (kv_block_bits null) select the CSR form.
 
 namespace sparsejit {
 
@@ -34,10 +41,14 @@ struct SparseAttentionParams {
   // scaled scores; null: not written.
   float* lse;
 
+  // The mask in one of two forms: block-CSR (kv_block_count and kv_block_index, with
+  // kv_block_bits null) or block bitmask (kv_block_bits, with the CSR pointers null).
   const int* kv_block_count;                // [batch, heads, QB]
   const int* kv_block_index;                // [batch, heads, QB, max_kv_blocks]
   const unsigned long long* fine_bits;      // [batch, heads, QB, max_kv_blocks] or null
   int max_kv_blocks;
+  const unsigned long long* kv_block_bits;  // [batch, heads, QB, kv_block_words] or null
+  int kv_block_words;                       // ceil(KB / 64) with a bitmask, else unused
 
   int batch;
   int heads;

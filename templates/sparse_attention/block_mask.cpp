@@ -1,6 +1,7 @@
 #include "templates/sparse_attention/block_mask.h"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <numeric>
 #include <sstream>
@@ -30,9 +31,9 @@ std::string hex(std::uint64_t value) {
 
 int ceil_div(int a, int b) { return (a + b - 1) / b; }
 
-// Bits 0..subtiles-1 set (subtiles in 1..64).
-std::uint64_t low_bits(int subtiles) {
-  return subtiles >= 64 ? ~std::uint64_t{0} : (std::uint64_t{1} << subtiles) - 1;
+// Bits 0..count-1 set (count in 1..64).
+std::uint64_t low_bits(int count) {
+  return count >= 64 ? ~std::uint64_t{0} : (std::uint64_t{1} << count) - 1;
 }
 
 void expect_size(const char* name, std::size_t actual, std::size_t expected, const std::string& formula) {
@@ -45,7 +46,107 @@ void require_positive(const char* name, long long value) {
   if (value <= 0) refuse(std::string(name) + " = " + std::to_string(value) + " must be positive");
 }
 
+// The sizes both mask forms share: positive batch, heads, tokens and block sizes, and block
+// counts that are the ceil-divisions.
+void require_grid(int batch, int heads, int q_blocks, int kv_blocks, int tokens_q, int tokens_kv,
+                  int block_q, int block_kv) {
+  require_positive("batch", batch);
+  require_positive("heads", heads);
+  require_positive("tokens_q", tokens_q);
+  require_positive("tokens_kv", tokens_kv);
+  require_positive("block_q", block_q);
+  require_positive("block_kv", block_kv);
+  if (q_blocks != ceil_div(tokens_q, block_q))
+    refuse("q_blocks = " + std::to_string(q_blocks) + ", expected ceil(tokens_q " + std::to_string(tokens_q) +
+           " / block_q " + std::to_string(block_q) + ") = " + std::to_string(ceil_div(tokens_q, block_q)));
+  if (kv_blocks != ceil_div(tokens_kv, block_kv))
+    refuse("kv_blocks = " + std::to_string(kv_blocks) + ", expected ceil(tokens_kv " +
+           std::to_string(tokens_kv) + " / block_kv " + std::to_string(block_kv) + ") = " +
+           std::to_string(ceil_div(tokens_kv, block_kv)));
+}
+
 }  // namespace
+
+int BlockBitmask::kept_count(int b, int h, int qb) const {
+  const std::size_t first = row(b, h, qb) * static_cast<std::size_t>(words_per_row);
+  int count = 0;
+  for (int w = 0; w < words_per_row; ++w) count += std::popcount(bits[first + static_cast<std::size_t>(w)]);
+  return count;
+}
+
+int bitmask_words(int kv_blocks) { return ceil_div(kv_blocks, 64); }
+
+BlockBitmask to_bitmask(const BlockMask& mask) {
+  BlockBitmask bitmask;
+  bitmask.batch = mask.batch;
+  bitmask.heads = mask.heads;
+  bitmask.q_blocks = mask.q_blocks;
+  bitmask.kv_blocks = mask.kv_blocks;
+  bitmask.words_per_row = bitmask_words(mask.kv_blocks);
+  const std::size_t rows = static_cast<std::size_t>(mask.batch) * mask.heads * mask.q_blocks;
+  bitmask.bits.assign(rows * static_cast<std::size_t>(bitmask.words_per_row), 0);
+  for (std::size_t r = 0; r < rows; ++r)
+    for (int i = 0; i < mask.count[r]; ++i) {
+      const int kb = mask.index[r * static_cast<std::size_t>(mask.max_kv_blocks) + static_cast<std::size_t>(i)];
+      bitmask.bits[r * static_cast<std::size_t>(bitmask.words_per_row) + static_cast<std::size_t>(kb / 64)] |=
+          std::uint64_t{1} << (kb % 64);
+    }
+  return bitmask;
+}
+
+BlockMask to_block_mask(const BlockBitmask& bitmask, int block_q, int block_kv, int max_kv_blocks) {
+  BlockMask mask;
+  mask.batch = bitmask.batch;
+  mask.heads = bitmask.heads;
+  mask.q_blocks = bitmask.q_blocks;
+  mask.kv_blocks = bitmask.kv_blocks;
+  mask.max_kv_blocks = max_kv_blocks;
+  mask.block_q = block_q;
+  mask.block_kv = block_kv;
+  const std::size_t rows = static_cast<std::size_t>(mask.batch) * mask.heads * mask.q_blocks;
+  mask.count.assign(rows, 0);
+  mask.index.assign(rows * static_cast<std::size_t>(std::max(max_kv_blocks, 0)), 0);
+  for (int b = 0; b < mask.batch; ++b)
+    for (int h = 0; h < mask.heads; ++h)
+      for (int qb = 0; qb < mask.q_blocks; ++qb) {
+        const std::size_t r = mask.row(b, h, qb);
+        const int count = bitmask.kept_count(b, h, qb);
+        if (count > max_kv_blocks)
+          refuse("bitmask row" + position(b, h, qb) + " keeps " + std::to_string(count) +
+                 " key blocks, more than max_kv_blocks = " + std::to_string(max_kv_blocks));
+        for (int kb = 0; kb < bitmask.kv_blocks; ++kb)
+          if (bitmask.kept(b, h, qb, kb))
+            mask.index[r * static_cast<std::size_t>(max_kv_blocks) + static_cast<std::size_t>(mask.count[r]++)] = kb;
+      }
+  return mask;
+}
+
+void validate_block_bitmask(const BlockBitmask& bitmask, int tokens_q, int tokens_kv, int block_q,
+                            int block_kv) {
+  require_grid(bitmask.batch, bitmask.heads, bitmask.q_blocks, bitmask.kv_blocks, tokens_q, tokens_kv,
+               block_q, block_kv);
+  if (bitmask.words_per_row != bitmask_words(bitmask.kv_blocks))
+    refuse("words_per_row = " + std::to_string(bitmask.words_per_row) + ", expected ceil(kv_blocks " +
+           std::to_string(bitmask.kv_blocks) + " / 64) = " + std::to_string(bitmask_words(bitmask.kv_blocks)));
+  const std::size_t rows = static_cast<std::size_t>(bitmask.batch) * static_cast<std::size_t>(bitmask.heads) *
+                           static_cast<std::size_t>(bitmask.q_blocks);
+  expect_size("bits", bitmask.bits.size(), rows * static_cast<std::size_t>(bitmask.words_per_row),
+              "batch*heads*q_blocks*words_per_row");
+  // Only the last word of a row can hold bits at or above kv_blocks.
+  const int last = bitmask.words_per_row - 1;
+  const int used_in_last = bitmask.kv_blocks - 64 * last;
+  const std::uint64_t beyond = ~low_bits(used_in_last);
+  for (int b = 0; b < bitmask.batch; ++b)
+    for (int h = 0; h < bitmask.heads; ++h)
+      for (int qb = 0; qb < bitmask.q_blocks; ++qb) {
+        const std::uint64_t word =
+            bitmask.bits[bitmask.row(b, h, qb) * static_cast<std::size_t>(bitmask.words_per_row) +
+                         static_cast<std::size_t>(last)];
+        if ((word & beyond) != 0)
+          refuse("bits" + position(b, h, qb) + " word " + std::to_string(last) + " = " + hex(word) +
+                 " keeps key blocks at or above kv_blocks = " + std::to_string(bitmask.kv_blocks));
+      }
+}
 
 double BlockMask::density() const {
   const double pairs = static_cast<double>(batch) * heads * q_blocks * kv_blocks;
@@ -66,20 +167,8 @@ bool fine_granularity_valid(int block_q, int block_kv, int fine_n) {
 }
 
 void validate_block_mask(const BlockMask& mask, int tokens_q, int tokens_kv) {
-  require_positive("batch", mask.batch);
-  require_positive("heads", mask.heads);
-  require_positive("tokens_q", tokens_q);
-  require_positive("tokens_kv", tokens_kv);
-  require_positive("block_q", mask.block_q);
-  require_positive("block_kv", mask.block_kv);
-  if (mask.q_blocks != ceil_div(tokens_q, mask.block_q))
-    refuse("q_blocks = " + std::to_string(mask.q_blocks) + ", expected ceil(tokens_q " +
-           std::to_string(tokens_q) + " / block_q " + std::to_string(mask.block_q) + ") = " +
-           std::to_string(ceil_div(tokens_q, mask.block_q)));
-  if (mask.kv_blocks != ceil_div(tokens_kv, mask.block_kv))
-    refuse("kv_blocks = " + std::to_string(mask.kv_blocks) + ", expected ceil(tokens_kv " +
-           std::to_string(tokens_kv) + " / block_kv " + std::to_string(mask.block_kv) + ") = " +
-           std::to_string(ceil_div(tokens_kv, mask.block_kv)));
+  require_grid(mask.batch, mask.heads, mask.q_blocks, mask.kv_blocks, tokens_q, tokens_kv, mask.block_q,
+               mask.block_kv);
   if (mask.max_kv_blocks < 0)
     refuse("max_kv_blocks = " + std::to_string(mask.max_kv_blocks) + " is negative");
   if (mask.fine_n != 0 && !fine_granularity_valid(mask.block_q, mask.block_kv, mask.fine_n))

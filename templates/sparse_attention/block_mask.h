@@ -1,6 +1,7 @@
 #pragma once
-// The block mask of sparse_attention on the host, in the block-CSR form the kernels read
-// (attention_params.h): its validation, random masks for tests and tuning, and helpers.
+// The block mask of sparse_attention on the host, in the two forms the kernels read
+// (attention_params.h), block-CSR and block bitmask: validation, conversions, random masks
+// for tests and tuning, and helpers.
 //
 // Shapes, with QB = ceil(tokens_q / block_q) and KB = ceil(tokens_kv / block_kv):
 //   count     [batch, heads, QB]                  int, 0 <= count <= min(max_kv_blocks, KB)
@@ -50,6 +51,50 @@ struct BlockMask {
   // Fine bits are not counted.
   double density() const;
 };
+
+// The block bitmask form of a mask (attention_params.h): row (b, h, qb) is words_per_row =
+// ceil(kv_blocks / 64) words, bit kb % 64 of word kb / 64 set when key block kb is kept.
+// 80 bytes a row for the 591 key blocks of 75,600 tokens, against 4 bytes per kept block in
+// block-CSR: the form for masks cached across steps and layers. Fine bits are not part of
+// it; with a bitmask they follow each row's kept blocks in ascending order (a BlockMask's
+// fine_bits of the same mask serve unchanged).
+struct BlockBitmask {
+  int batch = 0;
+  int heads = 0;
+  int q_blocks = 0;
+  int kv_blocks = 0;
+  int words_per_row = 0;
+  std::vector<std::uint64_t> bits;  // [batch, heads, q_blocks, words_per_row]
+
+  std::size_t row(int b, int h, int qb) const {
+    return (static_cast<std::size_t>(b) * static_cast<std::size_t>(heads) + static_cast<std::size_t>(h)) *
+               static_cast<std::size_t>(q_blocks) +
+           static_cast<std::size_t>(qb);
+  }
+  bool kept(int b, int h, int qb, int kb) const {
+    return (bits[row(b, h, qb) * static_cast<std::size_t>(words_per_row) + static_cast<std::size_t>(kb / 64)] >>
+            (kb % 64)) & 1u;
+  }
+  int kept_count(int b, int h, int qb) const;
+};
+
+// Words of a bitmask row for `kv_blocks` key blocks: ceil(kv_blocks / 64).
+int bitmask_words(int kv_blocks);
+
+// The bitmask of `mask`'s kept blocks (mask must be valid; its fine bits are not copied).
+BlockBitmask to_bitmask(const BlockMask& mask);
+
+// The block-CSR mask of `bitmask` for blocks of block_q x block_kv, rows padded to
+// max_kv_blocks (fine_n = 0, no fine bits). Throws std::invalid_argument, naming the row,
+// when a row keeps more than max_kv_blocks blocks.
+BlockMask to_block_mask(const BlockBitmask& bitmask, int block_q, int block_kv, int max_kv_blocks);
+
+// Throws std::invalid_argument unless `bitmask` is a valid bitmask for tokens_q queries and
+// tokens_kv keys in blocks of block_q x block_kv: positive sizes, q_blocks and kv_blocks the
+// ceil-divisions, words_per_row = bitmask_words(kv_blocks), bits sized to match, and no bit at
+// or above kv_blocks in any row (named with its row and word).
+void validate_block_bitmask(const BlockBitmask& bitmask, int tokens_q, int tokens_kv, int block_q,
+                            int block_kv);
 
 // Sub-tiles of 16 queries x fine_n keys in a block_q x block_kv pair (the bits used in
 // one fine word): (block_q / 16) * (block_kv / fine_n), rounding down; 0 for fine_n <= 0.

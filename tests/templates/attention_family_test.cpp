@@ -94,13 +94,17 @@ TEST(AttentionValidate, RefusesBadParamsWithTheReason) {
   p.tokens_q = p.tokens_kv = 100;
   p.softmax_scale = 0.125f;
   EXPECT_NO_THROW(SparseAttentionFamily::validate(config, p, kHopperShared));
-  const auto expect_refused = [&](SparseAttentionParams bad, const std::string& words) {
+  const auto expect_refused_by = [&](const AttentionConfig& by, SparseAttentionParams bad,
+                                     const std::string& words) {
     try {
-      SparseAttentionFamily::validate(config, bad, kHopperShared);
+      SparseAttentionFamily::validate(by, bad, kHopperShared);
       ADD_FAILURE() << "expected a refusal mentioning '" << words << "'";
     } catch (const std::invalid_argument& error) {
       EXPECT_NE(std::string(error.what()).find(words), std::string::npos) << error.what();
     }
+  };
+  const auto expect_refused = [&](SparseAttentionParams bad, const std::string& words) {
+    expect_refused_by(config, bad, words);
   };
   SparseAttentionParams bad = p;
   bad.v = nullptr;
@@ -114,6 +118,24 @@ TEST(AttentionValidate, RefusesBadParamsWithTheReason) {
   bad = p;
   bad.tokens_kv = 0;
   expect_refused(bad, "must be positive");
+  {
+    static unsigned long long words[1];
+    AttentionConfig reads_bits = config;
+    reads_bits.bitmask = true;
+    bad = p;
+    bad.kv_block_bits = words;
+    bad.kv_block_words = 1;
+    expect_refused(bad, "reads the mask as block-CSR but the parameters give a bitmask");
+    expect_refused_by(reads_bits, bad, "in both forms");
+    bad.kv_block_count = nullptr;
+    bad.kv_block_index = nullptr;
+    EXPECT_NO_THROW(SparseAttentionFamily::validate(reads_bits, bad, kHopperShared));
+    bad.kv_block_words = 2;  // 100 keys are one block of 128: one word a row
+    expect_refused_by(reads_bits, bad, "kv_block_words 2 must be ceil(1 key blocks / 64) = 1");
+    bad.kv_block_bits = nullptr;
+    expect_refused_by(reads_bits, bad, "reads the mask as a bitmask but the parameters give none");
+    expect_refused(bad, "the block mask is null");  // no form at all
+  }
   for (float scale : {0.f, -0.125f, std::numeric_limits<float>::quiet_NaN(),
                       std::numeric_limits<float>::infinity()}) {
     bad = p;
@@ -133,7 +155,8 @@ TEST(AttentionValidate, RefusesBadParamsWithTheReason) {
 }
 
 // A stratified subset compiles for sm_80 and sm_90 on CI: every dtype x head dim at the
-// default tile, plus fine bits and the two warp layouts (16 and 32 rows per warp) once each.
+// default tile, plus fine bits, the two warp layouts (16 and 32 rows per warp) and the bitmask
+// form once each.
 // The whole space (hundreds of specializations, about a second each) is compiled by
 // `sparsejit precompile --family sparse_attention`, too slow for every CI run.
 TEST(AttentionCompile, StratifiedSubsetCompilesToCubins) {
@@ -143,6 +166,7 @@ TEST(AttentionCompile, StratifiedSubsetCompilesToCubins) {
       subset.push_back(default_attention_config(dtype, head_dim, 128, 128, 0, 99 * 1024));
   subset.push_back(default_attention_config(HalfDtype::bf16, 128, 128, 64, 16, 99 * 1024));
   subset.push_back({HalfDtype::fp16, 64, 128, 128, 128, 64, 4, 32});  // 32 rows per warp
+  subset.push_back({HalfDtype::bf16, 96, 64, 128, 64, 32, 4, 16, true});  // the bitmask form
   for (const char* arch : {"sm_80", "sm_90"})
     for (const AttentionConfig& config : subset) {
       SCOPED_TRACE(config.label() + " " + arch);

@@ -40,7 +40,7 @@ struct AttentionCase {
   std::vector<std::uint16_t> q, k, v;  // stored in `storage` order
   SparseAttentionParams host{};        // host pointers (for the reference)
   SparseAttentionParams device{};      // device pointers (for the kernel)
-  jit::DeviceBuffer dq, dk, dv, dout, dlse, dcount, dindex, dfine;
+  jit::DeviceBuffer dq, dk, dv, dout, dlse, dcount, dindex, dfine, dbits;
 
   AttentionCase(int b, int h, int nq, int nkv, int d, HalfDtype type, Storage layout, BlockMask m,
                 std::mt19937_64& generator, bool with_lse = true)
@@ -87,6 +87,18 @@ struct AttentionCase {
     device.kv_block_count = static_cast<const int*>(dcount.pointer());
     device.kv_block_index = static_cast<const int*>(dindex.pointer());
     device.fine_bits = mask.fine_n > 0 ? static_cast<const unsigned long long*>(dfine.pointer()) : nullptr;
+  }
+
+  // Hands the kernel the mask as a bitmask instead of block-CSR (fine bits unchanged: they
+  // follow the kept blocks in the same ascending order) and poisons the output again.
+  void use_bitmask() {
+    dbits = jit::DeviceBuffer::from_host(to_bitmask(mask).bits);
+    device.kv_block_bits = static_cast<const unsigned long long*>(dbits.pointer());
+    device.kv_block_words = bitmask_words(mask.kv_blocks);
+    device.kv_block_count = nullptr;
+    device.kv_block_index = nullptr;
+    dout.fill(0xff);
+    if (device.lse != nullptr) dlse.fill(0xff);
   }
 
   runtime::AttentionProblem problem() const {
@@ -188,6 +200,12 @@ TEST_P(AttentionProblems, MatchesTheReference) {
     run(c);
     expect_matches(c, "density " + std::to_string(r.density) +
                           (r.storage == Storage::bhnd ? " [B,H,N,D]" : " [B,N,H,D]"));
+    if (r.density == 0.1) {  // the same mask as a bitmask: the same work in the same order
+      const std::vector<std::uint16_t> from_lists = c.dout.download_as<std::uint16_t>();
+      c.use_bitmask();
+      run(c);
+      EXPECT_EQ(c.dout.download_as<std::uint16_t>(), from_lists) << "bitmask form: O differs from block-CSR's";
+    }
   }
 }
 
@@ -293,6 +311,40 @@ TEST_F(AttentionGpuTest, ModelSequenceLengths) {
     run(c);
     expect_sampled_blocks_match(c);
   }
+}
+
+// The bitmask form at a model length with fine bits: bit for bit the output of block-CSR.
+TEST_F(AttentionGpuTest, BitmaskFormAtAModelLength) {
+  BlockMask mask = random_block_mask(1, 2, 75600, 75600, 128, 128, 0.1, generator_, true, 16, 0.5);
+  mask = with_empty_rows(std::move(mask), 0.05, generator_);
+  AttentionCase c(1, 2, 75600, 75600, 128, HalfDtype::bf16, Storage::bnhd, std::move(mask), generator_);
+  run(c);
+  expect_sampled_blocks_match(c);
+  const std::vector<std::uint16_t> from_lists = c.dout.download_as<std::uint16_t>();
+  const std::vector<float> lse_from_lists = c.dlse.download_as<float>();
+  c.use_bitmask();
+  run(c);
+  EXPECT_EQ(c.dout.download_as<std::uint16_t>(), from_lists);
+  EXPECT_EQ(c.dlse.download_as<float>(), lse_from_lists);
+}
+
+// check_mask validates a bitmask too: a key block past the last is refused, nothing launched.
+TEST_F(AttentionGpuTest, CheckedModeRefusesABadBitmask) {
+  BlockMask mask = random_block_mask(1, 1, 500, 500, 128, 128, 0.5, generator_);
+  AttentionCase c(1, 1, 500, 500, 64, HalfDtype::bf16, Storage::bhnd, std::move(mask), generator_);
+  BlockBitmask bitmask = to_bitmask(c.mask);
+  bitmask.bits[1] |= std::uint64_t{1} << 4;  // row qb = 1: key block 4 of 4
+  c.use_bitmask();
+  c.dbits = jit::DeviceBuffer::from_host(bitmask.bits);
+  c.device.kv_block_bits = static_cast<const unsigned long long*>(c.dbits.pointer());
+  try {
+    run(c);
+    FAIL() << "a key block past the last must be refused";
+  } catch (const std::invalid_argument& error) {
+    EXPECT_NE(std::string(error.what()).find("bits[b=0, h=0, qb=1] word 0"), std::string::npos) << error.what();
+  }
+  const std::vector<std::uint16_t> untouched = c.dout.download_as<std::uint16_t>();
+  for (std::uint16_t bits : untouched) ASSERT_EQ(bits, 0xffff) << "nothing may be launched";
 }
 
 // check_mask reads the device mask and refuses an index out of range before any launch.

@@ -1,6 +1,7 @@
 // The block mask of sparse_attention on the host: validate_block_mask (accepts what it should,
 // names every defect), random_block_mask (k per row, diagonal, order, fine bits),
-// with_empty_rows, density and the fine granularity rules.
+// with_empty_rows, density, the fine granularity rules, and the bitmask form (conversions both
+// ways, validate_block_bitmask).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -446,6 +447,71 @@ TEST(WithEmptyRows, EmptiesTheRequestedShareOfRows) {
     EXPECT_EQ(rejection(emptied, 1000, 500), "");
   }
   EXPECT_THROW(with_empty_rows(mask, 1.5, generator), std::invalid_argument);
+}
+
+// Key-block counts on both sides of word boundaries (63, 64, 65, 130) and ragged last blocks.
+TEST(BlockBitmask, RoundTripsThroughTheListForm) {
+  std::mt19937_64 generator = testing::fresh_generator();
+  for (const int tokens_kv : {900, 63 * 64, 64 * 64, 65 * 64 - 7, 130 * 64}) {
+    for (const double density : {1.0, 0.3, 0.02}) {
+      SCOPED_TRACE("tokens_kv " + std::to_string(tokens_kv) + " density " + std::to_string(density));
+      BlockMask mask = random_block_mask(2, 3, 700, tokens_kv, 64, 64, density, generator);
+      mask = with_empty_rows(std::move(mask), 0.2, generator);
+      const BlockBitmask bitmask = to_bitmask(mask);
+      ASSERT_EQ(bitmask.words_per_row, ceil_div(mask.kv_blocks, 64));
+      ASSERT_EQ(bitmask.bits.size(), mask.count.size() * static_cast<std::size_t>(bitmask.words_per_row));
+      EXPECT_NO_THROW(validate_block_bitmask(bitmask, 700, tokens_kv, 64, 64));
+      const BlockMask back = to_block_mask(bitmask, 64, 64, mask.max_kv_blocks);
+      EXPECT_NO_THROW(validate_block_mask(back, 700, tokens_kv));
+      for (int b = 0; b < 2; ++b)
+        for (int h = 0; h < 3; ++h)
+          for (int qb = 0; qb < mask.q_blocks; ++qb) {
+            const std::span<const int> expected = mask.kept_blocks(b, h, qb), actual = back.kept_blocks(b, h, qb);
+            ASSERT_TRUE(std::equal(expected.begin(), expected.end(), actual.begin(), actual.end())) << at(b, h, qb);
+            ASSERT_EQ(bitmask.kept_count(b, h, qb), static_cast<int>(expected.size())) << at(b, h, qb);
+            for (int kb : expected) ASSERT_TRUE(bitmask.kept(b, h, qb, kb)) << at(b, h, qb) << " block " << kb;
+          }
+    }
+  }
+}
+
+TEST(BlockBitmask, ListFormRefusesARowLongerThanItsPitch) {
+  std::mt19937_64 generator = testing::fresh_generator();
+  const BlockMask mask = random_block_mask(1, 2, 500, 500, 64, 64, 0.5, generator);  // 4 of 8 blocks a row
+  const BlockBitmask bitmask = to_bitmask(mask);
+  try {
+    (void)to_block_mask(bitmask, 64, 64, 3);
+    FAIL() << "rows of 4 kept blocks do not fit max_kv_blocks = 3";
+  } catch (const std::invalid_argument& error) {
+    EXPECT_NE(std::string(error.what()).find("row[b=0, h=0, qb=0] keeps 4 key blocks, more than max_kv_blocks = 3"),
+              std::string::npos)
+        << error.what();
+  }
+}
+
+TEST(ValidateBlockBitmask, NamesEveryDefect) {
+  std::mt19937_64 generator = testing::fresh_generator();
+  const BlockBitmask good = to_bitmask(random_block_mask(1, 2, 300, 70 * 64 - 5, 128, 64, 0.4, generator));
+  const auto rejection_of = [](const BlockBitmask& bitmask, int tokens_kv) -> std::string {
+    try {
+      validate_block_bitmask(bitmask, 300, tokens_kv, 128, 64);
+      return "";
+    } catch (const std::invalid_argument& error) {
+      return error.what();
+    }
+  };
+  ASSERT_EQ(rejection_of(good, 70 * 64 - 5), "");
+  BlockBitmask bad = good;  // 70 key blocks: bit 6 of word 1 is block 70, one past the last
+  bad.bits[good.row(0, 1, 2) * 2 + 1] |= std::uint64_t{1} << 6;
+  EXPECT_NE(rejection_of(bad, 70 * 64 - 5).find("bits[b=0, h=1, qb=2] word 1"), std::string::npos);
+  bad = good;
+  bad.words_per_row = 3;
+  EXPECT_NE(rejection_of(bad, 70 * 64 - 5).find("words_per_row = 3, expected ceil(kv_blocks 70 / 64) = 2"),
+            std::string::npos);
+  bad = good;
+  bad.bits.pop_back();
+  EXPECT_NE(rejection_of(bad, 70 * 64 - 5).find("bits has"), std::string::npos);
+  EXPECT_NE(rejection_of(good, 80 * 64).find("kv_blocks = 70, expected"), std::string::npos);
 }
 
 }  // namespace
