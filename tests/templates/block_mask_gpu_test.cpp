@@ -478,6 +478,16 @@ TEST_F(BlockMaskGpuTest, MaskBuildTimeAtWan720p) {
             << "  whole              " << whole.median_ms << " [" << whole.p20_ms << ", " << whole.p80_ms << "]\n"
             << "  whole, fine bits   " << whole_fine.median_ms << " [" << whole_fine.p20_ms << ", " << whole_fine.p80_ms
             << "]\n";
+  // Every CTA of the score space on this shape, for the default's choice.
+  for (int warps : kScoreWarps)
+    for (int step : kScoreStepTiles) {
+      const BlockScoreConfig candidate{HalfDtype::bf16, head_dim, tile, block, block, warps, step};
+      if (!block_score_config_problem(candidate, max_shared_).empty()) continue;
+      const jit::Kernel candidate_score = provider_.kernel(context(), BlockScoreFamily::render_score(candidate, target_));
+      const tuner::Timing timing = tuner::time_on_stream(
+          [&] { BlockScoreFamily::launch(pool, candidate_score, candidate, score_params, max_shared_, stream); }, stream);
+      std::cout << "  pool + score, " << candidate.label() << ": " << timing.median_ms << " ms\n";
+    }
   RecordProperty("mask_build_ms", std::to_string(whole.median_ms));
   RecordProperty("mask_build_fine_ms", std::to_string(whole_fine.median_ms));
   // The result is a valid mask.
