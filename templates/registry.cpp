@@ -4,6 +4,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "templates/block_score/block_score_family.h"
+#include "templates/block_select/block_select_family.h"
 #include "templates/permute/permute_family.h"
 #include "templates/sparse_attention/attention_family.h"
 
@@ -13,7 +15,10 @@ std::span<const KernelFamily* const> registered_families() {
   // One line per family.
   static const PermuteFamily permute;
   static const SparseAttentionFamily sparse_attention;
-  static const std::array<const KernelFamily*, 2> families = {&permute, &sparse_attention};
+  static const BlockScoreFamily block_score;
+  static const BlockSelectFamily block_select;
+  static const std::array<const KernelFamily*, 4> families = {&permute, &sparse_attention, &block_score,
+                                                              &block_select};
   return families;
 }
 

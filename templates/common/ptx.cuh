@@ -75,6 +75,21 @@ __device__ __forceinline__ u32 pack_pair<1>(float low, float high) {
   return packed;
 }
 
+// The two 16-bit values of a packed pair as floats: `low` from bits 0..15, `high` from 16..31.
+template <int Dtype>
+__device__ __forceinline__ void unpack_pair(u32 packed, float& low, float& high);
+template <>
+__device__ __forceinline__ void unpack_pair<0>(u32 packed, float& low, float& high) {
+  low = __int_as_float(packed << 16);
+  high = __int_as_float(packed & 0xffff0000u);
+}
+template <>
+__device__ __forceinline__ void unpack_pair<1>(u32 packed, float& low, float& high) {
+  asm("{ .reg .f16 l, h; mov.b32 {l, h}, %2; cvt.f32.f16 %0, l; cvt.f32.f16 %1, h; }\n"
+      : "=f"(low), "=f"(high)
+      : "r"(packed));
+}
+
 __device__ __forceinline__ float fast_exp2(float x) {
   float y;
   asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));

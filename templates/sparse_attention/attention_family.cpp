@@ -120,7 +120,8 @@ jit::KernelSpec SparseAttentionFamily::render(const AttentionConfig& config, con
   spec.name_expression = config.name_expression();
   spec.request = render_program("sparse_attention.cu", "sparse_attention/sparse_attention.cuh",
                                 {"sparse_attention/sparse_attention.cuh",
-                                 "sparse_attention/attention_params.h", "common/ptx.cuh"},
+                                 "sparse_attention/attention_params.h", "common/mma_tiles.cuh",
+                                 "common/ptx.cuh"},
                                 spec.name_expression, target);
   return spec;
 }
