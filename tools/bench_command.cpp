@@ -153,6 +153,7 @@ void add_bench_command(CLI::App& app, GlobalOptions& global) {
   permute->add_flag("--json", options->json, "print JSON");
   permute->callback([&global, options] { global.exit_code = run_bench_permute(global, *options); });
   add_bench_attention_command(*bench, global);
+  add_bench_mask_command(*bench, global);
 }
 
 }  // namespace sparsejit::tools

@@ -6,8 +6,10 @@
                              transpose + contiguous and its one-pass advanced indexing.
   compare_peers.py attention block-sparse attention (bf16, B=1) against cuDNN SDPA dense and
                              FlexAttention with the same random block mask, per density.
+  compare_peers.py mask      the mask build (pool, score, select) against cuDNN SDPA dense
+                             attention of the same shape (default 40x75600x128).
 
-sparsejit's figure comes from `sparsejit bench permute|attention --json` (path: $SPARSEJIT_CLI,
+sparsejit's figure comes from `sparsejit bench permute|attention|mask --json` (path: $SPARSEJIT_CLI,
 else .gpu/sparsejit, else build/tools/sparsejit) run right before, on the same GPU.
 Timing: CUDA events, 25 ms warm-up, about 100 ms of repetitions, median.
 
@@ -37,6 +39,9 @@ PERMUTE_SHAPES = [(40, 75600, 128), (12, 32760, 128), (48, 17776, 64)]
 # heads, and the D=64 case (CogVideoX's head dim) at 32768 tokens.
 ATTENTION_SHAPES = [(12, 32768, 128), (12, 75600, 128), (40, 75600, 128), (12, 32768, 64)]
 ATTENTION_DENSITIES = [1.0, 0.5, 0.3, 0.2, 0.1, 0.05]
+
+# (heads, tokens, head_dim) of the mask build's budget: Wan2.1-14B 720p.
+MASK_SHAPES = [(40, 75600, 128)]
 
 
 def sparsejit_cli(required=True):
@@ -232,13 +237,27 @@ def tail(text, limit=400):
 
 
 def run_sparsejit(args, heads, tokens, head_dim, prefix):
-    """Returns (result dict, None) or (None, why). Never raises."""
+    """`sparsejit bench attention` on the mask files at `prefix`: (report, None) or (None, why)."""
+    report, why = run_sparsejit_bench(args, ["attention", "--heads", str(heads), "--tokens", str(tokens),
+                                             "--head-dim", str(head_dim), "--block", str(args.block),
+                                             "--mask-file", prefix])
+    if report is None:
+        return None, why
+    try:
+        median = float(report["median_ms"])
+    except (KeyError, TypeError, ValueError):
+        return None, f"no median_ms in its JSON: {report}"
+    if not median > 0:
+        return None, f"median_ms is {median}"
+    return report, None
+
+
+def run_sparsejit_bench(args, bench_args):
+    """`sparsejit bench BENCH_ARGS --json`: (its JSON object, None) or (None, why). Never raises."""
     cli = sparsejit_cli(required=False)
     if cli is None:
         return None, "no sparsejit binary (set SPARSEJIT_CLI)"
-    command = [cli, *(["--db", args.db] if args.db else []), "bench", "attention", "--json",
-               "--heads", str(heads), "--tokens", str(tokens), "--head-dim", str(head_dim),
-               "--block", str(args.block), "--mask-file", prefix]
+    command = [cli, *(["--db", args.db] if args.db else []), "bench", *bench_args, "--json"]
     environment = dict(os.environ)
     if os.path.isdir("/usr/local/cuda/lib64"):  # NVRTC, as DESIGN.md's lent machine needs
         paths = [p for p in environment.get("LD_LIBRARY_PATH", "").split(":") if p]
@@ -266,13 +285,44 @@ def run_sparsejit(args, heads, tokens, head_dim, prefix):
                     pass
     if not isinstance(report, dict):
         return None, f"no JSON object in its output: {tail(result.stdout)} {tail(result.stderr)}"
-    try:
-        median = float(report["median_ms"])
-    except (KeyError, TypeError, ValueError):
-        return None, f"no median_ms in its JSON: {tail(result.stdout)}"
-    if not median > 0:
-        return None, f"median_ms is {median}"
     return report, None
+
+
+def compare_mask(args):
+    """The mask build (`sparsejit bench mask`) against cuDNN's dense attention of the same shape:
+    the issue's budget is the whole build within 2% of the dense time."""
+    import torch
+    import torch.nn.functional as F
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    say(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, cuDNN {torch.backends.cudnn.version()}")
+    say(f"{'shape':>18} {'cuDNN dense ms':>15} {'pool+score ms':>14} {'select ms':>10} {'build ms':>9} "
+        f"{'build/dense':>12}")
+    rows = []
+    for heads, tokens, head_dim in args.shapes:
+        q, k, v = (torch.randn(1, heads, tokens, head_dim, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+        dense_ms, dense_label = time_dense(torch, F, SDPBackend, sdpa_kernel, q, k, v)
+        del q, k, v
+        gc.collect()
+        torch.cuda.empty_cache()
+        report, why = run_sparsejit_bench(args, ["mask", "--heads", str(heads), "--tokens", str(tokens),
+                                                 "--head-dim", str(head_dim), "--block", str(args.block),
+                                                 "--density", str(args.mask_density), "--tile", str(args.tile)])
+        shape = f"H{heads} N{tokens} D{head_dim}"
+        if report is None:
+            say(f"{shape:>18} {dense_ms:>15.3f}  sparsejit failed: {why}")
+            rows.append({"shape": shape, "dense_ms": dense_ms, "dense": dense_label, "error": why})
+            continue
+        build_ms = report["whole"]["median_ms"]
+        say(f"{shape:>18} {dense_ms:>15.3f} {report['pool_and_score']['median_ms']:>14.3f} "
+            f"{report['select']['median_ms']:>10.3f} {build_ms:>9.3f} {100 * build_ms / dense_ms:>11.2f}%")
+        rows.append({"shape": shape, "dense_ms": dense_ms, "dense": dense_label, "sparsejit": report,
+                     "build_over_dense": build_ms / dense_ms})
+    say(f"density {args.mask_density}, tiles of {args.tile}, blocks of {args.block}, bf16, B=1; "
+        f"{rows[0]['dense'] if rows else ''}")
+    if args.json_out:
+        with open(args.json_out, "w") as out:
+            json.dump(rows, out, indent=1)
 
 
 def fmt(value, spec, width):
@@ -492,11 +542,12 @@ def compare_attention(args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["permute", "attention"])
+    parser.add_argument("what", choices=["permute", "attention", "mask"])
     parser.add_argument("--db", help="tuning database for sparsejit (default: its own default)")
     attention = parser.add_argument_group("attention")
-    attention.add_argument("--shapes", type=parse_shapes, default=ATTENTION_SHAPES,
-                           help="HEADSxTOKENSxHEAD_DIM,... (default: 12x32768x128,12x75600x128,40x75600x128,12x32768x64)")
+    attention.add_argument("--shapes", type=parse_shapes, default=None,
+                           help="HEADSxTOKENSxHEAD_DIM,... (default: 12x32768x128,12x75600x128,40x75600x128,"
+                                "12x32768x64; for mask: 40x75600x128)")
     attention.add_argument("--densities", type=parse_densities, default=ATTENTION_DENSITIES,
                            help="kept fractions of key blocks, in (0, 1] (default: 1,0.5,0.3,0.2,0.1,0.05)")
     attention.add_argument("--block", type=int, default=128, help="sparse block size in tokens (default: 128)")
@@ -508,7 +559,16 @@ def main():
     attention.add_argument("--flex-max-autotune", action="store_true",
                            help="compile Flex with mode=max-autotune-no-cudagraphs (default: Flex's default configs)")
     attention.add_argument("--skip-check", action="store_true", help="skip the small Flex correctness check")
+    mask = parser.add_argument_group("mask (also --shapes, --block, --json-out)")
+    mask.add_argument("--mask-density", type=float, default=0.3,
+                      help="kept fraction of key blocks of the timed selection (default: 0.3)")
+    mask.add_argument("--tile", type=int, default=16, choices=[8, 16, 32],
+                      help="tokens pooled per tile (default: 16, DFSAttn's best)")
     args = parser.parse_args()
+    if args.shapes is None:
+        args.shapes = MASK_SHAPES if args.what == "mask" else ATTENTION_SHAPES
+    if not 0 <= args.mask_density <= 1:
+        parser.error("--mask-density must be in [0, 1]")
     if args.block <= 0:
         parser.error("--block must be positive")
     if args.seed < 0:
@@ -517,6 +577,8 @@ def main():
         compare_permute(args)
     elif args.what == "attention":
         compare_attention(args)
+    elif args.what == "mask":
+        compare_mask(args)
 
 
 if __name__ == "__main__":
