@@ -8,7 +8,9 @@
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <ctime>
 #include <iostream>
+#include <numeric>
 #include <set>
 #include <thread>
 
@@ -29,9 +31,6 @@ namespace {
 // (A100, A10/RTX 30), Ada (L4/L40/RTX 40) and Hopper (H100/H200).
 constexpr const char* kPrecompileTargetsWithoutGpu[] = {"sm_80", "sm_86", "sm_89", "sm_90"};
 
-// Exit status after Ctrl-C, as shells report a process ended by SIGINT.
-constexpr int kExitInterrupted = 130;
-
 struct TuneCommandOptions {
   int device = 0;
   std::vector<std::string> families;
@@ -43,14 +42,50 @@ struct TuneCommandOptions {
   bool json = false;
 };
 
-// Set by the first Ctrl-C; the tuner stops between two trials. A second Ctrl-C ends the
-// process at once (the handler is reset to the default): every trial already stored stays,
-// since each is its own transaction.
-std::atomic<bool> interrupted{false};
-extern "C" void on_interrupt(int) {
-  interrupted.store(true);
-  std::signal(SIGINT, SIG_DFL);
+// Ctrl-C (SIGINT) or SIGTERM: the first sets stop_requested and the tuner stops between two
+// trials. The same signal again more than a second later ends the process at once (the
+// default action); every trial already stored stays, each being its own transaction. Within
+// the second it is taken for one request delivered twice (`timeout` and `kill -- -PGID`
+// signal the process and its group).
+std::atomic<bool> stop_requested{false};
+std::atomic<int> stop_signal{0};
+std::atomic<long long> first_stop_ns{0};
+static_assert(std::atomic<long long>::is_always_lock_free, "used in a signal handler");
+extern "C" void on_stop_signal(int signal) {
+  timespec now{};
+  clock_gettime(CLOCK_MONOTONIC, &now);  // async-signal-safe
+  const long long ns = now.tv_sec * 1'000'000'000LL + now.tv_nsec;
+  if (!stop_requested.exchange(true)) {
+    stop_signal.store(signal);
+    first_stop_ns.store(ns);
+  } else if (ns - first_stop_ns.load() > 1'000'000'000LL) {
+    std::signal(signal, SIG_DFL);
+    std::raise(signal);
+  }
 }
+
+// Installs on_stop_signal for SIGINT and SIGTERM while alive; restores the previous handlers.
+class StopSignals {
+ public:
+  StopSignals() {
+    stop_requested.store(false);
+    stop_signal.store(0);
+    struct sigaction action {};
+    action.sa_handler = on_stop_signal;
+    sigemptyset(&action.sa_mask);
+    sigaction(SIGINT, &action, &previous_interrupt_);
+    sigaction(SIGTERM, &action, &previous_terminate_);
+  }
+  ~StopSignals() {
+    sigaction(SIGINT, &previous_interrupt_, nullptr);
+    sigaction(SIGTERM, &previous_terminate_, nullptr);
+  }
+  StopSignals(const StopSignals&) = delete;
+  StopSignals& operator=(const StopSignals&) = delete;
+
+ private:
+  struct sigaction previous_interrupt_ {}, previous_terminate_ {};
+};
 
 // The problems of the selected families that --head-dim and --density select.
 std::vector<std::unique_ptr<templates::TuningProblem>> selected_problems(const TuneCommandOptions& options) {
@@ -172,7 +207,9 @@ int precompile_without_gpu(const GlobalOptions& global, const TuneCommandOptions
 }
 
 int run_tune(const GlobalOptions& global, const TuneCommandOptions& options) {
-  const std::vector<std::unique_ptr<templates::TuningProblem>> problems = selected_problems(options);
+  // Each problem is destroyed once tuned: its inputs (over a GiB for the longest sequences)
+  // must not pile up over the grid.
+  std::vector<std::unique_ptr<templates::TuningProblem>> problems = selected_problems(options);
   std::string why;
   if (!jit::driver_available(&why)) return precompile_without_gpu(global, options, problems, why);
 
@@ -213,19 +250,16 @@ int run_tune(const GlobalOptions& global, const TuneCommandOptions& options) {
                  std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   }
 
-  double total_cost = 0;
-  for (const auto& problem : problems) total_cost += problem->relative_cost();
+  std::vector<double> costs;
+  for (const auto& problem : problems) costs.push_back(problem->relative_cost());
+  const double total_cost = std::accumulate(costs.begin(), costs.end(), 0.0);
   TuneProgress progress(total_cost);
   std::optional<BudgetPlanner> budget;
   if (options.budget_s > 0) budget.emplace(options.budget_s);
   tuner::TuneOptions tune_options;
   tune_options.measure_ms = options.measure_ms;
-  tune_options.stop = &interrupted;
-  interrupted.store(false);
-  struct sigaction action {}, previous{};
-  action.sa_handler = on_interrupt;
-  sigemptyset(&action.sa_mask);
-  sigaction(SIGINT, &action, &previous);
+  tune_options.stop = &stop_requested;
+  const StopSignals stop_signals;
 
   nlohmann::json reports = nlohmann::json::array();
   Table table({"problem", "timed shape", "candidates", "new", "stored", "rejected", "untried", "best config",
@@ -235,7 +269,7 @@ int run_tune(const GlobalOptions& global, const TuneCommandOptions& options) {
   std::string stopped_by;
   for (std::size_t p = 0; p < problems.size(); ++p) {
     templates::TuningProblem& problem = *problems[p];
-    const double cost = problem.relative_cost();
+    const double cost = costs[p];
     if (budget && budget->spent(progress.elapsed_s())) {
       stopped_by = "the budget of " + format_fixed(options.budget_s, 0) + " s is spent";
       break;
@@ -249,7 +283,9 @@ int run_tune(const GlobalOptions& global, const TuneCommandOptions& options) {
     const tuner::ProblemReport report = tuner::tune_problem(
         problem, environment, tune_options,
         [&](std::string_view what, int done, int total) { progress.update(what, done, total); });
-    if (budget) budget->observe(progress.elapsed_s() - started_s, cost, report.measured, report.candidates);
+    problems[p].reset();
+    const double problem_s = progress.elapsed_s() - started_s;
+    if (budget) budget->observe(problem_s, cost, report.measured, report.candidates);
     remaining_cost -= cost;
     const std::string best = report.best ? report.best->config_json : "(none correct)";
     const std::string best_ms = report.best ? format_fixed(report.best->median_ms, 4) : "-";
@@ -275,20 +311,20 @@ int run_tune(const GlobalOptions& global, const TuneCommandOptions& options) {
     progress.end_problem("[" + std::to_string(p + 1) + "/" + std::to_string(problems.size()) + "] " +
                          report.key + ": " + std::to_string(report.measured) + " timed, " +
                          std::to_string(report.resumed) + " stored, " + std::to_string(report.untried) +
-                         " untried, best " + best + " " + best_ms + " ms, " + speedup + " over the default");
+                         " untried, best " + best + " " + best_ms + " ms, " + speedup + " over the default (" +
+                         format_fixed(problem_s, 1) + " s)");
     if (report.stopped) {
-      stopped_by = "interrupted";
+      stopped_by = std::string("stopped by ") + (stop_signal.load() == SIGTERM ? "SIGTERM" : "SIGINT");
       break;
     }
     ++finished;
   }
-  sigaction(SIGINT, &previous, nullptr);
   if (options.json) std::cout << reports.dump(2) << "\n";
   else std::cout << table.render();
   if (!stopped_by.empty()) {
     std::cerr << "sparsejit: " << stopped_by << " after " << finished << " of " << problems.size()
               << " problems; every trial so far is stored: run the same command again to resume\n";
-    return stopped_by == "interrupted" ? kExitInterrupted : kExitOk;
+    return stop_signal.load() != 0 ? 128 + stop_signal.load() : kExitOk;  // as shells report it
   }
   return kExitOk;
 }
@@ -300,9 +336,9 @@ void add_tune_command(CLI::App& app, GlobalOptions& global) {
   CLI::App* command = app.add_subcommand(
       "tune",
       "Measure every candidate of every registered kernel family on this GPU and keep the\n"
-      "best per problem in the database. Every trial is stored; Ctrl-C stops between two\n"
-      "trials and a second run resumes. Without a GPU: says so and pre-compiles the\n"
-      "candidates for sm_80/86/89/90 instead.");
+      "best per problem in the database. Every trial is stored; Ctrl-C (or SIGTERM) stops\n"
+      "between two trials (exit 130 or 143) and a second run resumes. Without a GPU: says\n"
+      "so and pre-compiles the candidates for sm_80/86/89/90 instead.");
   command->add_option("--device", options->device, "GPU ordinal")->check(CLI::NonNegativeNumber);
   command->add_option("--family", options->families, "only these kernel families");
   command->add_option("--head-dim", options->head_dims, "only problems of these head dims");
