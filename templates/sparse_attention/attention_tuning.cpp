@@ -169,20 +169,19 @@ std::array<double, 3> AttentionProblemKey::bucket_distance(const AttentionProble
 // What the default grid costs on an H100, and how it fits in 15 minutes:
 //  - 192 problems (2 head dims x 2 block sizes x 6 densities x 2 fine x 4 lengths); the tiles
 //    valid per problem are 5 (D=128, 128x128 blocks), 8 (D=64, 128x128) and 2 (64x64 blocks):
-//    816 trials in all, over only 34 distinct kernels (a tile compiles once per kind, not per
-//    bucket): about 45 s of NVRTC on 2 cores, 10 s on the GPU machine's 16, then none (the
-//    CUBINs stay in the database).
-//  - Timing follows the tuner's protocol: warm-up 10 ms, 60 ms over 3 rounds, at least one run
-//    warm-up and 3 runs per round, plus the gate's run: about 80 ms per candidate while a run
-//    takes under 7 ms, 11 runs beyond. The representative shape runs 12 heads: one run costs
-//    4 N^2 D 12 density flops at about 280 TFLOP/s (D=128) and 250 (D=64), 0.7x that with half
-//    the fine sub-tiles. Summed over the grid: 17 s (n18k), 22 s (n33k), 76 s (n76k), 183 s
-//    (n119k); about 300 s.
+//    816 trials in all, over only 34 distinct kernels (a tile compiles once per kernel kind,
+//    not per bucket): 1.2 s of NVRTC on the GPU machine's 16 cores, about 45 s on 2, and none
+//    once the CUBINs are in the database.
+//  - Timing by the tuner's protocol: warm-up 10 ms, 60 ms over 3 rounds, at least one warm-up
+//    run and 3 runs per round, plus the gate's run: about 80 ms per candidate while a run
+//    takes under 7 ms, 11 runs beyond. The representative shape runs 12 heads, so one run is
+//    4 N^2 D 12 density flops at about 300 TFLOP/s: up to 0.33 s (n119k, dense, D=128).
 //  - Per problem on the host: inputs (a tiled random pool, up to 1.1 GB at n119k), the random
-//    mask and the float64 reference of 3 sampled query blocks on 3 threads: up to about 3 s at
-//    n119k, under 0.5 s at n33k; about 200 s over the grid.
-// About 550 s, well inside 15 minutes; the n119k bucket is half of it, so a quick first pass
-// can leave it out (--budget, or select with --density / --head-dim).
+//    mask, and the float64 reference of 3 sampled query blocks on 3 threads (up to 3.6 s).
+// Measured on the H100 (2026-11-22): 74 of the 192 problems (densities 1, 0.3, 0.05) took
+// 325 s; a per-kind fit linear in the density puts the whole grid at about 740 s (12.3 min),
+// n119k 60% of it, n76k 27%. That is why the grid stops at the models' lengths with one batch
+// x heads bucket, and why the gate samples 3 query blocks instead of computing whole heads.
 std::vector<AttentionProblemKey> default_attention_tuning_grid() {
   std::vector<AttentionProblemKey> grid;
   const int wide_batch_heads = static_cast<int>(kAttentionBatchHeadsBuckets.size()) - 1;
