@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <csignal>
 #include <cstdio>
 #include <ctime>
@@ -287,7 +288,9 @@ int run_tune(const GlobalOptions& global, const TuneCommandOptions& options) {
     const double problem_s = progress.elapsed_s() - started_s;
     if (budget) budget->observe(problem_s, cost, report.measured, report.candidates);
     remaining_cost -= cost;
-    const std::string best = report.best ? report.best->config_json : "(none correct)";
+    const std::string best = report.best      ? report.best->config_json
+                             : report.stopped ? "(stopped)"
+                                              : "(none correct)";
     const std::string best_ms = report.best ? format_fixed(report.best->median_ms, 4) : "-";
     const std::string default_ms = report.default_ms ? format_fixed(*report.default_ms, 4) : "-";
     const std::string speedup = report.best && report.default_ms

@@ -178,10 +178,12 @@ std::array<double, 3> AttentionProblemKey::bucket_distance(const AttentionProble
 //    4 N^2 D 12 density flops at about 300 TFLOP/s: up to 0.33 s (n119k, dense, D=128).
 //  - Per problem on the host: inputs (a tiled random pool, up to 1.1 GB at n119k), the random
 //    mask, and the float64 reference of 3 sampled query blocks on 3 threads (up to 3.6 s).
-// Measured on the H100 (2026-11-22): 74 of the 192 problems (densities 1, 0.3, 0.05) took
-// 325 s; a per-kind fit linear in the density puts the whole grid at about 740 s (12.3 min),
-// n119k 60% of it, n76k 27%. That is why the grid stops at the models' lengths with one batch
-// x heads bucket, and why the gate samples 3 query blocks instead of computing whole heads.
+// Measured on the H100 (2026-11-22): 74 of the 192 problems (densities 1, 0.3, 0.05); with
+// fine bits drawn 64 at a time a fine problem costs what its plain twin does (26 s for the
+// densest n119k one). A per-kind fit linear in the density puts the whole grid at about 590 s
+// (under 10 min; the fit overestimated the measured density-0.3 problems by 10-20%), n119k
+// 58% of it, n76k 28%. That is why the grid stops at the models' lengths with one batch x
+// heads bucket, and why the gate samples 3 query blocks instead of computing whole heads.
 std::vector<AttentionProblemKey> default_attention_tuning_grid() {
   std::vector<AttentionProblemKey> grid;
   const int wide_batch_heads = static_cast<int>(kAttentionBatchHeadsBuckets.size()) - 1;
