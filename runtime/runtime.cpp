@@ -24,6 +24,8 @@ Runtime::Runtime(RuntimeOptions options)
     cubin_store_ = std::make_unique<DatabaseCubinStore>(*database_);
   }
   kernels_ = std::make_unique<jit::KernelProvider>(cubin_store_.get());
+  attention_lookup_ = std::make_unique<AttentionConfigLookup>(
+      database_ ? &*database_ : nullptr, gpu_id_, to_gpu_record(device_), device_.max_shared_bytes_per_block);
 }
 
 Runtime::~Runtime() = default;
@@ -76,16 +78,16 @@ jit::Kernel Runtime::cached_kernel(std::map<std::string, jit::Kernel>& cache, co
   return kernel;
 }
 
-templates::AttentionConfig Runtime::attention_config(const AttentionProblem& problem) const {
-  return templates::default_attention_config(problem.dtype, problem.head_dim, problem.block_q,
-                                             problem.block_kv, problem.fine_n,
-                                             device_.max_shared_bytes_per_block);
+const AttentionChoice& Runtime::attention_config(const AttentionProblem& problem,
+                                                 const templates::AttentionCallShape& shape) {
+  return attention_lookup_->find(problem, shape);
 }
 
 void Runtime::sparse_attention(const SparseAttentionParams& params, const AttentionProblem& problem,
                                CUstream stream, bool check_mask) {
   using templates::SparseAttentionFamily;
-  templates::AttentionConfig config = attention_config(problem);
+  templates::AttentionConfig config =
+      attention_config(problem, templates::attention_call_shape(params, problem.block_kv)).config;
   config.bitmask = params.kv_block_bits != nullptr;  // the form the call gives
   SparseAttentionFamily::validate(config, params, device_.max_shared_bytes_per_block);
   if (check_mask) {

@@ -17,6 +17,7 @@
 #include "jit/device.h"
 #include "jit/kernel_provider.h"
 #include "jit/target.h"
+#include "runtime/attention_lookup.h"
 #include "runtime/database_cubin_store.h"
 #include "templates/permute/permute_family.h"
 #include "templates/sparse_attention/attention_family.h"
@@ -38,15 +39,6 @@ std::string_view to_string(ConfigSource source);
 struct PermuteChoice {
   templates::PermuteConfig config;
   ConfigSource source;
-};
-
-// What fixes a sparse attention kernel besides its tile: the data and the mask's geometry.
-struct AttentionProblem {
-  templates::HalfDtype dtype = templates::HalfDtype::bf16;
-  int head_dim = 128;
-  int block_q = 128;   // queries per sparse block of the mask
-  int block_kv = 128;  // keys per sparse block of the mask
-  int fine_n = 0;      // keys per fine sub-tile (8, 16, 32), 0 without fine bits
 };
 
 class Runtime {
@@ -76,11 +68,14 @@ class Runtime {
   void permute_tokens(const PermuteParams& params, int head_dim,
                       templates::PermuteDirection direction, CUstream stream);
 
-  // The configuration sparse_attention uses for `problem` (the built-in default until the
-  // family is tuned).
-  templates::AttentionConfig attention_config(const AttentionProblem& problem) const;
+  // The configuration sparse_attention uses for `problem` called with `shape`
+  // (templates::attention_call_shape of the params), and the lookup level it came from (see
+  // attention_lookup.h). Looked up in the database once per problem key, then from memory.
+  const AttentionChoice& attention_config(const AttentionProblem& problem,
+                                          const templates::AttentionCallShape& shape);
 
-  // Sparse attention (attention_params.h) on this runtime's device; asynchronous on `stream`.
+  // Sparse attention (attention_params.h) on this runtime's device with the configuration of
+  // attention_config; asynchronous on `stream`.
   // Validates the shapes, pointers and alignment (std::invalid_argument). With `check_mask`
   // it also copies the mask (either form) to the host and validates every entry first (synchronous, for
   // debugging: an index out of range would otherwise read out of bounds).
@@ -95,6 +90,7 @@ class Runtime {
   std::int64_t gpu_id_ = 0;
   std::unique_ptr<DatabaseCubinStore> cubin_store_;
   std::unique_ptr<jit::KernelProvider> kernels_;
+  std::unique_ptr<AttentionConfigLookup> attention_lookup_;
   std::mutex cache_mutex_;  // guards the two maps below
   std::map<std::string, std::optional<std::string>> tuned_configs_;  // problem key -> best JSON
   std::map<std::string, jit::Kernel> permute_kernels_;  // name expression -> loaded kernel

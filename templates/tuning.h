@@ -5,6 +5,7 @@
 #include <cuda.h>
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -29,6 +30,13 @@ class TuningProblem {
   // The candidates that fit this problem on `target`; the built-in default among them.
   virtual std::vector<TuningCandidate> candidates(const jit::Target& target) const = 0;
   virtual std::string default_config_json() const = 0;
+  // What `sparsejit tune --head-dim` and `--density` select by; none where the problem has no
+  // such parameter (such problems are left out when the option is given).
+  virtual std::optional<int> head_dim() const { return std::nullopt; }
+  virtual std::optional<double> density() const { return std::nullopt; }
+  // The time this problem takes to tune relative to its family's others (any unit), for the
+  // ETA of a run of many problems and for sharing out a time budget.
+  virtual double relative_cost() const { return 1.0; }
   // Allocates and fills the inputs (gate and timing) in the current context. Called once.
   virtual void prepare() = 0;
   // Runs `candidate` on the gate inputs with a poisoned output and returns the relative

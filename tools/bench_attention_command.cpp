@@ -135,11 +135,19 @@ int run_bench_attention(const GlobalOptions& global, const AttentionBenchOptions
   stream.synchronize();
   // A tile given on the command line runs that specialization directly; otherwise the
   // runtime's choice, through its public entry point.
-  templates::AttentionConfig config = runtime.attention_config(problem);
+  const runtime::AttentionChoice& choice =
+      runtime.attention_config(problem, templates::attention_call_shape(params, o.block));
+  templates::AttentionConfig config = choice.config;
   config.bitmask = bitmask_form;
   std::function<void()> launch = [&] { runtime.sparse_attention(params, problem, stream.handle()); };
   std::optional<jit::Kernel> kernel;
-  if (o.block_m != 0 || o.block_n != 0 || o.warps != 0) {
+  const bool tile_given = o.block_m != 0 || o.block_n != 0 || o.warps != 0;
+  // Where the configuration came from: "exact (tuned for KEY)", "built-in default", ...
+  std::string origin = tile_given ? "command line" : std::string(runtime::to_string(choice.level));
+  if (!tile_given && !choice.source_key.empty())
+    origin += " (tuned for " + choice.source_key +
+              (choice.level == runtime::LookupLevel::same_compute_capability ? " on " + choice.source_gpu : "") + ")";
+  if (tile_given) {
     if (o.block_m != 0) config.block_m = o.block_m;
     if (o.block_n != 0) config.block_n = o.block_n;
     if (o.warps != 0) config.warps = o.warps;
@@ -169,7 +177,12 @@ int run_bench_attention(const GlobalOptions& global, const AttentionBenchOptions
                                  {"p20_ms", timing.p20_ms},
                                  {"p80_ms", timing.p80_ms},
                                  {"effective_tflops", tflops},
-                                 {"config", config.label()}};
+                                 {"config", config.label()},
+                                 {"problem_key", choice.problem_key},
+                                 {"config_level", tile_given ? "command line" : runtime::to_string(choice.level)},
+                                 {"config_tuned_for", tile_given || choice.source_key.empty()
+                                                          ? nlohmann::json()
+                                                          : nlohmann::json(choice.source_key)}};
   if (o.json) {
     std::cout << report.dump() << "\n";
     return kExitOk;
@@ -179,6 +192,7 @@ int run_bench_attention(const GlobalOptions& global, const AttentionBenchOptions
             << format_fixed(100 * kept, 1) << "%" << (o.fine_n > 0 ? ", fine " + std::to_string(o.fine_n) : "")
             << (bitmask_form ? ", bitmask" : "")
             << "\n"
+            << "config from: " << origin << "\n"
             << config.label() << ": median " << format_fixed(timing.median_ms, 3) << " ms (p20 "
             << format_fixed(timing.p20_ms, 3) << ", p80 " << format_fixed(timing.p80_ms, 3) << "), "
             << format_fixed(tflops, 0) << " effective TFLOP/s\n";

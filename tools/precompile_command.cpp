@@ -2,11 +2,9 @@
 // database. Needs no GPU; a second run finds everything stored and compiles nothing.
 #include <unistd.h>
 
-#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <iostream>
-#include <mutex>
 #include <thread>
 
 #include "jit/device.h"
@@ -16,6 +14,7 @@
 #include "runtime/database_cubin_store.h"
 #include "templates/registry.h"
 #include "tools/cli_common.h"
+#include "tuner/compile_pool.h"
 
 namespace sparsejit::tools {
 namespace {
@@ -42,11 +41,11 @@ std::vector<jit::Target> targets_to_build(const PrecompileOptions& options) {
 }
 
 // One line that rewrites itself on a terminal, and a line per tenth of the work otherwise.
+// Called one step at a time (compile_in_parallel serializes its progress calls).
 class Progress {
  public:
   explicit Progress(std::size_t total) : total_(total), terminal_(::isatty(STDERR_FILENO) == 1) {}
   void step(const std::string& label, bool compiled) {
-    std::lock_guard lock(mutex_);
     ++done_;
     const bool tenth = done_ * 10 / total_ != (done_ - 1) * 10 / total_;
     if (terminal_) {
@@ -63,7 +62,6 @@ class Progress {
   std::size_t total_;
   bool terminal_;
   std::size_t done_ = 0;
-  std::mutex mutex_;
 };
 
 }  // namespace
@@ -87,27 +85,14 @@ void precompile(const GlobalOptions& global, const std::vector<jit::KernelSpec>&
   runtime::DatabaseCubinStore store(database);
   jit::KernelProvider provider(&store);
   Progress progress(work.size());
-  std::atomic<std::size_t> next{0};
-  std::atomic<std::size_t> compiled{0};
-  std::mutex failure_mutex;
-  std::string failure;
-  const auto worker = [&] {
-    for (std::size_t i = next++; i < work.size(); i = next++) {
-      try {
-        const bool fresh = provider.binary(work[i]).source == jit::BinarySource::nvrtc;
-        compiled += fresh;
-        progress.step(work[i].label + " " + work[i].request.target.name(), fresh);
-      } catch (const std::exception& error) {
-        std::lock_guard lock(failure_mutex);
-        if (failure.empty()) failure = work[i].label + ": " + error.what();
-        next = work.size();  // stop the other workers
-      }
-    }
-  };
-  std::vector<std::jthread> workers;
-  for (unsigned j = 0; j < std::max(1u, jobs); ++j) workers.emplace_back(worker);
-  workers.clear();  // joins
-  if (!failure.empty()) throw std::runtime_error("precompile stopped: " + failure);
+  const tuner::CompileSummary summary =
+      tuner::compile_in_parallel(provider, work, jobs, [&](const jit::KernelSpec& spec, bool compiled) {
+        progress.step(spec.label + " " + spec.request.target.name(), compiled);
+      });
+  if (!summary.failures.empty())
+    throw std::runtime_error("precompile: " + std::to_string(summary.failures.size()) +
+                             " specialization(s) did not compile; the first: " + summary.failures.front());
+  const std::size_t compiled = summary.compiled;
 
   std::string target_names;
   for (const jit::Target& target : targets)

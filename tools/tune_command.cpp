@@ -3,10 +3,16 @@
 // candidates for the common targets instead, so a later run on a GPU starts warm.
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <chrono>
-#include <set>
+#include <cmath>
+#include <csignal>
 #include <cstdio>
+#include <ctime>
 #include <iostream>
+#include <numeric>
+#include <set>
 #include <thread>
 
 #include "jit/device.h"
@@ -16,6 +22,7 @@
 #include "runtime/gpu_record.h"
 #include "templates/registry.h"
 #include "tools/cli_common.h"
+#include "tuner/compile_pool.h"
 #include "tuner/tuner.h"
 
 namespace sparsejit::tools {
@@ -28,70 +35,184 @@ constexpr const char* kPrecompileTargetsWithoutGpu[] = {"sm_80", "sm_86", "sm_89
 struct TuneCommandOptions {
   int device = 0;
   std::vector<std::string> families;
+  std::vector<int> head_dims;
+  std::vector<double> densities;
   double measure_ms = tuner::TuneOptions{}.measure_ms;
+  double budget_s = 0;  // 0: no budget, every candidate of every problem
+  unsigned jobs = std::max(1u, std::thread::hardware_concurrency());
   bool json = false;
 };
 
-// "[3/6] permute_tokens|d128|gather  gated 12/27  ETA 0:41" on a terminal; nothing otherwise
-// (the per-problem lines below say enough in a log).
+// Ctrl-C (SIGINT) or SIGTERM: the first sets stop_requested and the tuner stops between two
+// trials. The same signal again more than a second later ends the process at once (the
+// default action); every trial already stored stays, each being its own transaction. Within
+// the second it is taken for one request delivered twice (`timeout` and `kill -- -PGID`
+// signal the process and its group).
+std::atomic<bool> stop_requested{false};
+std::atomic<int> stop_signal{0};
+std::atomic<long long> first_stop_ns{0};
+static_assert(std::atomic<long long>::is_always_lock_free, "used in a signal handler");
+extern "C" void on_stop_signal(int signal) {
+  timespec now{};
+  clock_gettime(CLOCK_MONOTONIC, &now);  // async-signal-safe
+  const long long ns = now.tv_sec * 1'000'000'000LL + now.tv_nsec;
+  if (!stop_requested.exchange(true)) {
+    stop_signal.store(signal);
+    first_stop_ns.store(ns);
+  } else if (ns - first_stop_ns.load() > 1'000'000'000LL) {
+    std::signal(signal, SIG_DFL);
+    std::raise(signal);
+  }
+}
+
+// Installs on_stop_signal for SIGINT and SIGTERM while alive; restores the previous handlers.
+class StopSignals {
+ public:
+  StopSignals() {
+    stop_requested.store(false);
+    stop_signal.store(0);
+    struct sigaction action {};
+    action.sa_handler = on_stop_signal;
+    sigemptyset(&action.sa_mask);
+    sigaction(SIGINT, &action, &previous_interrupt_);
+    sigaction(SIGTERM, &action, &previous_terminate_);
+  }
+  ~StopSignals() {
+    sigaction(SIGINT, &previous_interrupt_, nullptr);
+    sigaction(SIGTERM, &previous_terminate_, nullptr);
+  }
+  StopSignals(const StopSignals&) = delete;
+  StopSignals& operator=(const StopSignals&) = delete;
+
+ private:
+  struct sigaction previous_interrupt_ {}, previous_terminate_ {};
+};
+
+// The problems of the selected families that --head-dim and --density select.
+std::vector<std::unique_ptr<templates::TuningProblem>> selected_problems(const TuneCommandOptions& options) {
+  std::vector<std::unique_ptr<templates::TuningProblem>> problems;
+  for (const templates::KernelFamily* family : selected_families(options.families))
+    for (auto& problem : family->tuning_problems()) {
+      const std::optional<int> head_dim = problem->head_dim();
+      const std::optional<double> density = problem->density();
+      const auto listed = [](const auto& values, auto value) {
+        return std::any_of(values.begin(), values.end(), [&](auto v) { return std::abs(v - value) < 1e-9; });
+      };
+      if (!options.head_dims.empty() && !(head_dim && listed(options.head_dims, *head_dim))) continue;
+      if (!options.densities.empty() && !(density && listed(options.densities, *density))) continue;
+      problems.push_back(std::move(problem));
+    }
+  if (problems.empty())
+    throw std::runtime_error("no tuning problem matches the selection (--family, --head-dim, --density)");
+  return problems;
+}
+
+std::string clock_text(double seconds) {
+  const int total = static_cast<int>(std::max(0.0, seconds) + 0.5);
+  char text[32];
+  std::snprintf(text, sizeof text, "%d:%02d", total / 60, total % 60);
+  return text;
+}
+
+// Progress of a run over many problems, weighted by each problem's relative_cost, with an
+// ETA: on a terminal a bar that rewrites itself ("[=====>    ] 41% 79/192 KEY gated 3/5
+// ETA 5:12"), above it a line per finished problem; otherwise only the line per problem.
 class TuneProgress {
  public:
-  TuneProgress(std::size_t problems) : problems_(problems), terminal_(::isatty(STDERR_FILENO) == 1) {}
-  void start_problem(const std::string& key) {
-    ++problem_;
+  explicit TuneProgress(double total_cost) : total_cost_(total_cost), terminal_(::isatty(STDERR_FILENO) == 1) {}
+  void start_problem(const std::string& key, double cost) {
     key_ = key;
+    cost_ = cost;
   }
   void update(std::string_view what, int done, int total) {
     if (!terminal_) return;
-    const double elapsed = seconds_since(start_);
-    const double fraction =
-        (static_cast<double>(problem_ - 1) + static_cast<double>(done) / total) / problems_;
-    const int eta = fraction > 0 ? static_cast<int>(elapsed / fraction - elapsed) : 0;
-    std::fprintf(stderr, "\r\033[K[%zu/%zu] %s  %.*s %d/%d  ETA %d:%02d", problem_, problems_,
-                 key_.c_str(), static_cast<int>(what.size()), what.data(), done, total, eta / 60,
-                 eta % 60);
+    const double fraction = (done_cost_ + cost_ * done / std::max(1, total)) / total_cost_;
+    constexpr int kWidth = 24;
+    const int filled = std::clamp(static_cast<int>(fraction * kWidth), 0, kWidth);
+    std::fprintf(stderr, "\r\033[K[%s%s] %3d%% %zu done  %s  %.*s %d/%d  ETA %s",
+                 std::string(static_cast<std::size_t>(filled), '=').c_str(),
+                 std::string(static_cast<std::size_t>(kWidth - filled), ' ').c_str(),
+                 static_cast<int>(100 * fraction), problems_done_, key_.c_str(),
+                 static_cast<int>(what.size()), what.data(), done, total, clock_text(eta(fraction)).c_str());
   }
-  void end_problem() {
-    if (terminal_) std::fputs("\r\033[K", stderr);
+  // `line` says how the problem went; the ETA goes after it.
+  void end_problem(const std::string& line) {
+    done_cost_ += cost_;
+    ++problems_done_;
+    std::fprintf(stderr, "%s%s  ETA %s\n", terminal_ ? "\r\033[K" : "", line.c_str(),
+                 clock_text(eta(done_cost_ / total_cost_)).c_str());
+  }
+  double elapsed_s() const {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
   }
 
  private:
-  static double seconds_since(std::chrono::steady_clock::time_point start) {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  double eta(double fraction) const {
+    return fraction > 0 ? elapsed_s() / fraction * (1 - fraction) : 0.0;
   }
-  std::size_t problems_;
-  std::size_t problem_ = 0;
+  double total_cost_;
   bool terminal_;
   std::string key_;
+  double cost_ = 0;
+  double done_cost_ = 0;
+  std::size_t problems_done_ = 0;
   std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
 };
 
-int run_tune(const GlobalOptions& global, const TuneCommandOptions& options) {
-  const std::vector<const templates::KernelFamily*> families = selected_families(options.families);
-  std::vector<std::unique_ptr<templates::TuningProblem>> problems;
-  for (const templates::KernelFamily* family : families)
-    for (auto& problem : family->tuning_problems()) problems.push_back(std::move(problem));
-  std::string why;
-  if (!jit::driver_available(&why)) {
-    std::fprintf(stderr, "sparsejit: %s: tuning needs a GPU; pre-compiling the candidates for ",
-                 why.c_str());
-    std::vector<jit::Target> targets;
-    for (const char* arch : kPrecompileTargetsWithoutGpu) {
-      targets.push_back(jit::Target::parse(arch));
-      std::fprintf(stderr, "%s%s", targets.size() > 1 ? ", " : "", arch);
-    }
-    std::fprintf(stderr, " instead\n");
-    // The candidates of the tuning problems, the binaries a later tune on a GPU will load.
-    std::set<std::string> seen;
-    std::vector<jit::KernelSpec> work;
-    for (const jit::Target& target : targets)
-      for (const auto& problem : problems)
-        for (templates::TuningCandidate& candidate : problem->candidates(target))
-          if (seen.insert(candidate.specialization.request.cache_key()).second)
-            work.push_back(std::move(candidate.specialization));
-    precompile(global, work, targets, std::max(1u, std::thread::hardware_concurrency()));
-    return kExitOk;
+// How a --budget is shared out: each problem gets the remaining time in proportion to its
+// relative_cost, and as many candidates as fit at the seconds per unit of cost seen so far
+// (at least one: the built-in default is measured first).
+class BudgetPlanner {
+ public:
+  explicit BudgetPlanner(double budget_s) : budget_s_(budget_s) {}
+  bool spent(double elapsed_s) const { return elapsed_s >= budget_s_; }
+  int max_candidates(double elapsed_s, double cost, double remaining_cost, int candidates) const {
+    const double allowance_s = (budget_s_ - elapsed_s) * cost / std::max(cost, remaining_cost);
+    const double per_candidate_s = seconds_per_cost_ * cost / std::max(1, candidates);
+    return std::clamp(static_cast<int>(allowance_s / per_candidate_s), 1, std::max(1, candidates));
   }
+  // After a problem: `measured` of its `candidates` took `seconds`.
+  void observe(double seconds, double cost, int measured, int candidates) {
+    if (measured == 0) return;
+    seen_s_ += seconds;
+    seen_cost_ += cost * measured / std::max(1, candidates);
+    seconds_per_cost_ = seen_s_ / seen_cost_;
+  }
+
+ private:
+  double budget_s_;
+  double seen_s_ = 0, seen_cost_ = 0;
+  double seconds_per_cost_ = 1.0;  // relative_cost is about seconds on an H100 for attention
+};
+
+int precompile_without_gpu(const GlobalOptions& global, const TuneCommandOptions& options,
+                           const std::vector<std::unique_ptr<templates::TuningProblem>>& problems,
+                           const std::string& why) {
+  std::fprintf(stderr, "sparsejit: %s: tuning needs a GPU; pre-compiling the candidates for ", why.c_str());
+  std::vector<jit::Target> targets;
+  for (const char* arch : kPrecompileTargetsWithoutGpu) {
+    targets.push_back(jit::Target::parse(arch));
+    std::fprintf(stderr, "%s%s", targets.size() > 1 ? ", " : "", arch);
+  }
+  std::fprintf(stderr, " instead\n");
+  // The candidates of the tuning problems, the binaries a later tune on a GPU will load.
+  std::set<std::string> seen;
+  std::vector<jit::KernelSpec> work;
+  for (const jit::Target& target : targets)
+    for (const auto& problem : problems)
+      for (templates::TuningCandidate& candidate : problem->candidates(target))
+        if (seen.insert(candidate.specialization.request.cache_key()).second)
+          work.push_back(std::move(candidate.specialization));
+  precompile(global, work, targets, options.jobs);
+  return kExitOk;
+}
+
+int run_tune(const GlobalOptions& global, const TuneCommandOptions& options) {
+  // Each problem is destroyed once tuned: its inputs (over a GiB for the longest sequences)
+  // must not pile up over the grid.
+  std::vector<std::unique_ptr<templates::TuningProblem>> problems = selected_problems(options);
+  std::string why;
+  if (!jit::driver_available(&why)) return precompile_without_gpu(global, options, problems, why);
 
   const jit::DeviceInfo device = jit::query_device(options.device);
   jit::DeviceContext context(options.device);
@@ -99,26 +220,77 @@ int run_tune(const GlobalOptions& global, const TuneCommandOptions& options) {
   const std::int64_t gpu_id = database.upsert_gpu(runtime::to_gpu_record(device));
   runtime::DatabaseCubinStore store(database);
   jit::KernelProvider kernels(&store);
-  const tuner::TuneEnvironment environment{
-      context, jit::Target::for_compute_capability(device.cc_major, device.cc_minor), kernels,
-      database, gpu_id, device.sm_clock_khz};
-  tuner::TuneOptions tune_options;
-  tune_options.measure_ms = options.measure_ms;
+  const jit::Target target = jit::Target::for_compute_capability(device.cc_major, device.cc_minor);
+  const tuner::TuneEnvironment environment{context, target, kernels, database, gpu_id, device.sm_clock_khz};
 
   std::cerr << "tuning " << problems.size() << " problem(s) on GPU " << options.device << " ("
             << device.name << ") into " << database.path().string() << "\n";
 
-  TuneProgress progress(problems.size());
+  // Compile every candidate first, on all cores: NVRTC takes about a second per attention
+  // kernel, and the tiles of a kernel kind repeat over every bucket of it.
+  std::set<std::string> seen;
+  std::vector<jit::KernelSpec> specs;
+  std::vector<int> candidate_counts;
+  for (const auto& problem : problems) {
+    std::vector<templates::TuningCandidate> candidates = problem->candidates(target);
+    candidate_counts.push_back(static_cast<int>(candidates.size()));
+    for (templates::TuningCandidate& candidate : candidates)
+      if (seen.insert(candidate.specialization.request.cache_key()).second)
+        specs.push_back(std::move(candidate.specialization));
+  }
+  {
+    const auto start = std::chrono::steady_clock::now();
+    std::size_t done = 0;
+    const tuner::CompileSummary compiled =
+        tuner::compile_in_parallel(kernels, specs, options.jobs, [&](const jit::KernelSpec&, bool) {
+          if (::isatty(STDERR_FILENO) == 1) std::fprintf(stderr, "\r\033[Kcompiling %zu/%zu", ++done, specs.size());
+        });
+    std::fprintf(stderr, "%s%zu kernels: %zu compiled, %zu already stored, %zu failed (%.1f s)\n",
+                 ::isatty(STDERR_FILENO) == 1 ? "\r\033[K" : "", specs.size(), compiled.compiled,
+                 compiled.stored, compiled.failures.size(),
+                 std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  }
+
+  std::vector<double> costs;
+  for (const auto& problem : problems) costs.push_back(problem->relative_cost());
+  const double total_cost = std::accumulate(costs.begin(), costs.end(), 0.0);
+  TuneProgress progress(total_cost);
+  std::optional<BudgetPlanner> budget;
+  if (options.budget_s > 0) budget.emplace(options.budget_s);
+  tuner::TuneOptions tune_options;
+  tune_options.measure_ms = options.measure_ms;
+  tune_options.stop = &stop_requested;
+  const StopSignals stop_signals;
+
   nlohmann::json reports = nlohmann::json::array();
-  Table table({"problem", "timed shape", "candidates", "new", "stored", "rejected", "best config",
+  Table table({"problem", "timed shape", "candidates", "new", "stored", "rejected", "untried", "best config",
                "best ms", "default ms", "speedup"});
-  for (auto& problem : problems) {
-    progress.start_problem(problem->key());
+  double remaining_cost = total_cost;
+  std::size_t finished = 0;
+  std::string stopped_by;
+  for (std::size_t p = 0; p < problems.size(); ++p) {
+    templates::TuningProblem& problem = *problems[p];
+    const double cost = costs[p];
+    if (budget && budget->spent(progress.elapsed_s())) {
+      stopped_by = "the budget of " + format_fixed(options.budget_s, 0) + " s is spent";
+      break;
+    }
+    tune_options.max_candidates = std::nullopt;
+    if (budget)
+      tune_options.max_candidates =
+          budget->max_candidates(progress.elapsed_s(), cost, remaining_cost, candidate_counts[p]);
+    progress.start_problem(problem.key(), cost);
+    const double started_s = progress.elapsed_s();
     const tuner::ProblemReport report = tuner::tune_problem(
-        *problem, environment, tune_options,
+        problem, environment, tune_options,
         [&](std::string_view what, int done, int total) { progress.update(what, done, total); });
-    progress.end_problem();
-    const std::string best = report.best ? report.best->config_json : "(none correct)";
+    problems[p].reset();
+    const double problem_s = progress.elapsed_s() - started_s;
+    if (budget) budget->observe(problem_s, cost, report.measured, report.candidates);
+    remaining_cost -= cost;
+    const std::string best = report.best      ? report.best->config_json
+                             : report.stopped ? "(stopped)"
+                                              : "(none correct)";
     const std::string best_ms = report.best ? format_fixed(report.best->median_ms, 4) : "-";
     const std::string default_ms = report.default_ms ? format_fixed(*report.default_ms, 4) : "-";
     const std::string speedup = report.best && report.default_ms
@@ -126,7 +298,8 @@ int run_tune(const GlobalOptions& global, const TuneCommandOptions& options) {
                                     : "-";
     table.add({report.key, report.description, std::to_string(report.candidates),
                std::to_string(report.measured), std::to_string(report.resumed),
-               std::to_string(report.incorrect + report.failed), best, best_ms, default_ms, speedup});
+               std::to_string(report.incorrect + report.failed), std::to_string(report.untried), best,
+               best_ms, default_ms, speedup});
     reports.push_back({{"problem", report.key},
                        {"description", report.description},
                        {"candidates", report.candidates},
@@ -134,15 +307,28 @@ int run_tune(const GlobalOptions& global, const TuneCommandOptions& options) {
                        {"resumed", report.resumed},
                        {"incorrect", report.incorrect},
                        {"failed", report.failed},
+                       {"untried", report.untried},
                        {"best_config", report.best ? nlohmann::json::parse(best) : nlohmann::json()},
                        {"best_ms", report.best ? nlohmann::json(report.best->median_ms) : nlohmann::json()},
                        {"default_ms", report.default_ms ? nlohmann::json(*report.default_ms) : nlohmann::json()}});
-    if (!options.json)
-      std::cerr << report.key << ": " << report.measured << " timed, " << report.resumed
-                << " already stored, best " << best << " " << best_ms << " ms\n";
+    progress.end_problem("[" + std::to_string(p + 1) + "/" + std::to_string(problems.size()) + "] " +
+                         report.key + ": " + std::to_string(report.measured) + " timed, " +
+                         std::to_string(report.resumed) + " stored, " + std::to_string(report.untried) +
+                         " untried, best " + best + " " + best_ms + " ms, " + speedup + " over the default (" +
+                         format_fixed(problem_s, 1) + " s)");
+    if (report.stopped) {
+      stopped_by = std::string("stopped by ") + (stop_signal.load() == SIGTERM ? "SIGTERM" : "SIGINT");
+      break;
+    }
+    ++finished;
   }
   if (options.json) std::cout << reports.dump(2) << "\n";
   else std::cout << table.render();
+  if (!stopped_by.empty()) {
+    std::cerr << "sparsejit: " << stopped_by << " after " << finished << " of " << problems.size()
+              << " problems; every trial so far is stored: run the same command again to resume\n";
+    return stop_signal.load() != 0 ? 128 + stop_signal.load() : kExitOk;  // as shells report it
+  }
   return kExitOk;
 }
 
@@ -153,13 +339,23 @@ void add_tune_command(CLI::App& app, GlobalOptions& global) {
   CLI::App* command = app.add_subcommand(
       "tune",
       "Measure every candidate of every registered kernel family on this GPU and keep the\n"
-      "best per problem in the database. Every trial is stored; an interrupted run resumes.\n"
-      "Without a GPU: says so and pre-compiles the candidates for sm_80/86/89/90 instead.");
+      "best per problem in the database. Every trial is stored; Ctrl-C (or SIGTERM) stops\n"
+      "between two trials (exit 130 or 143) and a second run resumes. Without a GPU: says\n"
+      "so and pre-compiles the candidates for sm_80/86/89/90 instead.");
   command->add_option("--device", options->device, "GPU ordinal")->check(CLI::NonNegativeNumber);
   command->add_option("--family", options->families, "only these kernel families");
+  command->add_option("--head-dim", options->head_dims, "only problems of these head dims");
+  command->add_option("--density", options->densities,
+                      "only problems of these densities (sparse_attention: 1, 0.5, 0.3, 0.2, 0.1, 0.05)");
   command->add_option("--measure-ms", options->measure_ms,
                       "timing budget per candidate in ms (split over 3 interleaved rounds)")
       ->check(CLI::Range(1.0, 10000.0));
+  command->add_option("--budget", options->budget_s,
+                      "stop after about this many seconds; shared out over the problems by their cost, each\n"
+                      "measuring the most promising candidates that fit (exhaustive where all fit). A later\n"
+                      "run resumes with the candidates left out")
+      ->check(CLI::PositiveNumber);
+  command->add_option("-j,--jobs", options->jobs, "parallel NVRTC compiles")->check(CLI::Range(1u, 256u));
   command->add_flag("--json", options->json, "print the per-problem results as JSON");
   command->callback([&global, options] { global.exit_code = run_tune(global, *options); });
 }

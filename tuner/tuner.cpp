@@ -1,6 +1,10 @@
 #include "tuner/tuner.h"
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
+#include <map>
+#include <random>
 #include <set>
 
 #include "jit/device_memory.h"
@@ -33,6 +37,30 @@ db::TrialRecord trial_of(const templates::TuningProblem& problem, const TuneEnvi
 // After a CUDA error: is the context still usable, or did a fault poison it for good?
 bool context_usable() { return jit::driver().cuCtxSynchronize() == CUDA_SUCCESS; }
 
+// The candidates in the order a pruned search tries them (TuneOptions::max_candidates): the
+// built-in default, then the configs that are the best of most of the family's problems on
+// this GPU, then the others in a random order that the problem key fixes.
+std::vector<templates::TuningCandidate> in_order_of_promise(std::vector<templates::TuningCandidate> candidates,
+                                                            const templates::TuningProblem& problem,
+                                                            const TuneEnvironment& environment) {
+  std::map<std::string, int> wins;
+  for (const db::BestConfig& best : environment.database.list_best_configs())
+    if (best.gpu_id == environment.gpu_id && best.family == problem.family()) ++wins[best.config_json];
+  const std::string key = problem.key();
+  std::seed_seq seed(key.begin(), key.end());
+  std::mt19937 generator(seed);
+  std::shuffle(candidates.begin(), candidates.end(), generator);
+  const std::string default_json = problem.default_config_json();
+  const auto rank = [&](const templates::TuningCandidate& candidate) {
+    if (candidate.config_json == default_json) return std::numeric_limits<int>::min();
+    const auto found = wins.find(candidate.config_json);
+    return found == wins.end() ? 0 : -found->second;
+  };
+  std::stable_sort(candidates.begin(), candidates.end(),
+                   [&](const auto& a, const auto& b) { return rank(a) < rank(b); });
+  return candidates;
+}
+
 }  // namespace
 
 ProblemReport tune_problem(templates::TuningProblem& problem, const TuneEnvironment& environment,
@@ -40,17 +68,22 @@ ProblemReport tune_problem(templates::TuningProblem& problem, const TuneEnvironm
   ProblemReport report;
   report.key = problem.key();
   report.description = problem.description();
-  const std::vector<templates::TuningCandidate> candidates = problem.candidates(environment.target);
+  std::vector<templates::TuningCandidate> candidates = problem.candidates(environment.target);
+  if (options.max_candidates) candidates = in_order_of_promise(std::move(candidates), problem, environment);
   report.candidates = static_cast<int>(candidates.size());
+  const auto stopping = [&] { return options.stop != nullptr && options.stop->load(); };
 
   std::set<std::string> done;
   for (const db::StoredTrial& stored :
        environment.database.list_trials(environment.gpu_id, problem.family(), problem.key()))
     done.insert(stored.trial.config_json);
+  int with_trial = 0;  // candidates stored or about to be
+  for (const templates::TuningCandidate& candidate : candidates) with_trial += done.count(candidate.config_json) != 0;
+  const int allowed = options.max_candidates.value_or(report.candidates);
 
   environment.context.make_current();
   jit::Stream stream;
-  problem.prepare();
+  bool prepared = false;  // inputs are made only when something is measured (not on a resume)
   std::vector<Measured> measured;
   int step = 0;
   const auto advance = [&](std::string_view what) {
@@ -63,6 +96,16 @@ ProblemReport tune_problem(templates::TuningProblem& problem, const TuneEnvironm
       ++report.resumed;
       advance("stored");
       continue;
+    }
+    if (with_trial >= allowed || stopping()) {
+      ++report.untried;
+      advance("left out");
+      continue;
+    }
+    ++with_trial;
+    if (!prepared) {
+      problem.prepare();
+      prepared = true;
     }
     db::TrialRecord trial = trial_of(problem, environment, candidate);
     try {
@@ -92,17 +135,29 @@ ProblemReport tune_problem(templates::TuningProblem& problem, const TuneEnvironm
     advance("gated");
   }
 
-  // Time the survivors, interleaved: clock and thermal drift spread over all of them.
-  for (Measured& entry : measured)
-    collect_samples([&] { problem.run(entry.kernel, *entry.candidate, stream.handle()); },
-                    stream.handle(), options.warmup_ms, 1, 10000);
-  for (int round = 0; round < options.rounds; ++round)
+  // Time the survivors, interleaved: clock and thermal drift spread over all of them. A stop
+  // drops the samples of this problem (nothing of them is stored; a later run times them).
+  const auto time_all = [&] {
     for (Measured& entry : measured) {
-      const std::vector<double> samples = collect_samples(
-          [&] { problem.run(entry.kernel, *entry.candidate, stream.handle()); }, stream.handle(),
-          options.measure_ms / options.rounds, 3, 10000);
-      entry.samples.insert(entry.samples.end(), samples.begin(), samples.end());
+      if (stopping()) return false;
+      collect_samples([&] { problem.run(entry.kernel, *entry.candidate, stream.handle()); },
+                      stream.handle(), options.warmup_ms, 1, 10000);
     }
+    for (int round = 0; round < options.rounds; ++round)
+      for (Measured& entry : measured) {
+        if (stopping()) return false;
+        const std::vector<double> samples = collect_samples(
+            [&] { problem.run(entry.kernel, *entry.candidate, stream.handle()); }, stream.handle(),
+            options.measure_ms / options.rounds, 3, 10000);
+        entry.samples.insert(entry.samples.end(), samples.begin(), samples.end());
+      }
+    return true;
+  };
+  if (!time_all()) {
+    report.untried += static_cast<int>(measured.size());
+    measured.clear();
+  }
+  report.stopped = report.untried > 0 && stopping();
   for (Measured& entry : measured) {
     const Timing timing = summarize(entry.samples);
     db::TrialRecord trial = trial_of(problem, environment, *entry.candidate);

@@ -4,6 +4,7 @@
 // tuner/timing.h with the candidates interleaved, and stored as a trial; the fastest correct
 // one becomes the problem's best. Candidates with a stored trial are skipped, so a run that
 // was interrupted resumes where it stopped.
+#include <atomic>
 #include <functional>
 #include <optional>
 #include <stdexcept>
@@ -22,6 +23,14 @@ struct TuneOptions {
   double warmup_ms = 10;   // per candidate, before any timing
   double measure_ms = 60;  // per candidate, spread over the rounds
   int rounds = 3;          // each round times every candidate once, in turn
+  // Pruned search: at most this many candidates of a problem with a stored trial, stored ones
+  // counted; the others stay untried for a later run. Candidates go in order of promise: the
+  // built-in default, then the tiles that are the best of most of the family's problems on
+  // this GPU, then the rest in a random order fixed by the problem key. None: exhaustive.
+  std::optional<int> max_candidates = std::nullopt;
+  // Set (from a signal handler, say) to stop between two trials: what was measured is stored,
+  // the rest is left for a later run, which resumes.
+  const std::atomic<bool>* stop = nullptr;
 };
 
 struct TuneEnvironment {
@@ -41,6 +50,8 @@ struct ProblemReport {
   int resumed = 0;    // skipped: a trial was already stored
   int incorrect = 0;  // failed the correctness gate (this run)
   int failed = 0;     // did not compile or faulted (this run)
+  int untried = 0;    // left out by max_candidates, or not reached before a stop
+  bool stopped = false;  // options.stop was set before the problem was done
   std::optional<db::BestConfig> best;
   std::optional<double> default_ms;  // the built-in default's median, once measured
 };

@@ -26,6 +26,7 @@ class PermuteTuningProblem final : public TuningProblem {
   std::string description() const override;
   std::vector<TuningCandidate> candidates(const jit::Target& target) const override;
   std::string default_config_json() const override;
+  std::optional<int> head_dim() const override { return head_dim_; }
   void prepare() override;
   double check(const jit::Kernel& kernel, const TuningCandidate& candidate, CUstream stream) override;
   // A permutation copies bits: anything but an exact result is wrong.

@@ -8,6 +8,7 @@
 #include <span>
 #include <stdexcept>
 
+#include "templates/sparse_attention/attention_tuning.h"
 #include "templates/sparse_attention/block_mask.h"
 
 namespace sparsejit::templates {
@@ -144,6 +145,13 @@ std::vector<jit::KernelSpec> SparseAttentionFamily::enumerate(const jit::Target&
                       space.push_back(render(config, target));
                   }
   return space;
+}
+
+std::vector<std::unique_ptr<TuningProblem>> SparseAttentionFamily::tuning_problems() const {
+  std::vector<std::unique_ptr<TuningProblem>> problems;
+  for (const AttentionProblemKey& key : default_attention_tuning_grid())
+    problems.push_back(std::make_unique<SparseAttentionTuningProblem>(key));
+  return problems;
 }
 
 void SparseAttentionFamily::validate(const AttentionConfig& config, const SparseAttentionParams& p,

@@ -74,9 +74,8 @@ class SparseAttentionFamily final : public KernelFamily {
     return "block-sparse attention over a block-CSR mask, optional FG-Attn fine bits (mma.sync)";
   }
   std::vector<jit::KernelSpec> enumerate(const jit::Target& target) const override;
-  // Tuning problems for attention arrive with the tuner issue; the family is tuned by nothing
-  // yet and runs its built-in defaults.
-  std::vector<std::unique_ptr<TuningProblem>> tuning_problems() const override { return {}; }
+  // The default grid of attention_tuning.h (default_attention_tuning_grid).
+  std::vector<std::unique_ptr<TuningProblem>> tuning_problems() const override;
 
   static jit::KernelSpec render(const AttentionConfig& config, const jit::Target& target);
   // Throws std::invalid_argument for: an invalid config, null or misaligned pointers (16

@@ -76,7 +76,7 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(
         HelpCase{{}, {"--db", "info", "tune", "precompile", "db", "bench", "order", "SPARSEJIT_DB", "XDG_CACHE_HOME"}},
         HelpCase{{"info"}, {"--json"}},
-        HelpCase{{"tune"}, {"--device", "--family", "--measure-ms", "--json"}},
+        HelpCase{{"tune"}, {"--device", "--family", "--head-dim", "--density", "--measure-ms", "--budget", "--json"}},
         HelpCase{{"precompile"}, {"--arch", "--family", "-j", "--jobs"}},
         HelpCase{{"db"},
                  {"gpus", "cubins", "stats", "problems", "best", "trials", "export", "import", "merge", "diff",
@@ -634,6 +634,24 @@ TEST_F(CliTest, TuneTunesOnAGpuAndPrecompilesWithoutOne) {
   const json stats = parse_json(run({"--db", database.string(), "db", "stats", "--json"}));
   EXPECT_EQ(stats.value("trials", 0), 6 * kCandidatesPerProblem);
   EXPECT_EQ(stats.value("best_configs", 0), 6);
+}
+
+// tune --head-dim and --density select problems; a selection that leaves none is an error
+// that names the options (before any GPU or compile work).
+TEST_F(CliTest, TuneRefusesASelectionWithoutProblems) {
+  const fs::path database = temp_ / "tune.db";
+  for (const std::vector<std::string>& selection :
+       {std::vector<std::string>{"--family", "permute_tokens", "--density", "0.3"},  // permute has no density
+        std::vector<std::string>{"--family", "sparse_attention", "--density", "0.7"},
+        std::vector<std::string>{"--head-dim", "256"}}) {
+    std::vector<std::string> args = {"--db", database.string(), "tune"};
+    args.insert(args.end(), selection.begin(), selection.end());
+    const CliResult result = run(args);
+    EXPECT_EQ(result.exit_code, 1) << result.describe();
+    EXPECT_TRUE(has(result.err, "no tuning problem matches the selection (--family, --head-dim, --density)"))
+        << result.describe();
+  }
+  EXPECT_FALSE(fs::exists(database)) << "nothing is created for an empty selection";
 }
 
 // bench attention: one line of reason without a GPU; with one, a small run, also from mask

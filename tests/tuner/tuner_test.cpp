@@ -1,5 +1,7 @@
 // tune_problem on the GPU: every candidate becomes a trial, the best is the fastest correct
-// one, a second run resumes, and wrong or broken candidates are recorded without ending it.
+// one, a second run resumes, and wrong or broken candidates are recorded without ending it;
+// a pruned search and a stop leave the rest for a later run; a sparse_attention problem tuned
+// end to end is what the runtime then runs.
 #include <gtest/gtest.h>
 
 #include "db/database.h"
@@ -7,7 +9,9 @@
 #include "jit/kernel_provider.h"
 #include "runtime/database_cubin_store.h"
 #include "runtime/gpu_record.h"
+#include "runtime/runtime.h"
 #include "templates/permute/permute_tuning.h"
+#include "templates/sparse_attention/attention_tuning.h"
 #include "tests/support/gpu_test.h"
 #include "tests/support/test_support.h"
 #include "tuner/tuner.h"
@@ -73,6 +77,9 @@ class TunerTest : public testing::GpuTest {
             *kernels_, *database_, gpu_id_, device_.sm_clock_khz};
   }
   static TuneOptions quick() { return {.warmup_ms = 1, .measure_ms = 6, .rounds = 3}; }
+  std::size_t stored_trials(const templates::TuningProblem& problem) {
+    return database_->list_trials(gpu_id_, problem.family(), problem.key()).size();
+  }
 
   testing::TempDirectory directory_;
   std::optional<db::Database> database_;
@@ -144,6 +151,77 @@ TEST_F(TunerTest, WrongAndBrokenCandidatesAreRecordedAndTheRunGoesOn) {
   }
   EXPECT_EQ(incorrect, 1);
   EXPECT_EQ(failed, 1);
+}
+
+// A pruned search measures the built-in default first and at most max_candidates in all; a
+// later exhaustive run measures only the rest.
+TEST_F(TunerTest, APrunedSearchLeavesTheRestForALaterRun) {
+  PermuteTuningProblem problem(128, PermuteDirection::gather, {1, 2, 5000, 1});
+  TuneOptions pruned = quick();
+  pruned.max_candidates = 3;
+  const ProblemReport first = tune_problem(problem, environment(), pruned);
+  EXPECT_EQ(first.measured, 3);
+  EXPECT_EQ(first.untried, kCandidates - 3);
+  EXPECT_FALSE(first.stopped);
+  EXPECT_TRUE(first.default_ms.has_value()) << "the default goes first";
+  const ProblemReport again = tune_problem(problem, environment(), pruned);
+  EXPECT_EQ(again.measured, 0) << "the stored trials count against the cap";
+  const ProblemReport rest = tune_problem(problem, environment(), quick());
+  EXPECT_EQ(rest.measured, kCandidates - 3);
+  EXPECT_EQ(rest.resumed, 3);
+  EXPECT_EQ(stored_trials(problem), static_cast<std::size_t>(kCandidates));
+}
+
+// A stop (Ctrl-C in `sparsejit tune`) before or during a problem stores nothing half-done.
+TEST_F(TunerTest, AStopLeavesNothingHalfDone) {
+  PermuteTuningProblem problem(64, PermuteDirection::gather, {1, 2, 5000, 1});
+  std::atomic<bool> stop{true};
+  TuneOptions stopping = quick();
+  stopping.stop = &stop;
+  const ProblemReport stopped = tune_problem(problem, environment(), stopping);
+  EXPECT_TRUE(stopped.stopped);
+  EXPECT_EQ(stopped.measured, 0);
+  EXPECT_EQ(stopped.untried, kCandidates);
+  EXPECT_EQ(stored_trials(problem), 0u);
+
+  // Stopped from the progress callback after the fourth gate: the gated ones are not timed.
+  stop = false;
+  const ProblemReport midway = tune_problem(problem, environment(), stopping, [&](std::string_view, int done, int) {
+    if (done == 4) stop = true;
+  });
+  EXPECT_TRUE(midway.stopped);
+  EXPECT_EQ(midway.measured, 0);
+  EXPECT_EQ(stored_trials(problem), 0u);
+  stop = false;
+  EXPECT_EQ(tune_problem(problem, environment(), stopping).measured, kCandidates);
+}
+
+// One sparse_attention problem (fine bits, every tile of 128x128 blocks at D = 128, the gate
+// on sampled query blocks) tuned end to end; a Runtime on that database then runs its best
+// config for a call in the same buckets, at level exact.
+TEST_F(TunerTest, ATunedAttentionProblemIsWhatTheRuntimeRuns) {
+  using templates::HalfDtype;
+  const templates::AttentionProblemKey key{{HalfDtype::bf16, 128, 128, 128, 16},
+                                           templates::attention_buckets_of({2, 17776, 17776, 0.3})};
+  templates::SparseAttentionTuningProblem problem(key);
+  ASSERT_EQ(problem.key(), "sparse_attention|bf16|d128|b128x128|fine16|p0.3|n18k|bh1-3");
+  const ProblemReport report = tune_problem(problem, environment(), quick());
+  EXPECT_EQ(report.incorrect + report.failed, 0);
+  EXPECT_EQ(report.measured, report.candidates);
+  EXPECT_GE(report.candidates, 4);
+  ASSERT_TRUE(report.best.has_value());
+  ASSERT_TRUE(report.default_ms.has_value());
+  for (const db::StoredTrial& stored : database_->list_trials(gpu_id_, "sparse_attention", problem.key())) {
+    ASSERT_EQ(stored.trial.status, db::TrialStatus::ok) << stored.trial.config_json << ": " << stored.trial.message;
+    EXPECT_LE(*stored.trial.rel_error, 1e-2) << stored.trial.config_json;
+  }
+
+  runtime::Runtime runtime({.device = 0, .database_path = database_->path()});
+  const runtime::AttentionChoice& choice =
+      runtime.attention_config({HalfDtype::bf16, 128, 128, 128, 16}, {1, 20000, 20000, 0.27});
+  EXPECT_EQ(choice.level, runtime::LookupLevel::exact);
+  EXPECT_EQ(choice.problem_key, problem.key());
+  EXPECT_EQ(choice.config.tuning_json(), report.best->config_json);
 }
 
 }  // namespace
