@@ -1,5 +1,6 @@
 #include "runtime/mask_builder.h"
 
+#include <algorithm>
 #include <stdexcept>
 
 #include "templates/block_score/block_score_family.h"
@@ -41,7 +42,8 @@ MaskLayout MaskBuilder::layout(const QueryKeyInputs& inputs, const MaskBuildOpti
   layout.kv_blocks = ceil_div(inputs.tokens_kv, options.block_kv);
   if (options.text_blocks < 0 || options.text_blocks > layout.kv_blocks)
     fail("text_blocks = " + std::to_string(options.text_blocks) + " is outside 0.." + std::to_string(layout.kv_blocks));
-  layout.top_k = by_density ? templates::kept_blocks_per_row(options.density, layout.kv_blocks) : 0;
+  // At least one block: top_k = 0 would select the threshold mode of block_select.
+  layout.top_k = by_density ? std::max(1, templates::kept_blocks_per_row(options.density, layout.kv_blocks)) : 0;
   layout.max_kv_blocks = by_density
                              ? templates::block_select_min_row_pitch(layout.kv_blocks, layout.top_k, options.text_blocks)
                              : layout.kv_blocks;

@@ -76,6 +76,8 @@ class MaskCache {
   // builds the mask from `inputs` on `stream`; otherwise it returns the cached mask and does
   // not read `inputs` beyond checking its shape. Throws std::invalid_argument for a layer or
   // pass out of range, or inputs whose batch, heads or tokens differ from the config's.
+  // Asynchronous: a refreshed mask is ready in `stream` order; synchronize the stream before
+  // reading it from the host, and order other streams that use it after `stream`.
   PreparedMask prepare(int step, int layer, GuidancePass pass, const QueryKeyInputs& inputs, CUstream stream);
 
   const MaskSchedule& schedule() const { return schedule_; }

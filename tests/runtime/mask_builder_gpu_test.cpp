@@ -152,7 +152,9 @@ TEST_F(MaskRuntimeGpuTest, BuilderMatchesTheScoreAndSelectReferences) {
     const std::vector<float> scores = download<float>(workspace.scores, layout.rows * layout.kv_blocks);
     EXPECT_LE(templates::relative_l2_error(std::vector<double>(scores.begin(), scores.end()), score_ref.scores), 1e-2);
 
-    // Selection: the block_select reference on the GPU's own scores and pooled tiles.
+    // Selection: the block_select reference on the GPU's own scores and pooled tiles. The
+    // threshold's cut could differ only where a cumulative sum lies within float rounding
+    // (~1e-6 relative) of tau x total: improbable on random data.
     const std::size_t slices = static_cast<std::size_t>(t.heads);
     const std::vector<std::uint16_t> pooled_q =
         download<std::uint16_t>(workspace.pooled_q, slices * shape.tiles_q * t.head_dim);
@@ -222,7 +224,10 @@ TEST_F(MaskRuntimeGpuTest, CacheFollowsTheScheduleAndFeedsSparseAttention) {
   const Tensors conditional(2, 1000, 1000, 128, /*bnhd=*/false, generator_);
   const Tensors unconditional(2, 1000, 1000, 128, /*bnhd=*/false, generator_);
   const CUstream stream = stream_->handle();
+  // The cached bitmask, once the stream has run what prepare launched (the copy is
+  // synchronous but the stream is non-blocking: it does not wait for the stream by itself).
   const auto bits_of = [&](const PreparedMask& prepared) {
+    stream_->synchronize();
     return download<std::uint64_t>(prepared.kv_block_bits, footprint.bitmask_bytes / sizeof(std::uint64_t));
   };
   // The bitmask a fresh build of `t` at `density` gives (the builder is deterministic).

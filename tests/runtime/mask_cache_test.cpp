@@ -101,6 +101,8 @@ TEST(MaskBuilderLayout, TopKAndThresholdLayouts) {
   layout = MaskBuilder::layout(shape(1000, 1000), options);
   EXPECT_EQ(layout.top_k, 1);
   EXPECT_EQ(layout.max_kv_blocks, 5);
+  options.density = 1e-12;  // a positive density keeps at least one block
+  EXPECT_EQ(MaskBuilder::layout(shape(1000, 1000), options).top_k, 1);
   options.density = 0.0;
   options.threshold = 0.9;
   layout = MaskBuilder::layout(shape(1000, 1000), options);
