@@ -6,6 +6,7 @@
 
 #include "templates/block_score/block_score_family.h"
 #include "templates/block_select/block_select_family.h"
+#include "templates/mask_convert/mask_convert_family.h"
 #include "templates/permute/permute_family.h"
 #include "templates/sparse_attention/attention_family.h"
 
@@ -17,8 +18,9 @@ std::span<const KernelFamily* const> registered_families() {
   static const SparseAttentionFamily sparse_attention;
   static const BlockScoreFamily block_score;
   static const BlockSelectFamily block_select;
-  static const std::array<const KernelFamily*, 4> families = {&permute, &sparse_attention, &block_score,
-                                                              &block_select};
+  static const MaskConvertFamily mask_convert;
+  static const std::array<const KernelFamily*, 5> families = {&permute, &sparse_attention, &block_score,
+                                                              &block_select, &mask_convert};
   return families;
 }
 
