@@ -1,8 +1,14 @@
 #include "templates/kernel_family.h"
 
+#include <cstdint>
+
 #include "templates/embedded_sources.h"
 
 namespace sparsejit::templates {
+
+int dtype_template_code(HalfDtype dtype) { return dtype == HalfDtype::bf16 ? 0 : 1; }
+
+bool aligned_16(const void* pointer) { return reinterpret_cast<std::uintptr_t>(pointer) % 16 == 0; }
 
 std::vector<std::string> common_nvrtc_options() {
   // -std=c++17: the newest dialect NVRTC 12 and 13 both accept.

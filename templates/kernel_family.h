@@ -5,6 +5,7 @@
 // with the host, a descriptor (its space, constraints, rendering and launch) and a CPU
 // reference. The registry (registry.cpp) lists the families; adding one touches its folder
 // and one line there.
+#include <algorithm>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -12,6 +13,7 @@
 
 #include "jit/kernel_provider.h"
 #include "jit/target.h"
+#include "templates/common/half_precision.h"
 #include "templates/tuning.h"
 
 namespace sparsejit::templates {
@@ -27,6 +29,17 @@ class KernelFamily {
   // The problems `sparsejit tune` measures by default (DESIGN.md's model shapes).
   virtual std::vector<std::unique_ptr<TuningProblem>> tuning_problems() const = 0;
 };
+
+// Helpers of the descriptors.
+// Whether a constexpr table of the space holds `value`.
+template <class Table>
+bool table_contains(const Table& table, int value) {
+  return std::find(table.begin(), table.end(), value) != table.end();
+}
+// The Dtype template argument of the kernels: 0 for bf16, 1 for fp16 (common/ptx.cuh).
+int dtype_template_code(HalfDtype dtype);
+// Whether a pointer is 16-byte aligned, as cp.async and 16-byte loads need.
+bool aligned_16(const void* pointer);
 
 // Options every specialization is compiled with. Kernel sources include only embedded
 // headers (no toolkit headers), so no --include-path is needed on a user's machine.

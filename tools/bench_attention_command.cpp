@@ -83,12 +83,9 @@ int run_bench_attention(const GlobalOptions& global, const AttentionBenchOptions
                                                          o.block, o.density, generator, true, o.fine_n,
                                                          o.fine_density)
                           : read_mask(o);
-  // Random inputs (never zeros): a 4 Mi-element random block repeated over each tensor.
+  // Q, then K and V as the same values rotated by a third.
   const std::size_t elements = static_cast<std::size_t>(o.batch) * o.heads * o.tokens * o.head_dim;
-  const std::vector<std::uint16_t> block = templates::random_half(std::size_t{1} << 22, dtype, generator);
-  std::vector<std::uint16_t> host(elements);
-  for (std::size_t i = 0; i < elements; i += block.size())
-    std::copy_n(block.begin(), std::min(block.size(), elements - i), host.begin() + static_cast<long>(i));
+  std::vector<std::uint16_t> host = repeated_random_half(elements, dtype, generator);
   jit::DeviceBuffer q = jit::DeviceBuffer::from_host(host);
   std::rotate(host.begin(), host.begin() + static_cast<long>(elements / 3), host.end());
   jit::DeviceBuffer k = jit::DeviceBuffer::from_host(host);

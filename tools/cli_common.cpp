@@ -73,6 +73,15 @@ std::string format_bytes(std::int64_t bytes) {
 
 void print_json(const nlohmann::json& json) { std::cout << json.dump(2) << "\n"; }
 
+std::vector<std::uint16_t> repeated_random_half(std::size_t elements, templates::HalfDtype dtype,
+                                                std::mt19937_64& generator) {
+  const std::vector<std::uint16_t> block = templates::random_half(std::size_t{1} << 22, dtype, generator);
+  std::vector<std::uint16_t> values(elements);
+  for (std::size_t i = 0; i < elements; i += block.size())
+    std::copy_n(block.begin(), std::min(block.size(), elements - i), values.begin() + static_cast<long>(i));
+  return values;
+}
+
 std::string format_fixed(double value, int decimals) {
   char buffer[64];
   std::snprintf(buffer, sizeof buffer, "%.*f", decimals, value);

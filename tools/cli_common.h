@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -46,6 +47,11 @@ class Table {
 std::string format_bytes(std::int64_t bytes);  // "1.5 MiB"
 void print_json(const nlohmann::json& json);   // to stdout, indented, with a final newline
 std::string format_fixed(double value, int decimals);
+
+// `elements` random 16-bit values for the benches' inputs: a block of 4 Mi random values
+// (never zeros) repeated, as drawing every element of a 387 M-element tensor takes minutes.
+std::vector<std::uint16_t> repeated_random_half(std::size_t elements, templates::HalfDtype dtype,
+                                                std::mt19937_64& generator);
 
 // Milliseconds since the process started (for start-to-first-launch figures).
 double ms_since_process_start();

@@ -12,24 +12,15 @@
 namespace sparsejit::templates {
 namespace {
 
-template <class Table>
-bool contains(const Table& table, int value) {
-  return std::find(table.begin(), table.end(), value) != table.end();
-}
-
-int dtype_code(HalfDtype dtype) { return dtype == HalfDtype::bf16 ? 0 : 1; }
-
-bool aligned_16(const void* pointer) { return reinterpret_cast<std::uintptr_t>(pointer) % 16 == 0; }
-
 int ceil_div(int a, int b) { return (a + b - 1) / b; }
 
 // The problem part of a config (everything but the tunable CTA and step).
 std::string problem_part_problem(int head_dim, int tile, int block_q, int block_kv) {
-  if (!contains(kScoreHeadDims, head_dim))
+  if (!table_contains(kScoreHeadDims, head_dim))
     return "head dim " + std::to_string(head_dim) + " is not supported (64, 96 or 128)";
-  if (!contains(kScoreTileTokens, tile))
+  if (!table_contains(kScoreTileTokens, tile))
     return "tiles of " + std::to_string(tile) + " tokens are not supported (8, 16 or 32)";
-  if (!contains(kScoreBlockSizes, block_q) || !contains(kScoreBlockSizes, block_kv))
+  if (!table_contains(kScoreBlockSizes, block_q) || !table_contains(kScoreBlockSizes, block_kv))
     return "sparse block sizes must be 64 or 128 (got " + std::to_string(block_q) + "x" +
            std::to_string(block_kv) + ")";
   return {};
@@ -38,12 +29,12 @@ std::string problem_part_problem(int head_dim, int tile, int block_q, int block_
 }  // namespace
 
 std::string BlockScoreConfig::pool_name_expression() const {
-  return "sparsejit::pool_tiles<" + std::to_string(dtype_code(dtype)) + ", " + std::to_string(head_dim) +
+  return "sparsejit::pool_tiles<" + std::to_string(dtype_template_code(dtype)) + ", " + std::to_string(head_dim) +
          ", " + std::to_string(tile) + ", " + std::to_string(kPoolThreads) + ">";
 }
 
 std::string BlockScoreConfig::score_name_expression() const {
-  return "sparsejit::score_blocks<" + std::to_string(dtype_code(dtype)) + ", " + std::to_string(head_dim) +
+  return "sparsejit::score_blocks<" + std::to_string(dtype_template_code(dtype)) + ", " + std::to_string(head_dim) +
          ", " + std::to_string(tile) + ", " + std::to_string(block_q) + ", " + std::to_string(block_kv) +
          ", " + std::to_string(warps) + ", " + std::to_string(step_tiles) + ">";
 }
@@ -69,8 +60,8 @@ std::string block_score_config_problem(const BlockScoreConfig& c, int max_shared
   if (std::string problem = problem_part_problem(c.head_dim, c.tile, c.block_q, c.block_kv);
       !problem.empty())
     return problem;
-  if (!contains(kScoreWarps, c.warps)) return "warps must be 4 or 8 (got " + std::to_string(c.warps) + ")";
-  if (!contains(kScoreStepTiles, c.step_tiles))
+  if (!table_contains(kScoreWarps, c.warps)) return "warps must be 4 or 8 (got " + std::to_string(c.warps) + ")";
+  if (!table_contains(kScoreStepTiles, c.step_tiles))
     return "a step must hold 32 or 64 key tiles (got " + std::to_string(c.step_tiles) + ")";
   if (c.shared_bytes() > max_shared_bytes)
     return "the CTA needs " + std::to_string(c.shared_bytes()) + " bytes of shared memory, more than " +

@@ -10,18 +10,13 @@
 namespace sparsejit::templates {
 namespace {
 
-template <class Table>
-bool contains(const Table& table, int value) {
-  return std::find(table.begin(), table.end(), value) != table.end();
-}
-
 int ceil_div(int a, int b) { return (a + b - 1) / b; }
 
 }  // namespace
 
 std::string BlockSelectConfig::name_expression() const {
   return "sparsejit::block_select<" + std::to_string(block_q) + ", " + std::to_string(block_kv) + ", " +
-         std::to_string(fine_n) + ", " + std::to_string(dtype == HalfDtype::bf16 ? 0 : 1) + ", " +
+         std::to_string(fine_n) + ", " + std::to_string(dtype_template_code(dtype)) + ", " +
          std::to_string(head_dim) + ", " + std::to_string(tile) + ">";
 }
 
@@ -40,7 +35,7 @@ BlockSelectConfig block_select_config(int block_q, int block_kv, int fine_n, Hal
 }
 
 std::string block_select_config_problem(const BlockSelectConfig& c) {
-  if (!contains(kSelectBlockSizes, c.block_q) || !contains(kSelectBlockSizes, c.block_kv))
+  if (!table_contains(kSelectBlockSizes, c.block_q) || !table_contains(kSelectBlockSizes, c.block_kv))
     return "sparse block sizes must be 64 or 128 (got " + std::to_string(c.block_q) + "x" +
            std::to_string(c.block_kv) + ")";
   if (c.fine_n == 0) {
@@ -52,9 +47,9 @@ std::string block_select_config_problem(const BlockSelectConfig& c) {
   if (!fine_granularity_valid(c.block_q, c.block_kv, c.fine_n))
     return "fine sub-tiles of 16x" + std::to_string(c.fine_n) + " do not fit one 64-bit word for " +
            std::to_string(c.block_q) + "x" + std::to_string(c.block_kv) + " blocks";
-  if (!contains(kSelectHeadDims, c.head_dim))
+  if (!table_contains(kSelectHeadDims, c.head_dim))
     return "head dim " + std::to_string(c.head_dim) + " is not supported (64, 96 or 128)";
-  if (!contains(kSelectTileTokens, c.tile))
+  if (!table_contains(kSelectTileTokens, c.tile))
     return "tiles of " + std::to_string(c.tile) + " tokens are not supported (8, 16 or 32)";
   return {};
 }

@@ -12,21 +12,9 @@
 #include "templates/sparse_attention/block_mask.h"
 
 namespace sparsejit::templates {
-namespace {
-
-template <class Table>
-bool contains(const Table& table, int value) {
-  return std::find(table.begin(), table.end(), value) != table.end();
-}
-
-int dtype_code(HalfDtype dtype) { return dtype == HalfDtype::bf16 ? 0 : 1; }
-
-bool aligned_16(const void* pointer) { return reinterpret_cast<std::uintptr_t>(pointer) % 16 == 0; }
-
-}  // namespace
 
 std::string AttentionConfig::name_expression() const {
-  return "sparsejit::sparse_attention_forward<" + std::to_string(dtype_code(dtype)) + ", " +
+  return "sparsejit::sparse_attention_forward<" + std::to_string(dtype_template_code(dtype)) + ", " +
          std::to_string(head_dim) + ", " + std::to_string(block_q) + ", " +
          std::to_string(block_kv) + ", " + std::to_string(block_m) + ", " +
          std::to_string(block_n) + ", " + std::to_string(warps) + ", " + std::to_string(fine_n) + ", " +
@@ -53,16 +41,16 @@ int max_shared_bytes_for(const jit::Target& target) {
 }
 
 std::string attention_config_problem(const AttentionConfig& c, int max_shared_bytes) {
-  if (!contains(kAttentionHeadDims, c.head_dim))
+  if (!table_contains(kAttentionHeadDims, c.head_dim))
     return "head dim " + std::to_string(c.head_dim) + " is not supported (64, 96 or 128)";
-  if (!contains(kAttentionBlockSizes, c.block_q) || !contains(kAttentionBlockSizes, c.block_kv))
+  if (!table_contains(kAttentionBlockSizes, c.block_q) || !table_contains(kAttentionBlockSizes, c.block_kv))
     return "sparse block sizes must be 64 or 128 (got " + std::to_string(c.block_q) + "x" +
            std::to_string(c.block_kv) + ")";
-  if (!contains(kAttentionBlockM, c.block_m) || c.block_q % c.block_m != 0)
+  if (!table_contains(kAttentionBlockM, c.block_m) || c.block_q % c.block_m != 0)
     return "tile rows " + std::to_string(c.block_m) + " must be 64 or 128 and divide block_q";
-  if (!contains(kAttentionBlockN, c.block_n) || c.block_kv % c.block_n != 0)
+  if (!table_contains(kAttentionBlockN, c.block_n) || c.block_kv % c.block_n != 0)
     return "tile keys " + std::to_string(c.block_n) + " must be 32, 64 or 128 and divide block_kv";
-  if (!contains(kAttentionWarps, c.warps) || (c.block_m / c.warps != 16 && c.block_m / c.warps != 32))
+  if (!table_contains(kAttentionWarps, c.warps) || (c.block_m / c.warps != 16 && c.block_m / c.warps != 32))
     return "each of the " + std::to_string(c.warps) + " warps must own 16 or 32 of the " +
            std::to_string(c.block_m) + " rows";
   if (c.fine_n != 0 && !fine_granularity_valid(c.block_q, c.block_kv, c.fine_n))
