@@ -46,16 +46,20 @@ void require_positive(const char* name, long long value) {
   if (value <= 0) refuse(std::string(name) + " = " + std::to_string(value) + " must be positive");
 }
 
-// The sizes both mask forms share: positive batch, heads, tokens and block sizes, and block
-// counts that are the ceil-divisions.
-void require_grid(int batch, int heads, int q_blocks, int kv_blocks, int tokens_q, int tokens_kv,
-                  int block_q, int block_kv) {
+// The sizes both mask forms share: positive batch, heads, tokens and block sizes (below), and
+// block counts that are the ceil-divisions (require_grid).
+void require_positive_sizes(int batch, int heads, int tokens_q, int tokens_kv, int block_q, int block_kv) {
   require_positive("batch", batch);
   require_positive("heads", heads);
   require_positive("tokens_q", tokens_q);
   require_positive("tokens_kv", tokens_kv);
   require_positive("block_q", block_q);
   require_positive("block_kv", block_kv);
+}
+
+void require_grid(int batch, int heads, int q_blocks, int kv_blocks, int tokens_q, int tokens_kv,
+                  int block_q, int block_kv) {
+  require_positive_sizes(batch, heads, tokens_q, tokens_kv, block_q, block_kv);
   if (q_blocks != ceil_div(tokens_q, block_q))
     refuse("q_blocks = " + std::to_string(q_blocks) + ", expected ceil(tokens_q " + std::to_string(tokens_q) +
            " / block_q " + std::to_string(block_q) + ") = " + std::to_string(ceil_div(tokens_q, block_q)));
@@ -226,12 +230,7 @@ int kept_blocks_per_row(double density, int kv_blocks) {
 BlockMask random_block_mask(int batch, int heads, int tokens_q, int tokens_kv, int block_q,
                             int block_kv, double density, std::mt19937_64& generator,
                             bool keep_diagonal, int fine_n, double fine_density) {
-  require_positive("batch", batch);
-  require_positive("heads", heads);
-  require_positive("tokens_q", tokens_q);
-  require_positive("tokens_kv", tokens_kv);
-  require_positive("block_q", block_q);
-  require_positive("block_kv", block_kv);
+  require_positive_sizes(batch, heads, tokens_q, tokens_kv, block_q, block_kv);
   if (!(density >= 0.0 && density <= 1.0))
     refuse("density = " + std::to_string(density) + " is outside [0, 1]");
   if (fine_n != 0 && !fine_granularity_valid(block_q, block_kv, fine_n))
