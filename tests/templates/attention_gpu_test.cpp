@@ -15,21 +15,15 @@
 #include "templates/sparse_attention/attention_reference.h"
 #include "templates/sparse_attention/block_mask.h"
 #include "tests/support/gpu_test.h"
+#include "tests/support/tensor_layout.h"
 #include "tests/support/test_support.h"
 
 namespace sparsejit::templates {
 namespace {
 
-enum class Storage { bhnd, bnhd };
-
-// {batch, head, token} strides of a dense [B, H, N, D] tensor stored in `storage` order.
-std::array<long long, 3> strides(Storage storage, int heads, int tokens, int head_dim) {
-  const long long h = heads, n = tokens, d = head_dim;
-  return storage == Storage::bhnd ? std::array<long long, 3>{h * n * d, n * d, d}
-                                  : std::array<long long, 3>{n * h * d, d, h * d};
-}
-
-double bound_for(HalfDtype dtype) { return dtype == HalfDtype::bf16 ? 1e-2 : 5e-3; }
+using Storage = TokenLayout;
+using testing::dense_strides;
+using testing::relative_error_bound;
 
 // One attention problem with its host data, device copies and both parameter sets.
 struct AttentionCase {
@@ -61,7 +55,7 @@ struct AttentionCase {
     dcount = jit::DeviceBuffer::from_host(mask.count);
     dindex = jit::DeviceBuffer::from_host(mask.index.empty() ? std::vector<int>{0} : mask.index);
     if (mask.fine_n > 0) dfine = jit::DeviceBuffer::from_host(mask.fine_bits);
-    const auto qs = strides(layout, h, nq, d), ks = strides(layout, h, nkv, d);
+    const auto qs = dense_strides(layout, h, nq, d), ks = dense_strides(layout, h, nkv, d);
     for (SparseAttentionParams* p : {&host, &device}) {
       p->q_batch_stride = p->o_batch_stride = qs[0];
       p->q_head_stride = p->o_head_stride = qs[1];
@@ -108,7 +102,7 @@ struct AttentionCase {
   // The kernel's O as [B, H, Nq, D] doubles, in the reference's order.
   std::vector<double> output() const {
     const std::vector<std::uint16_t> stored = dout.download_as<std::uint16_t>();
-    const auto s = strides(storage, heads, tokens_q, head_dim);
+    const auto s = dense_strides(storage, heads, tokens_q, head_dim);
     std::vector<double> out(stored.size());
     std::size_t i = 0;
     for (int b = 0; b < batch; ++b)
@@ -129,7 +123,7 @@ void expect_matches(const AttentionCase& c, const std::string& what) {
   SCOPED_TRACE(what);
   const AttentionReference reference = sparse_attention_reference(c.host, c.dtype, c.head_dim, c.mask);
   const double error = relative_l2_error(c.output(), reference.o);
-  EXPECT_LE(error, bound_for(c.dtype)) << "relative L2 error of O (NaN: an element was not written)";
+  EXPECT_LE(error, relative_error_bound(c.dtype)) << "relative L2 error of O (NaN: an element was not written)";
   if (c.device.lse != nullptr) {
     const std::vector<double> lse = c.lse();
     for (std::size_t i = 0; i < lse.size(); ++i) {
@@ -250,7 +244,7 @@ void expect_sampled_blocks_match(const AttentionCase& c) {
   for (int qb : picked)
     for (int n = qb * block_q; n < std::min((qb + 1) * block_q, c.tokens_q); ++n) rows.push_back(n);
   const int sub_tokens = static_cast<int>(rows.size());
-  const auto s = strides(c.storage, c.heads, c.tokens_q, c.head_dim);
+  const auto s = dense_strides(c.storage, c.heads, c.tokens_q, c.head_dim);
   std::vector<std::uint16_t> sub_q(static_cast<std::size_t>(c.batch) * c.heads * sub_tokens * c.head_dim);
   for (int b = 0; b < c.batch; ++b)
     for (int h = 0; h < c.heads; ++h)
@@ -275,7 +269,7 @@ void expect_sampled_blocks_match(const AttentionCase& c) {
   SparseAttentionParams sub = c.host;
   sub.q = sub_q.data();
   sub.tokens_q = sub_tokens;
-  const auto sub_strides = strides(Storage::bhnd, c.heads, sub_tokens, c.head_dim);
+  const auto sub_strides = dense_strides(Storage::bhnd, c.heads, sub_tokens, c.head_dim);
   sub.q_batch_stride = sub_strides[0];
   sub.q_head_stride = sub_strides[1];
   sub.q_token_stride = sub_strides[2];
@@ -288,7 +282,7 @@ void expect_sampled_blocks_match(const AttentionCase& c) {
       for (int row : rows)
         for (int d = 0; d < c.head_dim; ++d)
           actual.push_back(half_bits_to_float(stored[b * s[0] + h * s[1] + row * s[2] + d], c.dtype));
-  EXPECT_LE(relative_l2_error(actual, reference.o), bound_for(c.dtype));
+  EXPECT_LE(relative_l2_error(actual, reference.o), relative_error_bound(c.dtype));
 }
 
 TEST_F(AttentionGpuTest, ModelSequenceLengths) {

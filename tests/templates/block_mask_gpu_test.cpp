@@ -19,19 +19,14 @@
 #include "templates/block_select/block_select_reference.h"
 #include "templates/sparse_attention/block_mask.h"
 #include "tests/support/gpu_test.h"
+#include "tests/support/tensor_layout.h"
 
 namespace sparsejit::templates {
 namespace {
 
-enum class Storage { bhnd, bnhd };
-
-std::array<long long, 3> strides(Storage storage, int heads, int tokens, int head_dim) {
-  const long long h = heads, n = tokens, d = head_dim;
-  return storage == Storage::bhnd ? std::array<long long, 3>{h * n * d, n * d, d}
-                                  : std::array<long long, 3>{n * h * d, d, h * d};
-}
-
-double bound_for(HalfDtype dtype) { return dtype == HalfDtype::bf16 ? 1e-2 : 5e-3; }
+using Storage = TokenLayout;
+using testing::dense_strides;
+using testing::relative_error_bound;
 
 // Video-like Q or K in `storage` order: a component that varies smoothly along the tokens
 // (so tile means keep structure and the tile softmax is far from uniform) plus N(0, 1) noise.
@@ -40,7 +35,7 @@ std::vector<std::uint16_t> smooth_tokens(int batch, int heads, int tokens, int h
   std::vector<std::uint16_t> values =
       random_half(static_cast<std::size_t>(batch) * heads * tokens * head_dim, dtype, generator);
   std::uniform_real_distribution<float> phase(0.f, 6.2831853f), rate(0.002f, 0.05f);
-  const auto s = strides(storage, heads, tokens, head_dim);
+  const auto s = dense_strides(storage, heads, tokens, head_dim);
   for (int b = 0; b < batch; ++b)
     for (int h = 0; h < heads; ++h)
       for (int d = 0; d < head_dim; ++d) {
@@ -85,7 +80,7 @@ struct ScoreCase {
     tile_lse = jit::DeviceBuffer(slices * shape.tiles_q * sizeof(float));
     scores = jit::DeviceBuffer(slices * shape.q_blocks * shape.kv_blocks * sizeof(float));
     for (jit::DeviceBuffer* output : {&pooled_q, &pooled_k, &tile_lse, &scores}) output->fill(0xff);
-    const auto qs = strides(storage, heads, tokens_q, c.head_dim), ks = strides(storage, heads, tokens_kv, c.head_dim);
+    const auto qs = dense_strides(storage, heads, tokens_q, c.head_dim), ks = dense_strides(storage, heads, tokens_kv, c.head_dim);
     for (BlockScoreParams* p : {&host, &device}) {
       p->q_batch_stride = qs[0];
       p->q_head_stride = qs[1];
@@ -135,7 +130,7 @@ class BlockMaskGpuTest : public testing::GpuTest {
     SCOPED_TRACE(what + " " + c.config.label());
     const BlockScoreReference ref = block_score_reference(c.host, c.config.dtype, c.config.head_dim, c.config.tile,
                                                           c.config.block_q, c.config.block_kv);
-    const double bound = bound_for(c.config.dtype);
+    const double bound = relative_error_bound(c.config.dtype);
     EXPECT_LE(relative_l2_error(to_doubles(c.pooled_q.download_as<std::uint16_t>(), c.config.dtype), ref.pooled_q), bound);
     EXPECT_LE(relative_l2_error(to_doubles(c.pooled_k.download_as<std::uint16_t>(), c.config.dtype), ref.pooled_k), bound);
     EXPECT_LE(relative_l2_error(to_doubles(c.tile_lse.download_as<float>()), ref.tile_lse), bound);
@@ -210,7 +205,7 @@ TEST_F(BlockMaskGpuTest, ScoresAtModelLengths) {
   for (int qb : picked)
     actual.insert(actual.end(), scores.begin() + static_cast<long long>(qb) * c.shape.kv_blocks,
                   scores.begin() + static_cast<long long>(qb + 1) * c.shape.kv_blocks);
-  EXPECT_LE(relative_l2_error(actual, ref.scores), bound_for(config.dtype)) << "N 75600, sampled query blocks";
+  EXPECT_LE(relative_l2_error(actual, ref.scores), relative_error_bound(config.dtype)) << "N 75600, sampled query blocks";
 }
 
 // Selection inputs: per row a random permutation of 1..KB times 2^-12 (distinct scores whose
