@@ -34,6 +34,7 @@ namespace sparsejit::jit {
   X(cuDevicePrimaryCtxRelease, 11000) \
   X(cuCtxSetCurrent, 4000)            \
   X(cuCtxGetCurrent, 4000)            \
+  X(cuCtxGetDevice, 2000)             \
   X(cuCtxSynchronize, 2000)           \
   X(cuModuleLoadData, 2000)           \
   X(cuModuleUnload, 2000)             \
@@ -41,6 +42,8 @@ namespace sparsejit::jit {
   X(cuFuncSetAttribute, 9000)         \
   X(cuFuncGetAttribute, 2020)         \
   X(cuLaunchKernel, 4000)             \
+  X(cuTensorMapEncodeTiled, 12000)    \
+  X(cuOccupancyMaxActiveBlocksPerMultiprocessor, 6050) \
   X(cuMemAlloc, 3020)                 \
   X(cuMemFree, 3020)                  \
   X(cuMemGetInfo, 3020)               \

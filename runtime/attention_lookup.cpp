@@ -38,14 +38,21 @@ AttentionChoice AttentionConfigLookup::look_up(const templates::AttentionProblem
   const templates::AttentionKernelKind& kind = key.kind;
   AttentionChoice choice;
   choice.problem_key = key.to_string();
-  choice.config = templates::default_attention_config(kind.dtype, kind.head_dim, kind.block_q,
-                                                      kind.block_kv, kind.fine_n, max_shared_bytes_);
+  // The target's default (the wgmma kernel on compute capability 9.0), unless this device has
+  // less shared memory than its target usually does.
+  const jit::Target target = jit::Target::for_compute_capability(gpu_.cc_major, gpu_.cc_minor);
+  choice.config = templates::default_attention_config(kind.dtype, kind.head_dim, kind.block_q, kind.block_kv,
+                                                      kind.fine_n, target);
+  if (!templates::attention_config_problem(choice.config, max_shared_bytes_).empty())
+    choice.config = templates::default_attention_config(kind.dtype, kind.head_dim, kind.block_q,
+                                                        kind.block_kv, kind.fine_n, max_shared_bytes_);
   if (database_ == nullptr) return choice;
 
   // The tile of a stored best config, where it parses and fits this device.
   const auto fitting = [&](const std::string& config_json) -> std::optional<templates::AttentionConfig> {
     try {
       const templates::AttentionConfig config = kind.with_tile(config_json);
+      if (config.wgmma && !templates::wgmma_target(target)) return std::nullopt;
       if (templates::attention_config_problem(config, max_shared_bytes_).empty()) return config;
     } catch (const std::invalid_argument&) {
       // A config this version cannot read (another format): passed over.

@@ -32,6 +32,8 @@ struct AttentionBenchOptions {
   std::string mask_form = "csr";  // the form the kernel reads: csr or bitmask
   std::uint64_t seed = 0;
   int block_m = 0, block_n = 0, warps = 0;  // 0: the runtime's configuration
+  std::string kernel;                        // mma or wgmma; empty: the runtime's
+  int stages = 0;                            // wgmma pipeline stages; 0: 2
   bool no_database = false;
   bool json = false;
 };
@@ -138,16 +140,23 @@ int run_bench_attention(const GlobalOptions& global, const AttentionBenchOptions
   config.bitmask = bitmask_form;
   std::function<void()> launch = [&] { runtime.sparse_attention(params, problem, stream.handle()); };
   std::optional<jit::Kernel> kernel;
-  const bool tile_given = o.block_m != 0 || o.block_n != 0 || o.warps != 0;
+  const bool tile_given = o.block_m != 0 || o.block_n != 0 || o.warps != 0 || !o.kernel.empty() || o.stages != 0;
   // Where the configuration came from: "exact (tuned for KEY)", "built-in default", ...
   std::string origin = tile_given ? "command line" : std::string(runtime::to_string(choice.level));
   if (!tile_given && !choice.source_key.empty())
     origin += " (tuned for " + choice.source_key +
               (choice.level == runtime::LookupLevel::same_compute_capability ? " on " + choice.source_gpu : "") + ")";
   if (tile_given) {
+    if (!o.kernel.empty()) config.wgmma = o.kernel == "wgmma";
     if (o.block_m != 0) config.block_m = o.block_m;
     if (o.block_n != 0) config.block_n = o.block_n;
+    if (config.wgmma) config.warps = templates::wgmma_warps(config.block_m);
     if (o.warps != 0) config.warps = o.warps;
+    if (o.stages != 0) config.stages = o.stages;
+    if (const std::string problem =
+            templates::attention_config_problem(config, runtime.device().max_shared_bytes_per_block);
+        !problem.empty())
+      throw std::invalid_argument("the configuration given on the command line is not valid: " + problem);
     kernel = runtime.kernels().kernel(runtime.context(),
                                       templates::SparseAttentionFamily::render(config, runtime.target()));
     launch = [&] {
@@ -226,7 +235,13 @@ void add_bench_attention_command(CLI::App& bench, GlobalOptions& global) {
   attention->add_option("--block-n", options->block_n, "tile keys (default: the runtime's choice)")
       ->check(CLI::IsMember({32, 64, 128}));
   attention->add_option("--warps", options->warps, "warps per CTA (default: the runtime's choice)")
-      ->check(CLI::IsMember({4, 8}));
+      ->check(CLI::IsMember({4, 8, 12}));
+  attention->add_option("--kernel", options->kernel,
+                        "mma (mma.sync, any GPU) or wgmma (wgmma + TMA, compute capability 9.0); "
+                        "default: the runtime's choice")
+      ->check(CLI::IsMember({"mma", "wgmma"}));
+  attention->add_option("--stages", options->stages, "wgmma K/V pipeline stages (default 2)")
+      ->check(CLI::IsMember({2, 3}));
   attention->add_flag("--no-db", options->no_database, "use no database: compile in-process");
   attention->add_flag("--json", options->json, "print one line of JSON");
   attention->callback([&global, options] { global.exit_code = run_bench_attention(global, *options); });

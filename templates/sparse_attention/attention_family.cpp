@@ -8,30 +8,43 @@
 #include <span>
 #include <stdexcept>
 
+#include "jit/driver_api.h"
 #include "templates/sparse_attention/attention_tuning.h"
 #include "templates/sparse_attention/block_mask.h"
 
 namespace sparsejit::templates {
 
 std::string AttentionConfig::name_expression() const {
-  return "sparsejit::sparse_attention_forward<" + std::to_string(dtype_template_code(dtype)) + ", " +
-         std::to_string(head_dim) + ", " + std::to_string(block_q) + ", " +
-         std::to_string(block_kv) + ", " + std::to_string(block_m) + ", " +
-         std::to_string(block_n) + ", " + std::to_string(warps) + ", " + std::to_string(fine_n) + ", " +
-         (bitmask ? "true" : "false") + ">";
+  // mma.sync: <dtype, D, BQ, BKV, BM, BN, warps, fine, bitmask>; wgmma: stages for warps.
+  return std::string(wgmma ? "sparsejit::sparse_attention_forward_wgmma<" : "sparsejit::sparse_attention_forward<") +
+         std::to_string(dtype_template_code(dtype)) + ", " + std::to_string(head_dim) + ", " +
+         std::to_string(block_q) + ", " + std::to_string(block_kv) + ", " + std::to_string(block_m) + ", " +
+         std::to_string(block_n) + ", " + std::to_string(wgmma ? stages : warps) + ", " + std::to_string(fine_n) +
+         ", " + (bitmask ? "true" : "false") + ">";
 }
 
 std::string AttentionConfig::label() const {
   return "sparse_attention<" + std::string(to_string(dtype)) + " D=" + std::to_string(head_dim) +
          " blocks " + std::to_string(block_q) + "x" + std::to_string(block_kv) + " tile " +
          std::to_string(block_m) + "x" + std::to_string(block_n) + " w" + std::to_string(warps) +
-         (fine_n > 0 ? " fine " + std::to_string(fine_n) : "") + (bitmask ? " bitmask" : "") + ">";
+         (wgmma ? " wgmma s" + std::to_string(stages) : "") + (fine_n > 0 ? " fine " + std::to_string(fine_n) : "") + (bitmask ? " bitmask" : "") + ">";
 }
 
-int AttentionConfig::shared_bytes() const { return (block_m + 4 * block_n) * (head_dim + 8) * 2; }
+int AttentionConfig::shared_bytes() const {
+  // mma.sync: Q and two K and V tiles, rows padded by 16 bytes. wgmma
+  // (wgmma_attention_tile::kSharedBytes): 1024 bytes of alignment slack, Q and `stages` K and
+  // V tiles unpadded (swizzled), and 1 + 4 * stages mbarriers.
+  if (wgmma) return 1024 + (block_m + 2 * stages * block_n) * head_dim * 2 + (1 + 4 * stages) * 8;
+  return (block_m + 4 * block_n) * (head_dim + 8) * 2;
+}
 
 std::string AttentionConfig::tuning_json() const {
-  return nlohmann::json{{"block_m", block_m}, {"block_n", block_n}, {"warps", warps}}.dump();
+  nlohmann::json tile{{"block_m", block_m}, {"block_n", block_n}, {"warps", warps}};
+  if (wgmma) {
+    tile["wgmma"] = true;
+    tile["stages"] = stages;
+  }
+  return tile.dump();
 }
 
 int max_shared_bytes_for(const jit::Target& target) {
@@ -40,12 +53,10 @@ int max_shared_bytes_for(const jit::Target& target) {
   return 99 * 1024;
 }
 
-std::string attention_config_problem(const AttentionConfig& c, int max_shared_bytes) {
-  if (!table_contains(kAttentionHeadDims, c.head_dim))
-    return "head dim " + std::to_string(c.head_dim) + " is not supported (64, 96 or 128)";
-  if (!table_contains(kAttentionBlockSizes, c.block_q) || !table_contains(kAttentionBlockSizes, c.block_kv))
-    return "sparse block sizes must be 64 or 128 (got " + std::to_string(c.block_q) + "x" +
-           std::to_string(c.block_kv) + ")";
+namespace {
+
+// The mma.sync kernel's tile constraints (sparse_attention.cuh).
+std::string mma_sync_config_problem(const AttentionConfig& c) {
   if (!table_contains(kAttentionBlockM, c.block_m) || c.block_q % c.block_m != 0)
     return "tile rows " + std::to_string(c.block_m) + " must be 64 or 128 and divide block_q";
   if (!table_contains(kAttentionBlockN, c.block_n) || c.block_kv % c.block_n != 0)
@@ -53,9 +64,6 @@ std::string attention_config_problem(const AttentionConfig& c, int max_shared_by
   if (!table_contains(kAttentionWarps, c.warps) || (c.block_m / c.warps != 16 && c.block_m / c.warps != 32))
     return "each of the " + std::to_string(c.warps) + " warps must own 16 or 32 of the " +
            std::to_string(c.block_m) + " rows";
-  if (c.fine_n != 0 && !fine_granularity_valid(c.block_q, c.block_kv, c.fine_n))
-    return "fine sub-tiles of 16x" + std::to_string(c.fine_n) + " do not fit one 64-bit word for " +
-           std::to_string(c.block_q) + "x" + std::to_string(c.block_kv) + " blocks";
   const int row_groups = c.block_m / c.warps / 16;
   const int live_registers = row_groups * (c.block_n / 2 + c.head_dim / 2) +
                              (row_groups == 1 ? c.head_dim / 4 : 0);
@@ -64,6 +72,38 @@ std::string attention_config_problem(const AttentionConfig& c, int max_shared_by
   if (live_registers > register_budget)
     return "the tile keeps " + std::to_string(live_registers) + " registers per thread live, more than " +
            std::to_string(register_budget) + " (it would spill)";
+  return {};
+}
+
+// The wgmma kernel's constraints (sparse_attention_wgmma.cuh), after the ones it shares.
+std::string wgmma_config_problem(const AttentionConfig& c) {
+  if (!table_contains(kWgmmaHeadDims, c.head_dim))
+    return "the wgmma kernel takes head dims 64 and 128 (got " + std::to_string(c.head_dim) + ")";
+  if (!table_contains(kWgmmaBlockM, c.block_m) || c.block_q % c.block_m != 0)
+    return "wgmma tile rows " + std::to_string(c.block_m) + " must be 64 or 128 and divide block_q";
+  if (!table_contains(kWgmmaBlockN, c.block_n) || c.block_kv % c.block_n != 0)
+    return "wgmma tile keys " + std::to_string(c.block_n) + " must be 64 or 128 and divide block_kv";
+  if (c.warps != wgmma_warps(c.block_m))
+    return "the wgmma kernel with " + std::to_string(c.block_m) + " rows runs " +
+           std::to_string(wgmma_warps(c.block_m)) + " warps (got " + std::to_string(c.warps) + ")";
+  if (!table_contains(kWgmmaStages, c.stages))
+    return "wgmma pipeline stages must be 2 or 3 (got " + std::to_string(c.stages) + ")";
+  return {};
+}
+
+}  // namespace
+
+std::string attention_config_problem(const AttentionConfig& c, int max_shared_bytes) {
+  if (!table_contains(kAttentionHeadDims, c.head_dim))
+    return "head dim " + std::to_string(c.head_dim) + " is not supported (64, 96 or 128)";
+  if (!table_contains(kAttentionBlockSizes, c.block_q) || !table_contains(kAttentionBlockSizes, c.block_kv))
+    return "sparse block sizes must be 64 or 128 (got " + std::to_string(c.block_q) + "x" +
+           std::to_string(c.block_kv) + ")";
+  if (c.fine_n != 0 && !fine_granularity_valid(c.block_q, c.block_kv, c.fine_n))
+    return "fine sub-tiles of 16x" + std::to_string(c.fine_n) + " do not fit one 64-bit word for " +
+           std::to_string(c.block_q) + "x" + std::to_string(c.block_kv) + " blocks";
+  if (std::string problem = c.wgmma ? wgmma_config_problem(c) : mma_sync_config_problem(c); !problem.empty())
+    return problem;
   if (c.shared_bytes() > max_shared_bytes)
     return "the tile needs " + std::to_string(c.shared_bytes()) + " bytes of shared memory, more than " +
            std::to_string(max_shared_bytes);
@@ -102,18 +142,47 @@ AttentionConfig default_attention_config(HalfDtype dtype, int head_dim, int bloc
                               attention_config_problem(smallest, max_shared_bytes));
 }
 
+AttentionConfig default_attention_config(HalfDtype dtype, int head_dim, int block_q, int block_kv, int fine_n,
+                                         const jit::Target& target) {
+  // Measured on the H100 (BENCHMARKS.md, 2026-11-22, wgmma version 2, 12 heads x 32,768
+  // tokens): the wgmma kernel runs 1.4-2.1x the mma.sync default at densities 1.0 and 0.1 and
+  // with fine bits; 128-key steps beat 64 (624 against 471 TFLOP/s at D = 128), and a third
+  // stage adds 2-15%.
+  const int max_shared = max_shared_bytes_for(target);
+  if (wgmma_target(target) && table_contains(kWgmmaHeadDims, head_dim))
+    for (int stages : {3, 2}) {
+      const int block_m = std::min(128, block_q);
+      const AttentionConfig config{dtype, head_dim, block_q, block_kv, block_m, std::min(128, block_kv),
+                                   wgmma_warps(block_m), fine_n, false, true, stages};
+      if (attention_config_problem(config, max_shared).empty()) return config;
+    }
+  return default_attention_config(dtype, head_dim, block_q, block_kv, fine_n, max_shared);
+}
+
 jit::KernelSpec SparseAttentionFamily::render(const AttentionConfig& config, const jit::Target& target) {
   jit::KernelSpec spec;
   spec.family = "sparse_attention";
   spec.label = config.label();
   spec.name_expression = config.name_expression();
-  spec.request = render_program("sparse_attention.cu", "sparse_attention/sparse_attention.cuh",
-                                {"sparse_attention/sparse_attention.cuh",
-                                 "sparse_attention/attention_params.h", "common/mma_tiles.cuh",
-                                 "common/ptx.cuh"},
-                                spec.name_expression, target);
+  const std::vector<std::string_view> shared_headers = {
+      "sparse_attention/attention_steps.cuh", "sparse_attention/attention_params.h", "common/mma_tiles.cuh",
+      "common/ptx.cuh"};
+  if (config.wgmma) {
+    // wgmma and setmaxnreg exist only on the arch-specific target (sm_90a).
+    std::vector<std::string_view> headers = shared_headers;
+    headers.insert(headers.end(), {"sparse_attention/sparse_attention_wgmma.cuh", "common/hopper.cuh"});
+    spec.request = render_program("sparse_attention_wgmma.cu", "sparse_attention/sparse_attention_wgmma.cuh",
+                                  headers, spec.name_expression, target.with_arch_specific(true));
+  } else {
+    std::vector<std::string_view> headers = shared_headers;
+    headers.push_back("sparse_attention/sparse_attention.cuh");
+    spec.request = render_program("sparse_attention.cu", "sparse_attention/sparse_attention.cuh", headers,
+                                  spec.name_expression, target);
+  }
   return spec;
 }
+
+bool wgmma_target(const jit::Target& target) { return target.major() == 9 && target.minor() == 0; }
 
 std::vector<jit::KernelSpec> SparseAttentionFamily::enumerate(const jit::Target& target) const {
   const int max_shared = max_shared_bytes_for(target);
@@ -129,6 +198,21 @@ std::vector<jit::KernelSpec> SparseAttentionFamily::enumerate(const jit::Target&
                   for (bool bitmask : {false, true}) {
                     const AttentionConfig config{dtype,   head_dim, block_q, block_kv, block_m,
                                                  block_n, warps,    fine_n,  bitmask};
+                    if (attention_config_problem(config, max_shared).empty())
+                      space.push_back(render(config, target));
+                  }
+  if (!wgmma_target(target)) return space;
+  for (HalfDtype dtype : {HalfDtype::bf16, HalfDtype::fp16})
+    for (int head_dim : kWgmmaHeadDims)
+      for (int block_q : kAttentionBlockSizes)
+        for (int block_kv : kAttentionBlockSizes)
+          for (int block_m : kWgmmaBlockM)
+            for (int block_n : kWgmmaBlockN)
+              for (int stages : kWgmmaStages)
+                for (int fine_n : kAttentionFineN)
+                  for (bool bitmask : {false, true}) {
+                    const AttentionConfig config{dtype,  head_dim, block_q, block_kv, block_m, block_n,
+                                                 wgmma_warps(block_m), fine_n, bitmask, true, stages};
                     if (attention_config_problem(config, max_shared).empty())
                       space.push_back(render(config, target));
                   }
@@ -171,6 +255,20 @@ void SparseAttentionFamily::validate(const AttentionConfig& config, const Sparse
       fail(std::string(tensor.name) +
            ": the pointer and the token stride (in bytes) must be multiples of 16");
   }
+  if (config.wgmma) {  // the tensor maps' strides: multiples of 16 bytes, below 2^40
+    const struct {
+      const char* name;
+      long long head_stride, batch_stride;
+    } mapped[] = {{"q", p.q_head_stride, p.q_batch_stride},
+                  {"k", p.k_head_stride, p.k_batch_stride},
+                  {"v", p.v_head_stride, p.v_batch_stride}};
+    for (const auto& tensor : mapped)
+      for (long long stride : {tensor.head_stride, tensor.batch_stride})
+        if (stride < 0 || (stride * 2) % 16 != 0 || stride * 2 >= (1LL << 40))
+          fail(std::string(tensor.name) + ": the wgmma kernel loads by TMA, which needs head and batch strides "
+                                          "of whole 16 bytes below 2^40 bytes (got " +
+               std::to_string(stride) + " elements)");
+  }
   const int kv_blocks = (p.tokens_kv + config.block_kv - 1) / config.block_kv;
   const bool csr_given = p.kv_block_count != nullptr || p.kv_block_index != nullptr;
   if ((p.kv_block_bits != nullptr) != config.bitmask)
@@ -211,14 +309,68 @@ jit::LaunchConfig SparseAttentionFamily::geometry(const AttentionConfig& config,
   return launch;
 }
 
+namespace {
+
+// The TMA descriptor of one of Q, K, V as the wgmma kernel reads it: 4-D (head dim, tokens,
+// heads, batch) of 16-bit elements, strides in bytes; boxes of 64 head dims (one 128-byte
+// swizzled row) x `box_rows` tokens; rows past the end read as zeros.
+CUtensorMap encode_tensor_map(const void* base, HalfDtype dtype, int head_dim, int tokens, int heads, int batch,
+                              long long token_stride, long long head_stride, long long batch_stride,
+                              int box_rows) {
+  CUtensorMap map;
+  const cuuint64_t dims[4] = {static_cast<cuuint64_t>(head_dim), static_cast<cuuint64_t>(tokens),
+                              static_cast<cuuint64_t>(heads), static_cast<cuuint64_t>(batch)};
+  const cuuint64_t strides[3] = {static_cast<cuuint64_t>(token_stride * 2), static_cast<cuuint64_t>(head_stride * 2),
+                                 static_cast<cuuint64_t>(batch_stride * 2)};
+  const cuuint32_t box[4] = {64, static_cast<cuuint32_t>(box_rows), 1, 1};
+  const cuuint32_t element_strides[4] = {1, 1, 1, 1};
+  SJ_CU(cuTensorMapEncodeTiled(
+      &map, dtype == HalfDtype::bf16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 4,
+      const_cast<void*>(base), dims, strides, box, element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
+      CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE));
+  return map;
+}
+
+// The persistent wgmma kernel's grid: one full wave of resident CTAs on the current
+// context's device, or fewer when there are fewer work items.
+unsigned persistent_ctas(const jit::Kernel& kernel, const AttentionConfig& config, long long work_items) {
+  CUdevice device;
+  SJ_CU(cuCtxGetDevice(&device));
+  int multiprocessors = 0, resident = 0;
+  SJ_CU(cuDeviceGetAttribute(&multiprocessors, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, device));
+  SJ_CU(cuOccupancyMaxActiveBlocksPerMultiprocessor(&resident, kernel.handle(), config.warps * 32,
+                                                     static_cast<std::size_t>(config.shared_bytes())));
+  if (resident < 1)
+    throw std::invalid_argument("sparse_attention: " + config.label() + " does not fit a multiprocessor");
+  return static_cast<unsigned>(std::min<long long>(work_items, static_cast<long long>(multiprocessors) * resident));
+}
+
+}  // namespace
+
 void SparseAttentionFamily::launch(const jit::Kernel& kernel, const AttentionConfig& config,
                                    const SparseAttentionParams& params, int max_shared_bytes,
                                    CUstream stream) {
   validate(config, params, max_shared_bytes);
   kernel.allow_dynamic_shared_bytes(static_cast<unsigned>(config.shared_bytes()));
   SparseAttentionParams copy = params;
-  void* args[] = {&copy};
-  kernel.launch(geometry(config, params, stream), args);
+  if (!config.wgmma) {
+    void* args[] = {&copy};
+    kernel.launch(geometry(config, params, stream), args);
+    return;
+  }
+  const auto& p = params;
+  CUtensorMap q_map = encode_tensor_map(p.q, config.dtype, config.head_dim, p.tokens_q, p.heads, p.batch,
+                                        p.q_token_stride, p.q_head_stride, p.q_batch_stride, config.block_m);
+  CUtensorMap k_map = encode_tensor_map(p.k, config.dtype, config.head_dim, p.tokens_kv, p.heads, p.batch,
+                                        p.k_token_stride, p.k_head_stride, p.k_batch_stride, config.block_n);
+  CUtensorMap v_map = encode_tensor_map(p.v, config.dtype, config.head_dim, p.tokens_kv, p.heads, p.batch,
+                                        p.v_token_stride, p.v_head_stride, p.v_batch_stride, config.block_n);
+  void* args[] = {&copy, &q_map, &k_map, &v_map};
+  jit::LaunchConfig persistent = geometry(config, params, stream);
+  persistent.grid = {persistent_ctas(kernel, config, static_cast<long long>(persistent.grid.x) * persistent.grid.y *
+                                                         persistent.grid.z),
+                     1, 1};
+  kernel.launch(persistent, args);
 }
 
 }  // namespace sparsejit::templates

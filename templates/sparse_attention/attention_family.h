@@ -1,11 +1,15 @@
 #pragma once
-// Descriptor of the sparse_attention family (device code: sparse_attention.cuh).
+// Descriptor of the sparse_attention family, two kernels of the same semantics: mma.sync
+// (sparse_attention.cuh, sm_80 and newer) and wgmma + TMA (sparse_attention_wgmma.cuh, the
+// arch-specific sm_90a, offered on compute capability 9.0 only).
 //
 // A problem is fixed by dtype, head dim, the sparse block sizes (block_q x block_kv), the
-// fine granularity and the mask form (block-CSR or bitmask); the tunable part is the tile (BlockM x BlockN) and the warps. Every point
-// enumerate() returns compiles and fits: tiles divide the blocks, a warp owns 16 or 32 rows,
-// the fine sub-tiles fit one 64-bit word, the shared memory fits the target, and the
-// registers a thread keeps live stay within a budget (see kMaxLiveRegistersOneRowGroup).
+// fine granularity and the mask form (block-CSR or bitmask); the tunable part is the kernel,
+// its tile (BlockM x BlockN), warps and, for wgmma, pipeline stages. Every point enumerate()
+// returns compiles and fits: tiles divide the blocks, a warp owns 16 or 32 rows (mma.sync) or
+// a consumer warpgroup 64 (wgmma), the fine sub-tiles fit one 64-bit word, the shared memory
+// fits the target, and the registers an mma.sync thread keeps live stay within a budget (see
+// kMaxLiveRegistersOneRowGroup).
 #include <array>
 #include <string>
 
@@ -35,6 +39,16 @@ inline constexpr std::array<int, 4> kAttentionFineN = {0, 8, 16, 32};
 inline constexpr int kMaxLiveRegistersTwoRowGroups = 160;
 inline constexpr int kMaxLiveRegistersOneRowGroup = 144;
 
+// The wgmma kernel's space: head dims in whole 64-column panels (the 128-byte swizzle rows of
+// TMA), tiles of one or two 64-row consumer warpgroups, wgmma n64/n128 key steps, and K/V
+// rings of 2 or 3 stages. Its warps follow from the tile: a producer warpgroup plus the
+// consumers, 4 * (block_m / 64 + 1).
+inline constexpr std::array<int, 2> kWgmmaHeadDims = {64, 128};
+inline constexpr std::array<int, 2> kWgmmaBlockM = {64, 128};
+inline constexpr std::array<int, 2> kWgmmaBlockN = {64, 128};
+inline constexpr std::array<int, 2> kWgmmaStages = {2, 3};
+inline constexpr int wgmma_warps(int block_m) { return 4 * (block_m / 64 + 1); }
+
 struct AttentionConfig {
   HalfDtype dtype = HalfDtype::bf16;
   int head_dim = 128;
@@ -45,11 +59,14 @@ struct AttentionConfig {
   int warps = 8;
   int fine_n = 0;
   bool bitmask = false;  // the mask form the kernel reads: block bitmask, else block-CSR
+  bool wgmma = false;    // the sm_90a kernel (wgmma + TMA), else mma.sync
+  int stages = 2;        // wgmma: K/V pipeline stages (mma.sync double-buffers, fixed)
 
   std::string name_expression() const;  // "sparsejit::sparse_attention_forward<0, 128, ...>"
   std::string label() const;            // "sparse_attention<bf16 D=128 128x128 tile 128x64 w8>"
   int shared_bytes() const;             // dynamic shared memory of a CTA
-  // The tunable part as stored in the database: {"block_m":128,"block_n":64,"warps":8}.
+  // The tunable part as stored in the database: {"block_m":128,"block_n":64,"warps":8}, with
+  // "wgmma":true,"stages":S for the wgmma kernel.
   std::string tuning_json() const;
   friend bool operator==(const AttentionConfig&, const AttentionConfig&) = default;
 };
@@ -57,6 +74,10 @@ struct AttentionConfig {
 // Shared memory a CTA may use on a target (opt-in limit): 227 KB on sm_90, 163 KB on sm_80,
 // 99 KB on sm_86/sm_89.
 int max_shared_bytes_for(const jit::Target& target);
+
+// Whether the wgmma kernel is offered for a target: compute capability 9.0 (H100, H200),
+// compiled for sm_90a.
+bool wgmma_target(const jit::Target& target);
 
 // Empty when `config` is a valid point for a device with `max_shared_bytes`; else why not.
 std::string attention_config_problem(const AttentionConfig& config, int max_shared_bytes);
@@ -66,12 +87,17 @@ std::string attention_config_problem(const AttentionConfig& config, int max_shar
 // (head dim, block sizes, fine granularity).
 AttentionConfig default_attention_config(HalfDtype dtype, int head_dim, int block_q,
                                          int block_kv, int fine_n, int max_shared_bytes);
+// The built-in default on `target`: where the target has the wgmma kernel (wgmma_target) and
+// the head dim fits it, its widest tile (BlockM and BlockN up to 128) with 3 stages where
+// they fit, else 2; otherwise the mma.sync default above for the target's shared memory.
+AttentionConfig default_attention_config(HalfDtype dtype, int head_dim, int block_q,
+                                         int block_kv, int fine_n, const jit::Target& target);
 
 class SparseAttentionFamily final : public KernelFamily {
  public:
   std::string_view name() const override { return "sparse_attention"; }
   std::string_view summary() const override {
-    return "block-sparse attention over a block-CSR mask, optional FG-Attn fine bits (mma.sync)";
+    return "block-sparse attention over a block mask, optional FG-Attn fine bits (mma.sync; wgmma+TMA on sm_90)";
   }
   std::vector<jit::KernelSpec> enumerate(const jit::Target& target) const override;
   // The default grid of attention_tuning.h (default_attention_tuning_grid).
@@ -83,9 +109,12 @@ class SparseAttentionFamily final : public KernelFamily {
   // missing or given against the config. Does not read the mask (see validate_block_mask).
   static void validate(const AttentionConfig& config, const SparseAttentionParams& params,
                        int max_shared_bytes);
+  // One CTA per query tile, head and batch (grid x, y, z). The wgmma kernel is persistent:
+  // launch() folds these work items into one wave of resident CTAs along x.
   static jit::LaunchConfig geometry(const AttentionConfig& config,
                                     const SparseAttentionParams& params, CUstream stream);
   // validate, raise the kernel's shared-memory limit, launch on `stream`.
+  // The wgmma kernel also takes tensor maps of Q, K and V, encoded here per launch.
   static void launch(const jit::Kernel& kernel, const AttentionConfig& config,
                      const SparseAttentionParams& params, int max_shared_bytes, CUstream stream);
 };

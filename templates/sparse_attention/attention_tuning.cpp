@@ -110,7 +110,16 @@ AttentionConfig AttentionKernelKind::with_tile(std::string_view tuning_json) con
                                   " lacks the integer \"" + name + "\"");
     return tile[name].get<int>();
   };
-  return {dtype, head_dim, block_q, block_kv, member("block_m"), member("block_n"), member("warps"), fine_n};
+  AttentionConfig config{dtype, head_dim, block_q, block_kv, member("block_m"), member("block_n"), member("warps"),
+                         fine_n};
+  if (tile.contains("wgmma")) {
+    if (!tile["wgmma"].is_boolean())
+      throw std::invalid_argument("sparse_attention: \"wgmma\" in the tile " + std::string(tuning_json) +
+                                  " must be true or false");
+    config.wgmma = tile["wgmma"].get<bool>();
+    if (config.wgmma) config.stages = member("stages");
+  }
+  return config;
 }
 
 std::string AttentionProblemKey::to_string() const {
@@ -232,6 +241,14 @@ std::vector<AttentionConfig> SparseAttentionTuningProblem::valid_tiles(const jit
         const AttentionConfig config{k.dtype, k.head_dim, k.block_q, k.block_kv, block_m, block_n, warps, k.fine_n};
         if (attention_config_problem(config, max_shared).empty()) tiles.push_back(config);
       }
+  if (!wgmma_target(target)) return tiles;
+  for (int block_m : kWgmmaBlockM)
+    for (int block_n : kWgmmaBlockN)
+      for (int stages : kWgmmaStages) {
+        const AttentionConfig config{k.dtype,  k.head_dim, k.block_q, k.block_kv, block_m, block_n,
+                                     wgmma_warps(block_m), k.fine_n, false, true, stages};
+        if (attention_config_problem(config, max_shared).empty()) tiles.push_back(config);
+      }
   return tiles;
 }
 
@@ -246,8 +263,7 @@ std::string SparseAttentionTuningProblem::default_config_json() const {
   // The default of the GPUs with the most shared memory (sm_90), where the grid is tuned;
   // on a GPU with less it may be another tile, and the report then shows no default time.
   return default_attention_config(key_.kind.dtype, key_.kind.head_dim, key_.kind.block_q,
-                                  key_.kind.block_kv, key_.kind.fine_n,
-                                  max_shared_bytes_for(hopper()))
+                                  key_.kind.block_kv, key_.kind.fine_n, hopper())
       .tuning_json();
 }
 

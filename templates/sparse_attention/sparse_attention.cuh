@@ -21,6 +21,7 @@
 #include "common/mma_tiles.cuh"
 #include "common/ptx.cuh"
 #include "sparse_attention/attention_params.h"
+#include "sparse_attention/attention_steps.cuh"
 
 namespace sparsejit {
 
@@ -40,39 +41,6 @@ struct attention_tile {
   static_assert(kRowsPerWarp == 16 || kRowsPerWarp == 32, "a warp owns 16 or 32 rows");
   static_assert(HeadDim % 16 == 0 && kOutTiles % 2 == 0, "head dim must be a multiple of 16");
   static_assert(BlockN % 16 == 0 && BlockN <= 128, "BlockN must be 16..128, a multiple of 16");
-};
-
-// The kept key blocks of one mask row in ascending order, in either form of the mask
-// (attention_params.h), a compile-time choice (a run-time one cost 7% at D = 128: the extra
-// live state changed how ptxas schedules the hot loop). kept(i) is called with i = 0, 1, 2, ...
-// in order, once per kept block, never per tile.
-template <bool Bitmask>
-struct KeptBlocks;
-template <>
-struct KeptBlocks<false> {  // block-CSR: the row's ascending list
-  int count;
-  const int* list;
-  __device__ __forceinline__ KeptBlocks(const SparseAttentionParams& params, long long mask_row)
-      : count(params.kv_block_count[mask_row]), list(params.kv_block_index + mask_row * params.max_kv_blocks) {}
-  __device__ __forceinline__ int kept(int i) { return list[i]; }
-};
-template <>
-struct KeptBlocks<true> {  // bitmask: the row's words, scanned once
-  int count = 0;
-  const unsigned long long* words;
-  int word = 0;                      // the word `remaining` came from
-  unsigned long long remaining = 0;  // its kept blocks not returned yet
-  __device__ __forceinline__ KeptBlocks(const SparseAttentionParams& params, long long mask_row)
-      : words(params.kv_block_bits + mask_row * params.kv_block_words) {
-    for (int w = 0; w < params.kv_block_words; ++w) count += __popcll(words[w]);
-    remaining = words[0];
-  }
-  __device__ __forceinline__ int kept(int) {
-    while (remaining == 0) remaining = words[++word];
-    const int bit = __ffsll(static_cast<long long>(remaining)) - 1;
-    remaining &= remaining - 1;
-    return word * 64 + bit;
-  }
 };
 
 template <int Dtype, int HeadDim, int BlockQ, int BlockKV, int BlockM, int BlockN, int Warps,
@@ -96,7 +64,6 @@ __global__ void __launch_bounds__(Warps * 32)
 
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
-  const int group = lane / 4;  // the fragment row this lane holds (and row + 8)
   const int quad = lane % 4;   // the fragment column pair this lane holds
 
   const int q_block = blockIdx.x / kTilesPerQBlock;
@@ -174,20 +141,9 @@ __global__ void __launch_bounds__(Warps * 32)
     // Which 8-key score tiles each row group computes (bit j: tile j).
     unsigned keep[kRowGroups];
 #pragma unroll
-    for (int rg = 0; rg < kRowGroups; ++rg) {
-      if constexpr (FineN == 0) {
-        keep[rg] = (1u << Tile::kScoreTiles) - 1u;
-      } else {
-        const int key_offset = tile_in_block * BlockN;
-        const int query_subtile = (m_in_block + warp * Tile::kRowsPerWarp + rg * 16) / 16;
-        keep[rg] = 0;
-#pragma unroll
-        for (int j = 0; j < Tile::kScoreTiles; ++j) {
-          const int bit = query_subtile * (BlockKV / FineN) + (key_offset + 8 * j) / FineN;
-          keep[rg] |= static_cast<unsigned>((bits >> bit) & 1ull) << j;
-        }
-      }
-    }
+    for (int rg = 0; rg < kRowGroups; ++rg)
+      keep[rg] = fine_kept_tiles<Tile::kScoreTiles, BlockKV, FineN>(
+          bits, (m_in_block + warp * Tile::kRowsPerWarp + rg * 16) / 16, tile_in_block * BlockN);
 
     // S = Q K^T for this warp's rows and the tile's BlockN keys.
     float score[kRowGroups][Tile::kScoreTiles][4];
@@ -269,75 +225,15 @@ __global__ void __launch_bounds__(Warps * 32)
       copy_async_commit();
     }
 
-    // Keys past the end and fine-masked tiles score -inf (selects, no branches). Only a
-    // ragged last tile or a warp with a fine bit off needs it; the test is uniform per warp.
-    const int keys_left = params.tokens_kv - n0 - quad * 2;  // this lane's first key is n0 + quad*2
+    // Keys past the end and fine-masked tiles score -inf. Only a ragged last tile or a warp
+    // with a fine bit off needs it; the test is uniform per warp.
     constexpr unsigned kAllScoreTiles = (1u << Tile::kScoreTiles) - 1u;
 #pragma unroll
-    for (int rg = 0; rg < kRowGroups; ++rg) {
-      if (n0 + BlockN <= params.tokens_kv && keep[rg] == kAllScoreTiles) continue;
-#pragma unroll
-      for (int j = 0; j < Tile::kScoreTiles; ++j) {
-        const bool tile_kept = ((keep[rg] >> j) & 1u) != 0;
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const bool kept_key = tile_kept & (j * 8 + (e & 1) < keys_left);
-          score[rg][j][e] = kept_key ? score[rg][j][e] : negative_infinity();
-        }
-      }
-    }
+    for (int rg = 0; rg < kRowGroups; ++rg)
+      if (n0 + BlockN > params.tokens_kv || keep[rg] != kAllScoreTiles)
+        mask_scores(score[rg], keep[rg], params.tokens_kv - n0 - quad * 2);
 
-    // Online softmax with a lazily moved reference: row_max is the point the exponentials are
-    // taken from, not always the running maximum. It moves (and O and the sums are rescaled)
-    // only when some row of the warp sees a score more than 2^kRescaleSlack above it, one
-    // uniform branch; otherwise P may reach 2^kRescaleSlack, which fp32 sums and the 16-bit P
-    // (relative rounding) take without loss. Exact either way: O and the LSE use the same point.
-    constexpr float kRescaleSlack = 8.f;
-    bool moves = false;
-#pragma unroll
-    for (int rg = 0; rg < kRowGroups; ++rg)
-#pragma unroll
-      for (int h = 0; h < 2; ++h)  // -inf > -inf + slack: a row with nothing kept never moves
-        moves |= row_half_max(score[rg], h) * scale_log2 > row_max[rg][h] * scale_log2 + kRescaleSlack;
-    if (__any_sync(0xffffffffu, moves)) {
-#pragma unroll
-      for (int rg = 0; rg < kRowGroups; ++rg)
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          // The tile's maxima again rather than kept from above: 4 registers fewer live
-          // across the softmax, for a rare branch.
-          const float new_max = fmaxf(row_max[rg][h], row_half_max(score[rg], h));
-          // A row with nothing kept so far keeps max -inf and a rescale of exp2(0 - 0) = 1.
-          const float rescale = new_max == negative_infinity()
-                                    ? 1.f
-                                    : fast_exp2((row_max[rg][h] - new_max) * scale_log2);
-          row_max[rg][h] = new_max;
-          row_sum[rg][h] *= rescale;
-#pragma unroll
-          for (int d = 0; d < Tile::kOutTiles; ++d) {
-            out[rg][d][2 * h] *= rescale;
-            out[rg][d][2 * h + 1] *= rescale;
-          }
-        }
-    }
-#pragma unroll
-    for (int rg = 0; rg < kRowGroups; ++rg)
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        // Subtracting 0 for a row with max -inf keeps its exp2(-inf) at 0.
-        const float max_scaled = row_max[rg][h] == negative_infinity() ? 0.f : row_max[rg][h] * scale_log2;
-#pragma unroll
-        for (int j = 0; j < Tile::kScoreTiles; ++j) {
-          if (FineN > 0 && ((keep[rg] >> j) & 1u) == 0) {  // uniform: the whole tile is masked
-            score[rg][j][2 * h] = score[rg][j][2 * h + 1] = 0.f;
-            continue;
-          }
-#pragma unroll
-          for (int e = 2 * h; e < 2 * h + 2; ++e)
-            score[rg][j][e] = fast_exp2(score[rg][j][e] * scale_log2 - max_scaled);
-        }
-        row_sum[rg][h] += reduce_row_half(score[rg], h, SumOp{});
-      }
+    online_softmax<FineN>(score, out, row_max, row_sum, keep, scale_log2);
 
     // O += P V, P straight from the score registers (the mma C layout of two adjacent 8-key
     // tiles is the A layout of one 16-key step).
@@ -352,12 +248,7 @@ __global__ void __launch_bounds__(Warps * 32)
       if (!needed) continue;
       u32 a[kRowGroups][4];
 #pragma unroll
-      for (int rg = 0; rg < kRowGroups; ++rg) {
-        a[rg][0] = pack_pair<Dtype>(score[rg][2 * kk][0], score[rg][2 * kk][1]);
-        a[rg][1] = pack_pair<Dtype>(score[rg][2 * kk][2], score[rg][2 * kk][3]);
-        a[rg][2] = pack_pair<Dtype>(score[rg][2 * kk + 1][0], score[rg][2 * kk + 1][1]);
-        a[rg][3] = pack_pair<Dtype>(score[rg][2 * kk + 1][2], score[rg][2 * kk + 1][3]);
-      }
+      for (int rg = 0; rg < kRowGroups; ++rg) pack_probabilities<Dtype>(a[rg], score[rg], kk);
 #pragma unroll
       for (int d = 0; d < Tile::kOutTiles; d += 2) {
         u32 b[4];
@@ -385,28 +276,11 @@ __global__ void __launch_bounds__(Warps * 32)
   // Normalize and store; rows with nothing kept write zeros and LSE = -inf.
   char* o_base = static_cast<char*>(params.o) +
                  (batch * params.o_batch_stride + head * params.o_head_stride) * 2;
+  const long long lse_base = (static_cast<long long>(batch) * params.heads + head) * params.tokens_q;
 #pragma unroll
   for (int rg = 0; rg < kRowGroups; ++rg)
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      float sum = row_sum[rg][h];
-      sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-      sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-      const int row = m0 + warp * Tile::kRowsPerWarp + rg * 16 + group + 8 * h;
-      if (row >= params.tokens_q) continue;
-      const float inverse = sum > 0.f ? 1.f / sum : 0.f;
-      char* o_row = o_base + static_cast<long long>(row) * params.o_token_stride * 2;
-#pragma unroll
-      for (int d = 0; d < Tile::kOutTiles; ++d)
-        *reinterpret_cast<u32*>(o_row + (d * 8 + quad * 2) * 2) =
-            pack_pair<Dtype>(out[rg][d][2 * h] * inverse, out[rg][d][2 * h + 1] * inverse);
-      if (params.lse != nullptr && quad == 0) {
-        const float natural = sum > 0.f
-                                  ? (row_max[rg][h] * scale_log2 + fast_log2(sum)) * 0.6931471805599453f
-                                  : negative_infinity();
-        params.lse[(static_cast<long long>(batch) * params.heads + head) * params.tokens_q + row] = natural;
-      }
-    }
+    store_row_group<Dtype>(params, o_base, lse_base, m0 + warp * Tile::kRowsPerWarp + rg * 16, out[rg],
+                           row_max[rg], row_sum[rg], scale_log2, lane);
 }
 
 }  // namespace sparsejit

@@ -72,7 +72,10 @@ TEST_F(AttentionLookupTest, WithoutADatabaseEveryCallGetsTheBuiltInDefault) {
   AttentionConfigLookup no_database(nullptr, 0, testing::h100(), kHopperShared);
   const AttentionChoice& choice = no_database.find(kProblem, kCall);
   EXPECT_EQ(choice.level, LookupLevel::built_in_default);
-  EXPECT_EQ(choice.config, templates::default_attention_config(HalfDtype::bf16, 128, 128, 128, 0, kHopperShared));
+  // An H100's default is the wgmma kernel's.
+  EXPECT_EQ(choice.config, templates::default_attention_config(HalfDtype::bf16, 128, 128, 128, 0,
+                                                               jit::Target::for_compute_capability(9, 0)));
+  EXPECT_TRUE(choice.config.wgmma);
   EXPECT_EQ(choice.problem_key, "sparse_attention|bf16|d128|b128x128|fine0|p0.3|n33k|bh4+");
   EXPECT_TRUE(choice.source_key.empty());
   EXPECT_EQ(to_string(choice.level), "built-in default");
@@ -134,7 +137,25 @@ TEST_F(AttentionLookupTest, BuiltInDefaultWhenOnlyOtherArchitecturesWereTuned) {
   AttentionConfigLookup lookup = this->lookup();
   const AttentionChoice& choice = lookup.find(kProblem, kCall);
   EXPECT_EQ(choice.level, LookupLevel::built_in_default);
-  EXPECT_EQ(choice.config, templates::default_attention_config(HalfDtype::bf16, 128, 128, 128, 0, kHopperShared));
+  EXPECT_EQ(choice.config, templates::default_attention_config(HalfDtype::bf16, 128, 128, 128, 0,
+                                                               jit::Target::for_compute_capability(9, 0)));
+}
+
+// Where the device has less shared memory than its target's default needs, the default is
+// the mma.sync one that fits; a stored wgmma tile never reaches a GPU without wgmma.
+TEST_F(AttentionLookupTest, DefaultsAndWgmmaTilesFollowTheDevice) {
+  AttentionConfigLookup small(nullptr, 0, testing::h100(), 99 * 1024);
+  const AttentionChoice& fitted = small.find(kProblem, kCall);
+  EXPECT_FALSE(fitted.config.wgmma);
+  EXPECT_EQ(fitted.config, templates::default_attention_config(HalfDtype::bf16, 128, 128, 128, 0, 99 * 1024));
+
+  const templates::AttentionConfig wgmma_tile = templates::default_attention_config(
+      HalfDtype::bf16, 128, 128, 128, 0, jit::Target::for_compute_capability(9, 0));
+  store_best(a100_, key_at(0.3, 1), wgmma_tile.tuning_json());  // a corrupt row: an A100 has no wgmma
+  AttentionConfigLookup a100(&database_, a100_, gpu("NVIDIA A100-SXM4-80GB", 8, 108), 163 * 1024);
+  const AttentionChoice& choice = a100.find(kProblem, kCall);
+  EXPECT_EQ(choice.level, LookupLevel::built_in_default);
+  EXPECT_FALSE(choice.config.wgmma);
 }
 
 // A stored tile that does not fit this device (here: one that needs more shared memory than a

@@ -7,6 +7,7 @@
 
 #include "jit/nvrtc_compiler.h"
 #include "templates/sparse_attention/attention_family.h"
+#include "templates/sparse_attention/attention_tuning.h"
 #include "templates/sparse_attention/block_mask.h"
 
 namespace sparsejit::templates {
@@ -28,6 +29,68 @@ TEST(AttentionSpace, EveryPointIsValidAndDistinct) {
   EXPECT_EQ(expressions.size(), space.size());
   // sm_86 has less shared memory: its space is a strict subset.
   EXPECT_LT(SparseAttentionFamily().enumerate(jit::Target::parse("sm_86")).size(), space.size());
+}
+
+// The wgmma kernel is offered on compute capability 9.0 only, and always compiled for sm_90a.
+TEST(AttentionSpace, WgmmaKernelOnlyOnHopperForSm90a) {
+  const auto wgmma_specs = [](const char* arch) {
+    std::vector<jit::KernelSpec> specs;
+    for (jit::KernelSpec& spec : SparseAttentionFamily().enumerate(jit::Target::parse(arch)))
+      if (spec.name_expression.find("_wgmma<") != std::string::npos) specs.push_back(std::move(spec));
+    return specs;
+  };
+  const std::vector<jit::KernelSpec> hopper = wgmma_specs("sm_90");
+  ASSERT_GT(hopper.size(), 100u);
+  for (const jit::KernelSpec& spec : hopper) ASSERT_EQ(spec.request.target.name(), "sm_90a") << spec.label;
+  EXPECT_TRUE(wgmma_specs("sm_80").empty());
+  EXPECT_TRUE(wgmma_specs("sm_89").empty());
+}
+
+// On compute capability 9.0 the default is the wgmma kernel's widest tile, 3 stages where
+// they fit; elsewhere (and for D = 96, which wgmma does not take) the mma.sync default.
+TEST(AttentionSpace, TargetDefaultsPreferWgmmaOnHopper) {
+  const jit::Target sm90 = jit::Target::parse("sm_90"), sm80 = jit::Target::parse("sm_80");
+  const AttentionConfig wide = default_attention_config(HalfDtype::bf16, 128, 128, 128, 0, sm90);
+  EXPECT_TRUE(wide.wgmma);
+  EXPECT_EQ(wide.block_m, 128);
+  EXPECT_EQ(wide.block_n, 128);
+  EXPECT_EQ(wide.stages, 3);
+  const AttentionConfig narrow = default_attention_config(HalfDtype::fp16, 64, 64, 64, 16, sm90);
+  EXPECT_TRUE(narrow.wgmma);
+  EXPECT_EQ(narrow.block_m, 64);
+  EXPECT_EQ(narrow.warps, 8);
+  EXPECT_EQ(attention_config_problem(narrow, kHopperShared), "");
+  EXPECT_FALSE(default_attention_config(HalfDtype::bf16, 96, 128, 128, 0, sm90).wgmma);
+  EXPECT_EQ(default_attention_config(HalfDtype::bf16, 128, 128, 128, 0, sm80),
+            default_attention_config(HalfDtype::bf16, 128, 128, 128, 0, max_shared_bytes_for(sm80)));
+}
+
+TEST(AttentionSpace, WgmmaConstraintsSayWhatIsWrong) {
+  AttentionConfig c{HalfDtype::bf16, 128, 128, 128, 128, 128, wgmma_warps(128), 0, false, true, 2};
+  EXPECT_EQ(attention_config_problem(c, kHopperShared), "");
+  const auto problem = [](AttentionConfig config) { return attention_config_problem(config, kHopperShared); };
+  AttentionConfig bad = c;
+  bad.head_dim = 96;
+  EXPECT_NE(problem(bad).find("head dims 64 and 128"), std::string::npos) << problem(bad);
+  bad = c;
+  bad.block_n = 32;
+  EXPECT_NE(problem(bad).find("tile keys 32"), std::string::npos) << problem(bad);
+  bad = c;
+  bad.warps = 8;
+  EXPECT_NE(problem(bad).find("runs 12 warps"), std::string::npos) << problem(bad);
+  bad = c;
+  bad.stages = 4;
+  EXPECT_NE(problem(bad).find("stages must be 2 or 3"), std::string::npos) << problem(bad);
+  // Three stages of 128-key tiles at D = 128 fill the H100's 227 KB: more than sm_80's 163 KB.
+  bad = c;
+  bad.stages = 3;
+  EXPECT_EQ(problem(bad), "");
+  EXPECT_NE(attention_config_problem(bad, 163 * 1024).find("shared memory"), std::string::npos);
+  // The tile round-trips through the database's JSON.
+  const AttentionKernelKind kind{HalfDtype::bf16, 128, 128, 128, 0};
+  EXPECT_EQ(kind.with_tile(bad.tuning_json()), bad);
+  EXPECT_EQ(kind.with_tile(R"({"block_m":128,"block_n":64,"warps":8})").wgmma, false);
+  EXPECT_THROW(kind.with_tile(R"({"block_m":128,"block_n":128,"warps":12,"wgmma":true})"), std::invalid_argument);
 }
 
 TEST(AttentionSpace, DefaultsAreValidForEveryProblem) {
@@ -167,6 +230,19 @@ TEST(AttentionCompile, StratifiedSubsetCompilesToCubins) {
   subset.push_back(default_attention_config(HalfDtype::bf16, 128, 128, 64, 16, 99 * 1024));
   subset.push_back({HalfDtype::fp16, 64, 128, 128, 128, 64, 4, 32});  // 32 rows per warp
   subset.push_back({HalfDtype::bf16, 96, 64, 128, 64, 32, 4, 16, true});  // the bitmask form
+  // The wgmma kernel (rendered for sm_90a whatever the 9.0 target asked): the widest tile at
+  // D = 128 and the narrowest at D = 64 with fine bits, the bitmask form and three stages.
+  const std::vector<AttentionConfig> wgmma = {
+      {HalfDtype::bf16, 128, 128, 128, 128, 128, wgmma_warps(128), 0, false, true, 2},
+      {HalfDtype::fp16, 64, 64, 64, 64, 64, wgmma_warps(64), 16, true, true, 3}};
+  for (const AttentionConfig& config : wgmma) {
+    SCOPED_TRACE(config.label());
+    const jit::KernelSpec spec = SparseAttentionFamily::render(config, jit::Target::parse("sm_90"));
+    ASSERT_EQ(spec.request.target.name(), "sm_90a");
+    const jit::CompiledBinary binary = jit::compile(spec.request);
+    EXPECT_GT(binary.cubin.size(), 1000u);
+    EXPECT_EQ(binary.lowered_names.count(config.name_expression()), 1u);
+  }
   for (const char* arch : {"sm_80", "sm_90"})
     for (const AttentionConfig& config : subset) {
       SCOPED_TRACE(config.label() + " " + arch);

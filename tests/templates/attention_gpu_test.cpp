@@ -149,6 +149,20 @@ class AttentionGpuTest : public testing::GpuTest {
     runtime_->sparse_attention(c.device, c.problem(), stream_->handle(), /*check_mask=*/true);
     stream_->synchronize();
   }
+  // Runs one given specialization (compiled on first use) instead of the runtime's choice.
+  void run_config(const AttentionConfig& config, const AttentionCase& c) {
+    const jit::Kernel kernel = provider_.kernel(context(), SparseAttentionFamily::render(config, runtime_->target()));
+    SparseAttentionFamily::launch(kernel, config, c.device, runtime_->device().max_shared_bytes_per_block,
+                                  stream_->handle());
+    stream_->synchronize();
+  }
+  // Why the wgmma kernel does not exist on this GPU; empty where it does.
+  std::string wgmma_missing() const {
+    return wgmma_target(runtime_->target())
+               ? ""
+               : "the wgmma kernel needs compute capability 9.0; this GPU's target is " + runtime_->target().name();
+  }
+  jit::KernelProvider provider_{nullptr};
   testing::TempDirectory directory_;
   std::unique_ptr<runtime::Runtime> runtime_;
   std::unique_ptr<jit::Stream> stream_;
@@ -212,8 +226,6 @@ INSTANTIATE_TEST_SUITE_P(AllProblems, AttentionProblems, ::testing::ValuesIn(all
 
 // Every tile configuration of the space for one problem, with and without fine bits.
 TEST_F(AttentionGpuTest, EveryTileOfTheSpace) {
-  jit::KernelProvider provider(nullptr);
-  const jit::Target target = runtime_->target();
   const int max_shared = runtime_->device().max_shared_bytes_per_block;
   int tested = 0;
   for (int fine_n : {0, 16})
@@ -224,9 +236,7 @@ TEST_F(AttentionGpuTest, EveryTileOfTheSpace) {
           if (!attention_config_problem(config, max_shared).empty()) continue;
           BlockMask mask = random_block_mask(1, 2, 1000, 1000, 128, 128, 0.4, generator_, true, fine_n, 0.5);
           AttentionCase c(1, 2, 1000, 1000, 128, HalfDtype::bf16, Storage::bhnd, std::move(mask), generator_);
-          const jit::Kernel kernel = provider.kernel(context(), SparseAttentionFamily::render(config, target));
-          SparseAttentionFamily::launch(kernel, config, c.device, max_shared, stream_->handle());
-          stream_->synchronize();
+          run_config(config, c);
           expect_matches(c, config.label());
           ++tested;
         }
@@ -303,6 +313,83 @@ TEST_F(AttentionGpuTest, ModelSequenceLengths) {
     AttentionCase c(1, m.heads, m.tokens, m.tokens, 128, HalfDtype::bf16, m.storage, std::move(mask),
                     generator_, false);
     run(c);
+    expect_sampled_blocks_match(c);
+  }
+}
+
+// The wgmma kernel on every dtype x head dim x block pair x fine granularity (0, 16), at its
+// widest tile: ragged lengths (700 queries, 900 keys), 2 batches x 2 heads, 10% empty rows,
+// both layouts, LSE, and the bitmask form bit for bit against block-CSR.
+TEST_F(AttentionGpuTest, WgmmaEveryProblem) {
+  if (const std::string why = wgmma_missing(); !why.empty()) GTEST_SKIP() << why;
+  int tested = 0;
+  for (HalfDtype dtype : {HalfDtype::bf16, HalfDtype::fp16})
+    for (int head_dim : kWgmmaHeadDims)
+      for (int block_q : kAttentionBlockSizes)
+        for (int block_kv : kAttentionBlockSizes)
+          for (int fine_n : {0, 16}) {
+            const AttentionConfig config{dtype, head_dim, block_q, block_kv, block_q, block_kv,
+                                         wgmma_warps(block_q), fine_n, false, true, 2};
+            const Storage storage = tested % 2 == 0 ? Storage::bnhd : Storage::bhnd;
+            BlockMask mask = random_block_mask(2, 2, 700, 900, block_q, block_kv, tested % 3 == 0 ? 1.0 : 0.3,
+                                               generator_, true, fine_n, 0.5);
+            mask = with_empty_rows(std::move(mask), 0.1, generator_);
+            AttentionCase c(2, 2, 700, 900, head_dim, dtype, storage, std::move(mask), generator_);
+            run_config(config, c);
+            expect_matches(c, config.label() + (storage == Storage::bhnd ? " [B,H,N,D]" : " [B,N,H,D]"));
+            const std::vector<std::uint16_t> from_lists = c.dout.download_as<std::uint16_t>();
+            c.use_bitmask();
+            AttentionConfig bitmask_config = config;
+            bitmask_config.bitmask = true;
+            run_config(bitmask_config, c);
+            EXPECT_EQ(c.dout.download_as<std::uint16_t>(), from_lists) << config.label() << ": bitmask form differs";
+            ++tested;
+          }
+  EXPECT_EQ(tested, 32);
+}
+
+// Every wgmma tile and stage count of one problem (bf16, D = 128, 128x128 blocks), with and
+// without fine bits (8, 16 and 32 keys wide), at density 0.4.
+TEST_F(AttentionGpuTest, WgmmaEveryTile) {
+  if (const std::string why = wgmma_missing(); !why.empty()) GTEST_SKIP() << why;
+  const int max_shared = runtime_->device().max_shared_bytes_per_block;
+  int tested = 0;
+  for (int fine_n : kAttentionFineN)
+    for (int block_m : kWgmmaBlockM)
+      for (int block_n : kWgmmaBlockN)
+        for (int stages : kWgmmaStages) {
+          const AttentionConfig config{HalfDtype::bf16, 128, 128, 128, block_m, block_n, wgmma_warps(block_m),
+                                       fine_n, false, true, stages};
+          if (!attention_config_problem(config, max_shared).empty()) continue;
+          BlockMask mask = random_block_mask(1, 2, 1000, 1000, 128, 128, 0.4, generator_, true, fine_n, 0.5);
+          AttentionCase c(1, 2, 1000, 1000, 128, HalfDtype::bf16, Storage::bhnd, std::move(mask), generator_);
+          run_config(config, c);
+          expect_matches(c, config.label());
+          ++tested;
+        }
+  EXPECT_EQ(tested, 3 * 8);  // fine 0, 16, 32 (8-key sub-tiles of 128x128 blocks need 128 bits)
+}
+
+// The wgmma kernel at the model lengths (sampled query blocks, as ModelSequenceLengths).
+TEST_F(AttentionGpuTest, WgmmaModelSequenceLengths) {
+  if (const std::string why = wgmma_missing(); !why.empty()) GTEST_SKIP() << why;
+  const struct {
+    int tokens, heads;
+    double density;
+    int fine_n;
+    Storage storage;
+  } cases[] = {{32760, 2, 1.0, 0, Storage::bnhd},
+               {32760, 1, 0.1, 16, Storage::bhnd},
+               {75600, 1, 0.05, 0, Storage::bnhd},
+               {75600, 1, 0.1, 16, Storage::bhnd}};
+  for (const auto& m : cases) {
+    SCOPED_TRACE("N " + std::to_string(m.tokens) + " density " + std::to_string(m.density) + " fine " +
+                 std::to_string(m.fine_n));
+    BlockMask mask = random_block_mask(1, m.heads, m.tokens, m.tokens, 128, 128, m.density, generator_, true,
+                                       m.fine_n, 0.5);
+    AttentionCase c(1, m.heads, m.tokens, m.tokens, 128, HalfDtype::bf16, m.storage, std::move(mask), generator_,
+                    false);
+    run_config({HalfDtype::bf16, 128, 128, 128, 128, 128, wgmma_warps(128), m.fine_n, false, true, 2}, c);
     expect_sampled_blocks_match(c);
   }
 }

@@ -1,0 +1,350 @@
+#pragma once
+// sparse_attention_forward_wgmma: the Hopper (sm_90a) variant of sparse_attention.cuh, same
+// semantics, formats and limits (attention_params.h), after FlashAttention-3's scheme.
+//
+// Persistent: each CTA walks work items (query tiles of BlockM = 64 or 128 rows of one query
+// block, of one batch and head) blockIdx.x, blockIdx.x + gridDim.x, ..., query tiles fastest,
+// so the CTAs running at once share a head's K and V in L2. A CTA has one producer warpgroup
+// and BlockM / 64 consumer warpgroups of 64 rows each. The producer (one thread) walks each
+// item's kept key blocks and loads Q and each BlockN-key tile of K and V by TMA into a ring of
+// Stages shared-memory stages that runs on across items, each stage with a "full" mbarrier
+// (bytes landed) and an "empty" one (every consumer warp is done with it); Q has its own pair.
+// So the next item's Q and first tiles load while the consumers finish and store this one.
+// Consumers compute S = Q K^T with wgmma (both operands in shared memory), the online softmax
+// in registers, and O += P V with P from registers; the producer gives its registers to them
+// (setmaxnreg).
+//
+// Work really skipped by fine bits: a key tile that none of a warpgroup's 64 rows keeps costs
+// that warpgroup no wgmma and no softmax (the K/V tile is still loaded: the other consumer
+// warpgroup may need it). Inside a computed tile, keys a row does not keep are masked to
+// -inf; wgmma has no finer skip.
+//
+// Shared memory (1024-byte aligned for the 128-byte swizzle): Q as HeadDim / 64 panels of
+// [BlockM][64], then Stages K tiles and Stages V tiles as panels of [BlockN][64], then the
+// barriers. TMA zero-fills rows past the end of the tensors.
+//
+// Grid: x = at most the work items (query blocks * (BlockQ / BlockM) * heads * batch), a
+// full wave of resident CTAs; y = z = 1. Block: the Tile's kThreads. Dynamic shared memory:
+// kSharedBytes. Requires what sparse_attention.cuh requires,
+// plus tensor maps of Q, K, V (4-D: head dim, tokens, heads, batch; box 64 x BlockM for Q
+// and 64 x BlockN for K and V; 128-byte swizzle) and head/batch strides that TMA accepts
+// (multiples of 16 bytes): all built and checked on the host.
+#include "common/hopper.cuh"
+#include "sparse_attention/attention_steps.cuh"
+
+namespace sparsejit {
+
+// Traits of one tile configuration of the wgmma kernel.
+template <int HeadDim, int BlockM, int BlockN, int Stages>
+struct wgmma_attention_tile {
+  static constexpr int kConsumers = BlockM / 64;  // consumer warpgroups, 64 rows each
+  static constexpr int kThreads = (kConsumers + 1) * 128;
+  // Two consumers fill an SM's registers alone; one consumer leaves room for a second CTA.
+  static constexpr int kMinBlocks = kConsumers == 2 ? 1 : 2;
+  // setmaxnreg: the producer keeps 24, the consumers share the rest of the SM's 64K
+  // registers (per CTA), rounded down to a multiple of 8: 240 with two consumers, 232 with one.
+  static constexpr int kProducerRegisters = 24;
+  static constexpr int kConsumerRegisters =
+      ((65536 / kMinBlocks - kProducerRegisters * 128) / (kConsumers * 128)) / 8 * 8 > 240
+          ? 240
+          : ((65536 / kMinBlocks - kProducerRegisters * 128) / (kConsumers * 128)) / 8 * 8;
+  static constexpr int kPanels = HeadDim / 64;  // 64-column panels of 128-byte rows
+  static constexpr int kQBytes = BlockM * HeadDim * 2;
+  static constexpr int kTileBytes = BlockN * HeadDim * 2;  // one K or V tile
+  static constexpr int kScoreTiles = BlockN / 8;
+  static constexpr int kOutTiles = HeadDim / 8;
+  static constexpr int kBarriers = 2 + 4 * Stages;  // Q full, Q empty; K full, V full, K empty, V empty
+  static constexpr int kSharedBytes = 1024 + kQBytes + 2 * Stages * kTileBytes + kBarriers * 8;
+  static_assert(BlockM == 64 || BlockM == 128, "64 rows per consumer warpgroup, one or two of them");
+  static_assert(BlockN == 64 || BlockN == 128, "wgmma shapes of this kernel: n64 and n128");
+  static_assert(HeadDim == 64 || HeadDim == 128, "head dims in whole 64-column panels");
+  static_assert(Stages >= 2 && Stages <= 4, "2 to 4 pipeline stages");
+};
+
+template <int Dtype, int HeadDim, int BlockQ, int BlockKV, int BlockM, int BlockN, int Stages,
+          int FineN, bool MaskBits>
+__global__ void __launch_bounds__(wgmma_attention_tile<HeadDim, BlockM, BlockN, Stages>::kThreads,
+                                  wgmma_attention_tile<HeadDim, BlockM, BlockN, Stages>::kMinBlocks)
+    sparse_attention_forward_wgmma(const __grid_constant__ SparseAttentionParams params,
+                                   const __grid_constant__ TensorMap q_map,
+                                   const __grid_constant__ TensorMap k_map,
+                                   const __grid_constant__ TensorMap v_map) {
+  using Tile = wgmma_attention_tile<HeadDim, BlockM, BlockN, Stages>;
+  constexpr int kTilesPerQBlock = BlockQ / BlockM;
+  constexpr int kTilesPerKvBlock = BlockKV / BlockN;
+  static_assert(BlockQ % BlockM == 0 && BlockKV % BlockN == 0, "tiles must divide the blocks");
+  static_assert(FineN == 0 || (BlockKV % FineN == 0 && FineN % 8 == 0 &&
+                               (BlockQ / 16) * (BlockKV / FineN) <= 64),
+                "fine sub-tiles must fit one 64-bit word per block pair");
+
+  extern __shared__ unsigned char shared_raw[];
+  unsigned char* q_tile = shared_raw + ((1024u - (shared_address(shared_raw) & 1023u)) & 1023u);
+  unsigned char* k_tiles = q_tile + Tile::kQBytes;  // [Stages][kPanels][BlockN][64]
+  unsigned char* v_tiles = k_tiles + Stages * Tile::kTileBytes;
+  unsigned long long* q_full = reinterpret_cast<unsigned long long*>(v_tiles + Stages * Tile::kTileBytes);
+  unsigned long long* q_empty = q_full + 1;
+  unsigned long long* k_full = q_full + 2;
+  unsigned long long* v_full = k_full + Stages;
+  unsigned long long* k_empty = v_full + Stages;
+  unsigned long long* v_empty = k_empty + Stages;
+
+  // One work item: a query tile of one (batch, head), and its mask row.
+  const int q_blocks = (params.tokens_q + BlockQ - 1) / BlockQ;
+  const int q_tiles = q_blocks * kTilesPerQBlock;
+  const long long items = static_cast<long long>(q_tiles) * params.heads * params.batch;
+  struct WorkItem {
+    int m_in_block, m0, head, batch;
+    long long mask_row;
+  };
+  const auto work_item = [&](long long item) {
+    WorkItem w;
+    const int tile = static_cast<int>(item % q_tiles);
+    const long long batch_head = item / q_tiles;
+    w.head = static_cast<int>(batch_head % params.heads);
+    w.batch = static_cast<int>(batch_head / params.heads);
+    w.m_in_block = (tile % kTilesPerQBlock) * BlockM;
+    w.m0 = (tile / kTilesPerQBlock) * BlockQ + w.m_in_block;
+    w.mask_row = batch_head * q_blocks + tile / kTilesPerQBlock;
+    return w;
+  };
+
+  if (threadIdx.x == 0) {
+    barrier_init(q_full, 1);
+    barrier_init(q_empty, Tile::kConsumers * 4);  // one arrival per consumer warp
+    for (int s = 0; s < Stages; ++s) {
+      barrier_init(&k_full[s], 1);
+      barrier_init(&v_full[s], 1);
+      barrier_init(&k_empty[s], Tile::kConsumers * 4);
+      barrier_init(&v_empty[s], Tile::kConsumers * 4);
+    }
+    barrier_init_fence();
+  }
+  __syncthreads();
+
+  const int warpgroup = threadIdx.x / 128;
+  if (warpgroup == 0) {
+    // Producer: one thread issues every copy; a stage (or Q) is refilled once all consumer
+    // warps released it (the first round waits on parity 1 of fresh barriers: no wait).
+    release_registers<Tile::kProducerRegisters>();
+    if (threadIdx.x != 0) return;
+    int ring = 0;        // tiles loaded so far, over all items: the ring position
+    int q_loads = 0;     // Q tiles loaded so far
+    for (long long item = blockIdx.x; item < items; item += gridDim.x) {
+      const WorkItem w = work_item(item);
+      if (w.m0 >= params.tokens_q) continue;  // a tile past the ragged end of the last block
+      KeptBlocks<MaskBits> kept_blocks(params, w.mask_row);
+      const int tiles = kept_blocks.count * kTilesPerKvBlock;
+      if (tiles == 0) continue;  // the consumers write zeros
+      barrier_wait(q_empty, (q_loads & 1) ^ 1);
+      barrier_arrive_expect_bytes(q_full, Tile::kQBytes);
+#pragma unroll
+      for (int p = 0; p < Tile::kPanels; ++p)
+        tensor_load_4d(q_tile + p * BlockM * 128, q_map, q_full, p * 64, w.m0, w.head, w.batch);
+      ++q_loads;
+      int block = 0;
+      for (int t = 0; t < tiles; ++t, ++ring) {
+        if (t % kTilesPerKvBlock == 0) block = kept_blocks.kept(t / kTilesPerKvBlock);
+        const int n0 = block * BlockKV + (t % kTilesPerKvBlock) * BlockN;
+        const int stage = ring % Stages;
+        const int phase = (ring / Stages) & 1;
+        unsigned char* k_tile = k_tiles + stage * Tile::kTileBytes;
+        unsigned char* v_tile = v_tiles + stage * Tile::kTileBytes;
+        barrier_wait(&k_empty[stage], phase ^ 1);
+        barrier_arrive_expect_bytes(&k_full[stage], Tile::kTileBytes);
+#pragma unroll
+        for (int p = 0; p < Tile::kPanels; ++p)
+          tensor_load_4d(k_tile + p * BlockN * 128, k_map, &k_full[stage], p * 64, n0, w.head, w.batch);
+        barrier_wait(&v_empty[stage], phase ^ 1);
+        barrier_arrive_expect_bytes(&v_full[stage], Tile::kTileBytes);
+#pragma unroll
+        for (int p = 0; p < Tile::kPanels; ++p)
+          tensor_load_4d(v_tile + p * BlockN * 128, v_map, &v_full[stage], p * 64, n0, w.head, w.batch);
+      }
+    }
+    return;
+  }
+
+  // Consumers.
+  claim_registers<Tile::kConsumerRegisters>();
+  const int consumer = warpgroup - 1;
+  const int warp_in_group = (threadIdx.x / 32) % 4;
+  const int lane = threadIdx.x % 32;
+  const int quad = lane % 4;
+  const float scale_log2 = params.softmax_scale * 1.4426950408889634f;
+  const unsigned char* q_rows = q_tile + consumer * 64 * 128;  // this warpgroup's 64 rows
+  int ring = 0;     // the producer's ring position of the item's first tile
+  int q_loads = 0;  // Q tiles consumed so far
+
+  for (long long item = blockIdx.x; item < items; item += gridDim.x) {
+    const WorkItem w = work_item(item);
+    if (w.m0 >= params.tokens_q) continue;
+    KeptBlocks<MaskBits> kept_blocks(params, w.mask_row);
+    const int kept = kept_blocks.count;
+    const int tiles = kept * kTilesPerKvBlock;
+    const int first_subtile = (w.m_in_block + consumer * 64) / 16;  // the warpgroup's first 16 rows
+    const unsigned long long* kept_bits =
+        FineN > 0 ? params.fine_bits + w.mask_row * params.max_kv_blocks : nullptr;
+
+    float out[1][Tile::kOutTiles][4];
+    float row_max[1][2], row_sum[1][2];
+#pragma unroll
+    for (int d = 0; d < Tile::kOutTiles; ++d)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) out[0][d][e] = 0.f;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      row_max[0][h] = negative_infinity();
+      row_sum[0][h] = 0.f;
+    }
+
+    // The consumer's own walk of the kept blocks, one block ahead (as the mma.sync kernel).
+    int block = 0, next_block = 0;
+    unsigned long long bits = 0, next_bits = 0;
+    if (tiles > 0) {
+      block = kept_blocks.kept(0);
+      if (kept > 1) next_block = kept_blocks.kept(1);
+      if constexpr (FineN > 0) {
+        bits = kept_bits[0];
+        if (kept > 1) next_bits = kept_bits[1];
+      }
+      barrier_wait(q_full, q_loads & 1);
+      ++q_loads;
+    }
+
+    // Software pipeline across tiles (FlashAttention-3's intra-warpgroup overlap): tile t's
+    // S = Q K^T is issued, then the previous tile's O += P V behind it, and tile t's softmax
+    // runs while that product is on the tensor cores. O is rescaled only after it lands.
+    u32 p[BlockN / 16][4];       // P of the pending tile, the A operand of its O += P V
+    bool pending = false;        // a tile's P waits for its O += P V
+    int pending_stage = 0, pending_phase = 0;
+    // Issues the pending tile's O += P V: BlockN / 16 k-steps of 16 keys (2048 bytes of the
+    // tile each); V is MN-major (head dims contiguous), its 64-column panels BlockN * 128 apart.
+    const auto issue_pv = [&] {
+      barrier_wait(&v_full[pending_stage], pending_phase);
+      const unsigned char* v_tile = v_tiles + pending_stage * Tile::kTileBytes;
+      warpgroup_fence();
+#pragma unroll
+      for (int kk = 0; kk < BlockN / 16; ++kk)
+        warpgroup_mma<Dtype, HeadDim>::registers_shared_transposed(
+            out[0], p[kk], swizzled_descriptor(v_tile + kk * 16 * 128, BlockN * 128, 1024), 1);
+      warpgroup_commit();
+    };
+    // Waits for it and hands its V stage back to the producer.
+    const auto finish_pv = [&] {
+      warpgroup_wait<0>();
+      fence_accumulators(out[0]);
+      __syncwarp();
+      if (lane == 0) barrier_arrive(&v_empty[pending_stage]);
+      pending = false;
+    };
+
+    for (int t = 0; t < tiles; ++t) {
+      const int tile_in_block = t % kTilesPerKvBlock;
+      const int n0 = block * BlockKV + tile_in_block * BlockN;
+      const int stage = (ring + t) % Stages;
+      const int phase = ((ring + t) / Stages) & 1;
+      const unsigned char* k_tile = k_tiles + stage * Tile::kTileBytes;
+
+      unsigned keep[1] = {fine_kept_tiles<Tile::kScoreTiles, BlockKV, FineN>(bits, first_subtile + warp_in_group,
+                                                                          tile_in_block * BlockN)};
+      bool group_computes = true;  // uniform across the warpgroup
+      if constexpr (FineN > 0) {
+        unsigned any = 0;
+#pragma unroll
+        for (int w = 0; w < 4; ++w)
+          any |= fine_kept_tiles<Tile::kScoreTiles, BlockKV, FineN>(bits, first_subtile + w, tile_in_block * BlockN);
+        group_computes = any != 0;
+      }
+
+      if (!group_computes) {
+        // Nothing of this tile for the warpgroup. A pending product is finished first: its V
+        // stage may be the one the producer must refill before this tile's V lands. The
+        // tile's stages are handed back once their copies landed (a stage released earlier
+        // could be refilled under them).
+        if (pending) {
+          issue_pv();
+          finish_pv();
+        }
+        barrier_wait(&k_full[stage], phase);
+        barrier_wait(&v_full[stage], phase);
+        __syncwarp();
+        if (lane == 0) {
+          barrier_arrive(&k_empty[stage]);
+          barrier_arrive(&v_empty[stage]);
+        }
+      } else {
+        // S = Q K^T: HeadDim / 16 k-steps, 32 bytes apart inside a 128-byte swizzled row.
+        barrier_wait(&k_full[stage], phase);
+        float score[1][Tile::kScoreTiles][4];
+        warpgroup_fence();
+#pragma unroll
+        for (int ks = 0; ks < HeadDim / 16; ++ks) {
+          const int panel = ks / 4, offset = (ks % 4) * 32;
+          warpgroup_mma<Dtype, BlockN>::shared_shared(
+              score[0], swizzled_descriptor(q_rows + panel * BlockM * 128 + offset, 16, 1024),
+              swizzled_descriptor(k_tile + panel * BlockN * 128 + offset, 16, 1024), ks > 0);
+        }
+        warpgroup_commit();
+        // The tile's softmax, once S has landed; K's stage goes back to the producer.
+        float rescale[1][2];
+        const auto softmax = [&] {
+          fence_accumulators(score[0]);
+          __syncwarp();
+          if (lane == 0) barrier_arrive(&k_empty[stage]);
+          constexpr unsigned kAllScoreTiles = (1u << Tile::kScoreTiles) - 1u;
+          if (n0 + BlockN > params.tokens_kv || keep[0] != kAllScoreTiles)
+            mask_scores(score[0], keep[0], params.tokens_kv - n0 - quad * 2);
+          const bool moved = move_softmax_reference(score, row_max, row_sum, rescale, scale_log2);
+          exponentiate_scores<FineN>(score, row_max, row_sum, keep, scale_log2);
+          return moved;
+        };
+        // Both branches keep each wgmma's issue and wait in one straight line, so that ptxas
+        // sees no accumulator read while a product runs (it would serialize every wgmma).
+        bool moved;
+        if (pending) {
+          issue_pv();
+          warpgroup_wait<1>();  // S has landed; the previous tile's O += P V may still run
+          moved = softmax();
+          finish_pv();
+        } else {
+          warpgroup_wait<0>();
+          moved = softmax();
+        }
+        if (moved) rescale_outputs(out, rescale);
+#pragma unroll
+        for (int kk = 0; kk < BlockN / 16; ++kk) pack_probabilities<Dtype>(p[kk], score[0], kk);
+        pending = true;
+        pending_stage = stage;
+        pending_phase = phase;
+      }
+
+      if (t == tiles - 1) {  // the item's last S has landed (or was skipped): Q goes back
+        __syncwarp();
+        if (lane == 0) barrier_arrive(q_empty);
+      }
+
+      if (tile_in_block + 1 == kTilesPerKvBlock) {  // on to the next kept block
+        block = next_block;
+        bits = next_bits;
+        const int after = t / kTilesPerKvBlock + 2;
+        if (after < kept) {
+          next_block = kept_blocks.kept(after);
+          if constexpr (FineN > 0) next_bits = kept_bits[after];
+        }
+      }
+    }
+    if (pending) {
+      issue_pv();
+      finish_pv();
+    }
+    ring += tiles;
+
+    char* o_base =
+        static_cast<char*>(params.o) + (w.batch * params.o_batch_stride + w.head * params.o_head_stride) * 2;
+    const long long lse_base = (static_cast<long long>(w.batch) * params.heads + w.head) * params.tokens_q;
+    store_row_group<Dtype>(params, o_base, lse_base, w.m0 + consumer * 64 + warp_in_group * 16, out[0], row_max[0],
+                           row_sum[0], scale_log2, lane);
+  }
+}
+
+}  // namespace sparsejit

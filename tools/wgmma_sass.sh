@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Compiles one specialization of the wgmma attention kernel with nvcc for sm_90a (the same
+# ptxas that NVRTC drives) and counts what issue 6 asks to see in its SASS: HGMMA in the hot
+# loop and no local-memory traffic (LDL/STL). Needs nvcc and cuobjdump (CUDA toolkit).
+#   tools/wgmma_sass.sh ["DTYPE, D, BQ, BKV, BM, BN, STAGES, FINE_N, BITMASK"] [SASS_OUT]
+# The default is bf16, D = 128, 128x128 blocks and tile, 2 stages, no fine bits, block-CSR.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+args="${1:-0, 128, 128, 128, 128, 128, 2, 0, false}"
+sass_out="${2:-}"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+param='const __grid_constant__ sparsejit'
+cat >"$work/kernel.cu" <<EOT
+#include "sparse_attention/sparse_attention_wgmma.cuh"
+template __global__ void sparsejit::sparse_attention_forward_wgmma<$args>($param::SparseAttentionParams,
+    $param::TensorMap, $param::TensorMap, $param::TensorMap);
+EOT
+nvcc -gencode=arch=compute_90a,code=sm_90a -cubin -std=c++17 -Xptxas -v -I templates \
+  -o "$work/kernel.cubin" "$work/kernel.cu" 2>&1 | grep -E "registers|spill|stack"
+cuobjdump --dump-sass "$work/kernel.cubin" >"$work/kernel.sass"
+[ -n "$sass_out" ] && cp "$work/kernel.sass" "$sass_out"
+echo "sparse_attention_forward_wgmma<$args>: $(grep -c HGMMA "$work/kernel.sass") HGMMA," \
+  "$(grep -cE '\b(LDL|STL)\b' "$work/kernel.sass" || true) LDL/STL instructions"
