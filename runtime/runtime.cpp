@@ -90,51 +90,54 @@ void Runtime::sparse_attention(const SparseAttentionParams& params, const Attent
       attention_config(problem, templates::attention_call_shape(params, problem.block_kv)).config;
   config.bitmask = params.kv_block_bits != nullptr;  // the form the call gives
   SparseAttentionFamily::validate(config, params, device_.max_shared_bytes_per_block);
-  if (check_mask) {
-    templates::BlockMask mask;
-    mask.batch = params.batch;
-    mask.heads = params.heads;
-    mask.q_blocks = (params.tokens_q + problem.block_q - 1) / problem.block_q;
-    mask.kv_blocks = (params.tokens_kv + problem.block_kv - 1) / problem.block_kv;
-    mask.max_kv_blocks = params.max_kv_blocks;
-    mask.block_q = problem.block_q;
-    mask.block_kv = problem.block_kv;
-    mask.fine_n = problem.fine_n;
-    const std::size_t rows = static_cast<std::size_t>(mask.batch) * mask.heads * mask.q_blocks;
-    const auto download = [](const void* pointer, std::size_t count, auto& into) {
-      using Element = typename std::decay_t<decltype(into)>::value_type;
-      const std::vector<std::uint8_t> bytes = jit::copy_device_to_host(pointer, count * sizeof(Element));
-      into.resize(count);
-      std::memcpy(into.data(), bytes.data(), bytes.size());
-    };
-    SJ_CU(cuStreamSynchronize(stream));  // the mask may have been written on this stream
-    if (params.kv_block_bits != nullptr) {
-      // A bitmask is checked as it is, then (for its fine bits, which follow the kept blocks)
-      // as the block-CSR mask it stands for.
-      templates::BlockBitmask bitmask;
-      bitmask.batch = mask.batch;
-      bitmask.heads = mask.heads;
-      bitmask.q_blocks = mask.q_blocks;
-      bitmask.kv_blocks = mask.kv_blocks;
-      bitmask.words_per_row = params.kv_block_words;
-      download(params.kv_block_bits, rows * static_cast<std::size_t>(params.kv_block_words), bitmask.bits);
-      templates::validate_block_bitmask(bitmask, params.tokens_q, params.tokens_kv, problem.block_q,
-                                        problem.block_kv);
-      const templates::BlockMask listed =
-          templates::to_block_mask(bitmask, problem.block_q, problem.block_kv, params.max_kv_blocks);
-      mask.count = listed.count;
-      mask.index = listed.index;
-    } else {
-      download(params.kv_block_count, rows, mask.count);
-      download(params.kv_block_index, rows * mask.max_kv_blocks, mask.index);
-    }
-    if (problem.fine_n > 0) download(params.fine_bits, rows * mask.max_kv_blocks, mask.fine_bits);
-    templates::validate_block_mask(mask, params.tokens_q, params.tokens_kv);
-  }
+  if (check_mask) check_attention_mask(params, problem, stream);
   const jit::Kernel kernel = cached_kernel(attention_kernels_, config.name_expression(), [&] {
     return SparseAttentionFamily::render(config, target_);
   });
   SparseAttentionFamily::launch(kernel, config, params, device_.max_shared_bytes_per_block, stream);
+}
+
+void Runtime::check_attention_mask(const SparseAttentionParams& params, const AttentionProblem& problem,
+                                   CUstream stream) {
+  templates::BlockMask mask;
+  mask.batch = params.batch;
+  mask.heads = params.heads;
+  mask.q_blocks = (params.tokens_q + problem.block_q - 1) / problem.block_q;
+  mask.kv_blocks = (params.tokens_kv + problem.block_kv - 1) / problem.block_kv;
+  mask.max_kv_blocks = params.max_kv_blocks;
+  mask.block_q = problem.block_q;
+  mask.block_kv = problem.block_kv;
+  mask.fine_n = problem.fine_n;
+  const std::size_t rows = static_cast<std::size_t>(mask.batch) * mask.heads * mask.q_blocks;
+  const auto download = [](const void* pointer, std::size_t count, auto& into) {
+    using Element = typename std::decay_t<decltype(into)>::value_type;
+    const std::vector<std::uint8_t> bytes = jit::copy_device_to_host(pointer, count * sizeof(Element));
+    into.resize(count);
+    std::memcpy(into.data(), bytes.data(), bytes.size());
+  };
+  SJ_CU(cuStreamSynchronize(stream));  // the mask may have been written on this stream
+  if (params.kv_block_bits != nullptr) {
+    // A bitmask is checked as it is, then (for its fine bits, which follow the kept blocks)
+    // as the block-CSR mask it stands for.
+    templates::BlockBitmask bitmask;
+    bitmask.batch = mask.batch;
+    bitmask.heads = mask.heads;
+    bitmask.q_blocks = mask.q_blocks;
+    bitmask.kv_blocks = mask.kv_blocks;
+    bitmask.words_per_row = params.kv_block_words;
+    download(params.kv_block_bits, rows * static_cast<std::size_t>(params.kv_block_words), bitmask.bits);
+    templates::validate_block_bitmask(bitmask, params.tokens_q, params.tokens_kv, problem.block_q,
+                                      problem.block_kv);
+    const templates::BlockMask listed =
+        templates::to_block_mask(bitmask, problem.block_q, problem.block_kv, params.max_kv_blocks);
+    mask.count = listed.count;
+    mask.index = listed.index;
+  } else {
+    download(params.kv_block_count, rows, mask.count);
+    download(params.kv_block_index, rows * mask.max_kv_blocks, mask.index);
+  }
+  if (problem.fine_n > 0) download(params.fine_bits, rows * mask.max_kv_blocks, mask.fine_bits);
+  templates::validate_block_mask(mask, params.tokens_q, params.tokens_kv);
 }
 
 }  // namespace sparsejit::runtime

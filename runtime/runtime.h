@@ -82,6 +82,13 @@ class Runtime {
   void sparse_attention(const SparseAttentionParams& params, const AttentionProblem& problem,
                         CUstream stream, bool check_mask = false);
 
+  // The mask check of sparse_attention's `check_mask`: waits for `stream`, copies the mask
+  // of `params` (either form, and its fine bits) to the host and validates every entry
+  // (validate_block_mask, validate_block_bitmask); std::invalid_argument says which entry is
+  // wrong. The pointers and sizes of `params` must already be valid (SparseAttentionFamily::validate).
+  void check_attention_mask(const SparseAttentionParams& params, const AttentionProblem& problem,
+                            CUstream stream);
+
  private:
   jit::DeviceInfo device_;
   std::unique_ptr<jit::DeviceContext> context_;

@@ -88,4 +88,12 @@ std::string format_fixed(double value, int decimals) {
   return buffer;
 }
 
+std::optional<std::int64_t> selected_gpu(const db::Database& database, const std::string& selector) {
+  if (selector.empty()) return std::nullopt;
+  for (const db::StoredGpu& gpu : database.list_gpus())
+    if (std::to_string(gpu.id) == selector || gpu.gpu.fingerprint() == selector) return gpu.id;
+  throw std::runtime_error("no GPU '" + selector + "' in " + database.path().string() +
+                           " (--gpu takes an id or a fingerprint that 'sparsejit db gpus' shows)");
+}
+
 }  // namespace sparsejit::tools

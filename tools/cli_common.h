@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -32,6 +33,9 @@ runtime::RuntimeOptions runtime_options(const GlobalOptions& global, bool use_da
 // Opens the database at `path` (read-only unless `writable`); a missing file gets an error
 // saying how to create one, and is not created.
 db::Database open_existing_database(const std::filesystem::path& path, bool writable = false);
+// The GPU id that --gpu names: the id `db gpus` shows, or the GPU's fingerprint; none when
+// `selector` is empty. An unknown GPU is an error listing where to look.
+std::optional<std::int64_t> selected_gpu(const db::Database& database, const std::string& selector);
 
 // A table for people: columns padded to their widest cell.
 class Table {
@@ -73,6 +77,7 @@ void add_db_command(CLI::App& app, GlobalOptions& global);
 void add_db_exchange_commands(CLI::App& db, GlobalOptions& global);  // under `db`: export ... prune
 void add_bench_command(CLI::App& app, GlobalOptions& global);
 void add_order_command(CLI::App& app, GlobalOptions& global);
+void add_report_command(CLI::App& app, GlobalOptions& global);
 void add_bench_attention_command(CLI::App& bench, GlobalOptions& global);  // under `bench`
 void add_bench_mask_command(CLI::App& bench, GlobalOptions& global);       // under `bench`
 

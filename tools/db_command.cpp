@@ -108,16 +108,6 @@ std::string gpu_fingerprint(const std::map<std::int64_t, db::StoredGpu>& gpus, s
   return found != gpus.end() ? found->second.gpu.fingerprint() : std::string();
 }
 
-// The GPU id that --gpu names: the id `db gpus` shows, or the GPU's fingerprint; none when
-// `selector` is empty. An unknown GPU is an error listing where to look.
-std::optional<std::int64_t> selected_gpu(const db::Database& database, const std::string& selector) {
-  if (selector.empty()) return std::nullopt;
-  for (const db::StoredGpu& gpu : database.list_gpus())
-    if (std::to_string(gpu.id) == selector || gpu.gpu.fingerprint() == selector) return gpu.id;
-  throw std::runtime_error("no GPU '" + selector + "' in " + database.path().string() +
-                           " (--gpu takes an id or a fingerprint that 'sparsejit db gpus' shows)");
-}
-
 std::string format_ms(const std::optional<double>& ms) { return ms ? format_fixed(*ms, 4) : "-"; }
 
 // The first line of `text`, cut to `width` characters (failure messages can be whole NVRTC logs).

@@ -1,10 +1,12 @@
 # cmake -P check_install.cmake: installs the build tree into a fresh prefix, then configures,
 # builds and runs tests/install/consumer against that prefix only.
+# Then checks the C API's exports and builds examples/attention_layer (C, against the prefix
+# only) and runs it: it must either run the layer or, without a GPU, exit 2 saying so.
 # Variables: BUILD_DIR (the sparsejit build tree), CONFIG (its build type), WORK_DIR (scratch,
-# emptied first), CONSUMER_SOURCE, GENERATOR, CXX_COMPILER, EXPECTED_VERSION, and optionally
-# CUDA_ROOT (passed on as CUDAToolkit_ROOT).
+# emptied first), CONSUMER_SOURCE, EXAMPLE_SOURCE, NM (binutils' nm), GENERATOR, CXX_COMPILER,
+# EXPECTED_VERSION, and optionally CUDA_ROOT (passed on as CUDAToolkit_ROOT).
 cmake_minimum_required(VERSION 3.24)
-foreach(variable BUILD_DIR WORK_DIR CONSUMER_SOURCE GENERATOR CXX_COMPILER EXPECTED_VERSION)
+foreach(variable BUILD_DIR WORK_DIR CONSUMER_SOURCE EXAMPLE_SOURCE NM GENERATOR CXX_COMPILER EXPECTED_VERSION)
   if(NOT DEFINED ${variable} OR "${${variable}}" STREQUAL "")
     message(FATAL_ERROR "check_install.cmake needs -D${variable}=...")
   endif()
@@ -12,6 +14,7 @@ endforeach()
 
 set(prefix ${WORK_DIR}/prefix)
 set(consumer_build ${WORK_DIR}/consumer-build)
+set(example_build ${WORK_DIR}/example-build)
 file(REMOVE_RECURSE ${WORK_DIR})
 file(MAKE_DIRECTORY ${WORK_DIR})
 
@@ -44,6 +47,7 @@ foreach(file
     ${prefix}/include/sparsejit/jit/nvrtc_compiler.h
     ${prefix}/include/sparsejit/db/database.h
     ${prefix}/include/sparsejit/runtime/runtime.h
+    ${prefix}/include/sparsejit/runtime/sparsejit.h
     ${prefix}/bin/sparsejit)
   if(NOT EXISTS ${file})
     list(APPEND missing ${file})
@@ -73,17 +77,17 @@ foreach(header IN LISTS installed_headers)
 endforeach()
 
 # 2. Configure and build the consumer against the prefix only (no package registries).
-set(configure_args
-  -S ${CONSUMER_SOURCE} -B ${consumer_build} -G ${GENERATOR}
-  -DCMAKE_CXX_COMPILER=${CXX_COMPILER}
+set(package_args
+  -G ${GENERATOR}
   -DCMAKE_BUILD_TYPE=Release
   -DCMAKE_PREFIX_PATH=${prefix}
   -DCMAKE_FIND_USE_PACKAGE_REGISTRY=OFF
   -DCMAKE_FIND_USE_SYSTEM_PACKAGE_REGISTRY=OFF)
 if(CUDA_ROOT)
-  list(APPEND configure_args -DCUDAToolkit_ROOT=${CUDA_ROOT})
+  list(APPEND package_args -DCUDAToolkit_ROOT=${CUDA_ROOT})
 endif()
-run_step("configuring the consumer" ${CMAKE_COMMAND} ${configure_args})
+run_step("configuring the consumer" ${CMAKE_COMMAND} -S ${CONSUMER_SOURCE} -B ${consumer_build}
+  -DCMAKE_CXX_COMPILER=${CXX_COMPILER} ${package_args})
 set(configure_output "${step_output}")
 file(GLOB expected_dir ${prefix}/lib*/cmake/sparsejit)
 if(NOT configure_output MATCHES "consumer: sparsejit_DIR=${expected_dir}\n")
@@ -111,5 +115,51 @@ foreach(pattern
 endforeach()
 if(NOT EXISTS ${WORK_DIR}/consumer.db)
   message(FATAL_ERROR "the consumer did not create its database")
+endif()
+
+# 4. The C API: every function sparsejit.h declares is exported by libsparsejit.so.
+file(STRINGS ${prefix}/include/sparsejit/runtime/sparsejit.h declarations REGEX "^SPARSEJIT_API ")
+list(GET libraries 0 library)
+run_step("nm libsparsejit.so" ${NM} -D --defined-only ${library})
+set(exported "${step_output}")
+set(declared_count 0)
+foreach(declaration IN LISTS declarations)
+  string(REGEX MATCH "(sparsejit_[a-z0-9_]+)\\(" name "${declaration}")
+  set(name "${CMAKE_MATCH_1}")
+  math(EXPR declared_count "${declared_count} + 1")
+  if(NOT exported MATCHES " T ${name}\n")
+    message(FATAL_ERROR "libsparsejit.so does not export ${name}, which sparsejit.h declares")
+  endif()
+endforeach()
+if(declared_count LESS 20)
+  message(FATAL_ERROR "found only ${declared_count} SPARSEJIT_API declarations in sparsejit.h")
+endif()
+
+# 5. The example program, in C, against the prefix only; it needs nothing but sparsejit_* symbols.
+run_step("configuring the example" ${CMAKE_COMMAND} -S ${EXAMPLE_SOURCE} -B ${example_build} ${package_args})
+if(NOT step_output MATCHES "attention_layer: sparsejit_DIR=${expected_dir}\n")
+  message(FATAL_ERROR "the example found sparsejit elsewhere than ${expected_dir}:\n${step_output}")
+endif()
+run_step("building the example" ${CMAKE_COMMAND} --build ${example_build})
+run_step("nm attention_layer" ${NM} -D --undefined-only ${example_build}/attention_layer)
+string(REGEX MATCHALL "[^ \n]*sparsejit[^ \n]*" used "${step_output}")
+foreach(symbol IN LISTS used)
+  if(NOT symbol MATCHES "^sparsejit_[a-z0-9_]+$")
+    message(FATAL_ERROR "the C example uses ${symbol} from libsparsejit.so: only sparsejit_* C functions may be needed")
+  endif()
+endforeach()
+if(NOT used)
+  message(FATAL_ERROR "the example links no sparsejit_* function:\n${step_output}")
+endif()
+
+# Runs the layer where there is a GPU; without one it must exit 2 and say so, nothing else.
+execute_process(COMMAND ${example_build}/attention_layer --db ${WORK_DIR}/example.db --grid 4x16x16 --heads 2
+  RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(rc EQUAL 2 AND err MATCHES "^attention_layer: no GPU: ")
+  message(STATUS "example: no GPU here, as it says: ${err}")
+elseif(rc EQUAL 0 AND out MATCHES "attention +[0-9.]+ ms" AND out MATCHES "\nlookup +(exact|nearest bucket|same compute capability|built-in default) ")
+  message(STATUS "example output:\n${out}")
+else()
+  message(FATAL_ERROR "the example failed (exit ${rc}):\n--- stdout ---\n${out}\n--- stderr ---\n${err}")
 endif()
 message(STATUS "install check passed: ${prefix}")
