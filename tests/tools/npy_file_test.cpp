@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "templates/common/half_precision.h"
+#include "tests/support/npy_writer.h"
 #include "tests/support/test_support.h"
 #include "tools/npy_file.h"
 
@@ -13,27 +14,9 @@ namespace {
 
 using templates::HalfDtype;
 
-// An .npy file: magic, version, header length, the dict padded with spaces to 64 bytes and
-// ended by '\n', then the data.
-std::vector<char> npy_bytes(const std::string& descr, const std::string& shape, const std::vector<char>& data,
-                            int version = 1, const std::string& fortran = "False") {
-  std::string header = "{'descr': '" + descr + "', 'fortran_order': " + fortran + ", 'shape': " + shape + ", }";
-  const std::size_t prefix = version == 1 ? 10 : 12;
-  while ((prefix + header.size() + 1) % 64 != 0) header += ' ';
-  header += '\n';
-  std::vector<char> bytes = {'\x93', 'N', 'U', 'M', 'P', 'Y', static_cast<char>(version), 0};
-  for (std::size_t i = 0; i < prefix - 8; ++i) bytes.push_back(static_cast<char>((header.size() >> (8 * i)) & 0xff));
-  bytes.insert(bytes.end(), header.begin(), header.end());
-  bytes.insert(bytes.end(), data.begin(), data.end());
-  return bytes;
-}
+using testing::npy_bytes;
 
-template <class T>
-std::vector<char> raw(const std::vector<T>& values) {
-  std::vector<char> bytes(values.size() * sizeof(T));
-  std::memcpy(bytes.data(), values.data(), bytes.size());
-  return bytes;
-}
+using testing::raw_bytes;
 
 class NpyFileTest : public ::testing::Test {
  protected:
@@ -59,7 +42,7 @@ class NpyFileTest : public ::testing::Test {
 TEST_F(NpyFileTest, ReadsFloat32AndConvertsToBothHalfTypes) {
   std::vector<float> values(2 * 3 * 4);
   for (std::size_t i = 0; i < values.size(); ++i) values[i] = 0.25f * static_cast<float>(i) - 2.f;
-  const NpyArray array = read_npy(write(npy_bytes("<f4", "(2, 3, 4)", raw(values))));
+  const NpyArray array = read_npy(write(npy_bytes("<f4", "(2, 3, 4)", raw_bytes(values))));
   EXPECT_EQ(array.shape, (std::vector<std::size_t>{2, 3, 4}));
   EXPECT_EQ(array.dtype, NpyDtype::float32);
   for (HalfDtype dtype : {HalfDtype::bf16, HalfDtype::fp16}) {
@@ -72,13 +55,13 @@ TEST_F(NpyFileTest, ReadsFloat32AndConvertsToBothHalfTypes) {
 TEST_F(NpyFileTest, ReadsFloat16AndBfloat16BitForBitInVersions1And2) {
   std::vector<std::uint16_t> bits;
   for (int i = 0; i < 5 * 2 * 8; ++i) bits.push_back(templates::float_to_half_bits(0.1f * i, HalfDtype::fp16));
-  const NpyArray fp16 = read_npy(write(npy_bytes("<f2", "(5, 2, 8)", raw(bits), 2)));
+  const NpyArray fp16 = read_npy(write(npy_bytes("<f2", "(5, 2, 8)", raw_bytes(bits), 2)));
   EXPECT_EQ(fp16.dtype, NpyDtype::float16);
   EXPECT_EQ(fp16.to_half(HalfDtype::fp16), bits);
   const std::vector<std::uint16_t> as_bf16 = fp16.to_half(HalfDtype::bf16);
   EXPECT_EQ(as_bf16[7], templates::float_to_half_bits(templates::half_bits_to_float(bits[7], HalfDtype::fp16), HalfDtype::bf16));
   for (const char* descr : {"<V2", "bfloat16"}) {
-    const NpyArray bf16 = read_npy(write(npy_bytes(descr, "(80,)", raw(bits))));
+    const NpyArray bf16 = read_npy(write(npy_bytes(descr, "(80,)", raw_bytes(bits))));
     EXPECT_EQ(bf16.dtype, NpyDtype::bfloat16) << descr;
     EXPECT_EQ(bf16.shape, (std::vector<std::size_t>{80}));
     EXPECT_EQ(bf16.to_half(HalfDtype::bf16), bits);
@@ -86,7 +69,7 @@ TEST_F(NpyFileTest, ReadsFloat16AndBfloat16BitForBitInVersions1And2) {
 }
 
 TEST_F(NpyFileTest, RefusesBrokenFilesSayingWhy) {
-  const std::vector<char> data = raw(std::vector<float>(24, 1.f));
+  const std::vector<char> data = raw_bytes(std::vector<float>(24, 1.f));
   std::vector<char> truncated = npy_bytes("<f4", "(2, 3, 4)", data);
   truncated.resize(truncated.size() - 5);
   expect_refused(truncated, "truncated");
