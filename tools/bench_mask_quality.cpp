@@ -14,7 +14,7 @@
 #include "runtime/mask_builder.h"
 #include "runtime/mask_quality.h"
 #include "runtime/token_order.h"
-#include "templates/sparse_attention/block_mask.h"
+#include "templates/common/half_precision.h"
 #include "tools/npy_file.h"
 #include "tools/synthetic_video.h"
 
