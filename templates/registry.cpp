@@ -4,6 +4,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "templates/attention_quality/attention_quality_family.h"
 #include "templates/block_score/block_score_family.h"
 #include "templates/block_select/block_select_family.h"
 #include "templates/mask_convert/mask_convert_family.h"
@@ -19,8 +20,9 @@ std::span<const KernelFamily* const> registered_families() {
   static const BlockScoreFamily block_score;
   static const BlockSelectFamily block_select;
   static const MaskConvertFamily mask_convert;
-  static const std::array<const KernelFamily*, 5> families = {&permute, &sparse_attention, &block_score,
-                                                              &block_select, &mask_convert};
+  static const AttentionQualityFamily attention_quality;
+  static const std::array<const KernelFamily*, 6> families = {&permute,      &sparse_attention, &block_score,
+                                                              &block_select, &mask_convert,     &attention_quality};
   return families;
 }
 

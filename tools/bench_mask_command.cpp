@@ -2,6 +2,8 @@
 // block_select) for one shape, by the tuner's protocol: each step alone and the whole build,
 // with the configs used. tools/compare_peers.py mask puts it next to cuDNN's dense attention
 // for the same shape (the budget: the whole build within 2% of it).
+// With --quality it measures the masks' quality against exact dense attention instead
+// (tools/bench_mask_quality.h).
 #include <algorithm>
 #include <cmath>
 #include <iostream>
@@ -13,6 +15,7 @@
 #include "templates/block_score/block_score_family.h"
 #include "templates/block_select/block_select_family.h"
 #include "templates/sparse_attention/block_mask.h"
+#include "tools/bench_mask_quality.h"
 #include "tools/cli_common.h"
 #include "tuner/timing.h"
 
@@ -175,7 +178,51 @@ void add_bench_mask_command(CLI::App& bench, GlobalOptions& global) {
   mask->add_option("--seed", options->seed, "seed of the random inputs");
   mask->add_flag("--no-db", options->no_database, "use no database: compile in-process");
   mask->add_flag("--json", options->json, "print one line of JSON");
-  mask->callback([&global, options] { global.exit_code = run_bench_mask(global, *options); });
+
+  // --quality: recall and output error against exact dense attention (bench_mask_quality.h).
+  auto quality = std::make_shared<MaskQualityOptions>();
+  auto measure_quality = std::make_shared<bool>(false);
+  mask->add_flag("--quality", *measure_quality,
+                 "measure the masks' quality against exact dense attention instead of timing the build "
+                 "(with --quality: --heads defaults to 12 and --fine-n to 16)");
+  CLI::Option* grids = mask->add_option("--grid", quality->grids,
+                                        "--quality: latent grids FxHxW (default 21x30x52 21x45x80; with --q, "
+                                        "the dump's video tokens in raster order)")
+                           ->check(shape_validator());
+  mask->add_option("--mix", quality->mixes, "--quality: synthetic head mixes (default diffuse mixed local)")
+      ->check(CLI::IsMember({"diffuse", "mixed", "local"}));
+  mask->add_option("--densities", quality->densities, "--quality: densities (default 0.3 0.2 0.1 0.05)")
+      ->check(CLI::Range(0.0, 1.0));
+  mask->add_option("--q", quality->q_file, "--quality: a user's Q dump (.npy, [N, H, D] or [H, N, D])")
+      ->check(CLI::ExistingFile);
+  mask->add_option("--k", quality->k_file, "--quality: the K dump (with --q)")->check(CLI::ExistingFile);
+  mask->add_option("--v", quality->v_file, "--quality: the V dump (optional; without: seeded random V)")
+      ->check(CLI::ExistingFile);
+  mask->add_option("--layout", quality->layout, "--quality: the dumps' layout, auto, nhd or hnd (default auto)")
+      ->check(CLI::IsMember({"auto", "nhd", "hnd"}));
+  CLI::Option* heads = mask->get_option("--heads");
+  CLI::Option* fine_n = mask->get_option("--fine-n");
+  mask->callback([&global, options, quality, measure_quality, grids, heads, fine_n] {
+    if (!*measure_quality) {
+      global.exit_code = run_bench_mask(global, *options);
+      return;
+    }
+    if (quality->q_file.empty() != quality->k_file.empty())
+      throw CLI::ValidationError("--q and --k", "a dump needs both Q and K");
+    MaskQualityOptions o = *quality;
+    if (heads->count() > 0) o.heads = options->heads;
+    if (fine_n->count() > 0) o.fine_n = options->fine_n;
+    if (!o.q_file.empty() && grids->count() == 0) o.grids.clear();
+    o.head_dim = options->head_dim;
+    o.tile = options->tile;
+    o.block = options->block;
+    o.fine_share = options->fine_share;
+    o.dtype = options->dtype;
+    o.seed = options->seed;
+    o.no_database = options->no_database;
+    o.json = options->json;
+    global.exit_code = run_mask_quality(global, o);
+  });
 }
 
 }  // namespace sparsejit::tools

@@ -1,6 +1,7 @@
 #include "tools/cli_common.h"
 
 #include <algorithm>
+#include <charconv>
 #include <cstdio>
 #include <iostream>
 #include <stdexcept>
@@ -58,6 +59,32 @@ std::string Table::render() const {
     }
   }
   return out;
+}
+
+std::optional<std::array<int, 3>> parse_shape(const std::string& text) {
+  std::array<int, 3> sizes = {0, 0, 0};
+  const char* position = text.data();
+  const char* const end = text.data() + text.size();
+  for (int i = 0; i < 3; ++i) {
+    if (i > 0) {
+      if (position == end || *position != 'x') return std::nullopt;
+      ++position;
+    }
+    const auto [next, error] = std::from_chars(position, end, sizes[i]);
+    if (error != std::errc{} || sizes[i] < 1) return std::nullopt;
+    position = next;
+  }
+  if (position != end) return std::nullopt;
+  return sizes;
+}
+
+CLI::Validator shape_validator() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string {
+        return parse_shape(text) ? std::string{}
+                                 : "'" + text + "' is not FxHxW (three positive integers, e.g. 21x45x80)";
+      },
+      "FxHxW");
 }
 
 std::string format_bytes(std::int64_t bytes) {

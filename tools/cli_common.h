@@ -3,6 +3,7 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include <array>
 #include <chrono>
 #include <filesystem>
 #include <optional>
@@ -47,6 +48,11 @@ class Table {
  private:
   std::vector<std::vector<std::string>> rows_;
 };
+
+// "21x45x80" -> {21, 45, 80}; std::nullopt unless it is three positive integers joined by 'x'.
+std::optional<std::array<int, 3>> parse_shape(const std::string& text);
+// A CLI11 check of an FxHxW option (parse_shape).
+CLI::Validator shape_validator();
 
 std::string format_bytes(std::int64_t bytes);  // "1.5 MiB"
 void print_json(const nlohmann::json& json);   // to stdout, indented, with a final newline

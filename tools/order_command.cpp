@@ -2,7 +2,6 @@
 // raster order's, and optionally its gather indices in a file. Needs no GPU and no database.
 #include <array>
 #include <cerrno>
-#include <charconv>
 #include <cstring>
 #include <fstream>
 #include <iostream>
@@ -26,30 +25,6 @@ struct OrderOptions {
   std::string out;  // where to write the int32 gather indices; empty: nowhere
 };
 
-// "21x45x80" -> {21, 45, 80}; std::nullopt unless it is three positive integers joined by 'x'.
-std::optional<std::array<int, 3>> parse_shape(const std::string& text) {
-  std::array<int, 3> sizes = {0, 0, 0};
-  const char* position = text.data();
-  const char* const end = text.data() + text.size();
-  for (int i = 0; i < 3; ++i) {
-    if (i > 0) {
-      if (position == end || *position != 'x') return std::nullopt;
-      ++position;
-    }
-    const auto [next, error] = std::from_chars(position, end, sizes[i]);
-    if (error != std::errc{} || sizes[i] < 1) return std::nullopt;
-    position = next;
-  }
-  if (position != end) return std::nullopt;
-  return sizes;
-}
-
-const CLI::Validator kShape(
-    [](std::string& text) -> std::string {
-      return parse_shape(text) ? std::string{}
-                               : "'" + text + "' is not FxHxW (three positive integers, e.g. 21x45x80)";
-    },
-    "FxHxW");
 
 void write_int32_file(const std::string& path, const std::vector<int>& values) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
@@ -60,7 +35,7 @@ void write_int32_file(const std::string& path, const std::vector<int>& values) {
 }
 
 int run_order(const OrderOptions& options) {
-  // Both shapes passed kShape.
+  // Both shapes passed shape_validator().
   const auto [frames, height, width] = *parse_shape(options.grid);
   const runtime::VideoGrid grid{frames, height, width};
   const auto [tile_frames, tile_height, tile_width] = *parse_shape(options.tile);
@@ -127,13 +102,13 @@ void add_order_command(CLI::App& app, GlobalOptions& global) {
       "(position i holds original token out[i]).");
   command->add_option("--grid", options->grid, "latent grid, frames x height x width (e.g. 21x45x80)")
       ->required()
-      ->check(kShape);
+      ->check(shape_validator());
   command->add_option("--extra", options->extra_tokens, "extra (text) tokens after the video tokens")
       ->check(CLI::Range(0, std::numeric_limits<int>::max()));
   command->add_option("--order", options->order, "hilbert, raster or tile3d (default hilbert)")
       ->check(CLI::IsMember({"hilbert", "raster", "tile3d"}));
   CLI::Option* tile = command->add_option("--tile", options->tile, "tile3d's tiles, FxHxW (default 8x8x8)")
-                          ->check(kShape);
+                          ->check(shape_validator());
   command->add_option("--block", options->block_tokens, "tokens per block (default 128)")
       ->check(CLI::Range(1, std::numeric_limits<int>::max()));
   command->add_flag("--json", options->json, "print JSON");

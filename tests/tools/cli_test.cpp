@@ -23,6 +23,7 @@
 #include "templates/permute/permute_family.h"
 #include "templates/registry.h"
 #include "tests/support/gpu_test.h"
+#include "tests/support/npy_writer.h"
 #include "tests/support/test_support.h"
 #include "tests/tools/cli_fixture.h"
 #include "tests/tools/cli_runner.h"
@@ -95,7 +96,7 @@ INSTANTIATE_TEST_SUITE_P(
         HelpCase{{"bench"}, {"permute", "attention", "mask"}},
         HelpCase{{"bench", "mask"},
                  {"--heads", "--tokens", "--head-dim", "--tile", "--block", "--density", "--fine-n", "--fine-share",
-                  "--json"}},
+                  "--json", "--quality", "--grid", "--mix", "--densities", "--q", "--k", "--v", "--layout"}},
         HelpCase{{"bench", "attention"},
                  {"--heads", "--tokens", "--head-dim", "--block", "--density", "--fine-n", "--dtype",
                   "--mask-file", "--mask-form", "--json"}},
@@ -160,6 +161,10 @@ INSTANTIATE_TEST_SUITE_P(
                                 "applies only to --order tile3d"},
                       UsageCase{"bench_mask_tile_not_in_space", {"bench", "mask", "--tile", "12"}, "12"},
                       UsageCase{"bench_mask_density_above_one", {"bench", "mask", "--density", "1.5"}, "1.5"},
+                      UsageCase{"bench_mask_quality_grid_of_two_dims", {"bench", "mask", "--quality", "--grid", "21x45"},
+                                "'21x45' is not FxHxW"},
+                      UsageCase{"bench_mask_quality_unknown_mix", {"bench", "mask", "--quality", "--mix", "smooth"},
+                                "smooth"},
                       UsageCase{"db_trials_without_problem", {"db", "trials"}, "--problem is required"},
                       UsageCase{"db_import_without_file", {"db", "import"}, "file is required"},
                       UsageCase{"db_merge_without_other", {"db", "merge"}, "other is required"},
@@ -701,6 +706,70 @@ TEST_F(CliTest, BenchAttentionRunsOnAGpuAndReadsMaskFiles) {
   const CliResult bad = run(from_file);
   EXPECT_EQ(bad.exit_code, 1) << bad.describe();
   EXPECT_TRUE(has(bad.err, "count.i32")) << bad.describe();
+}
+
+// bench mask --quality: one line of reason without a GPU; with one, a tiny grid (3 x 16 x 16:
+// 768 tokens, 6 blocks of 128) and a dump of the same size: the report's shape and the
+// invariants of the measure (the oracle bounds block-only recall at the same k, fine bits keep
+// no more sub-tiles than block-only, recall and error within their ranges).
+TEST_F(CliTest, BenchMaskQualityOnATinyGridAndADump) {
+  const fs::path database = temp_ / "quality.db";
+  std::string why;
+  if (!gpu_present(&why)) {
+    const CliResult result = run({"--db", database.string(), "bench", "mask", "--quality"});
+    EXPECT_EQ(result.exit_code, 2) << result.describe();
+    ASSERT_EQ(lines_of(result.err).size(), 1u) << result.describe();
+    EXPECT_TRUE(has(result.err, why)) << result.describe();
+    return;
+  }
+  const auto check_report = [](const json& report, std::size_t inputs) {
+    ASSERT_EQ(report["inputs"].size(), inputs);
+    for (const json& input : report["inputs"]) {
+      EXPECT_EQ(input["oracle_density_for_95"].size(), 2u);
+      for (double density : input["oracle_density_for_95"]) {
+        EXPECT_GT(density, 0.0);
+        EXPECT_LE(density, 1.0);
+      }
+      ASSERT_EQ(input["densities"].size(), 2u);
+      for (const json& d : input["densities"]) {
+        const double oracle = d["oracle_recall"], hierarchical = d["hierarchical"]["recall"];
+        EXPECT_GT(hierarchical, 0.0) << d.dump();
+        EXPECT_LE(hierarchical, oracle + 2e-3) << "the oracle bounds any selection of k blocks\n" << d.dump();
+        EXPECT_LE(oracle, 1.0 + 1e-3) << d.dump();
+        EXPECT_GE(d["hierarchical"]["relative_error"].get<double>(), 0.0) << d.dump();
+        EXPECT_GE(d["fine"]["top_k"].get<int>(), d["top_k"].get<int>()) << d.dump();
+        EXPECT_LE(d["fine"]["subtile_share"].get<double>(), 1.0) << d.dump();
+        EXPECT_GT(d["fine"]["recall"].get<double>(), 0.0) << d.dump();
+      }
+    }
+    EXPECT_EQ(report["targets"].size(), 1u);
+  };
+  const std::vector<std::string> common = {"--db", database.string(), "bench", "mask", "--quality", "--heads", "2",
+                                           "--densities", "0.5", "0.25", "--json"};
+  std::vector<std::string> synthetic = common;
+  synthetic.insert(synthetic.end(), {"--grid", "3x16x16"});
+  const CliResult first = run(synthetic);
+  ASSERT_EQ(first.exit_code, 0) << first.describe();
+  check_report(parse_json(first), 6);  // 3 mixes x 2 orders
+
+  // A dump [H, N, D] float32 (random values), V left to the seed; with the grid, both orders.
+  std::mt19937_64 generator(5);
+  std::normal_distribution<float> normal;
+  std::vector<float> values(2 * 768 * 128);
+  for (const char* name : {"q.npy", "k.npy"}) {
+    for (float& value : values) value = normal(generator);
+    write_bytes(temp_ / name, npy_bytes("<f4", "(2, 768, 128)", raw_bytes(values)));
+  }
+  std::vector<std::string> dump = common;
+  dump.insert(dump.end(), {"--q", (temp_ / "q.npy").string(), "--k", (temp_ / "k.npy").string(), "--grid", "3x16x16"});
+  const CliResult second = run(dump);
+  ASSERT_EQ(second.exit_code, 0) << second.describe();
+  check_report(parse_json(second), 2);
+
+  write_bytes(temp_ / "k.npy", npy_bytes("<f4", "(2, 768, 128)", raw_bytes(std::vector<float>(100))));
+  const CliResult truncated = run(dump);
+  EXPECT_EQ(truncated.exit_code, 1) << truncated.describe();
+  EXPECT_TRUE(has(truncated.err, "truncated")) << truncated.describe();
 }
 
 TEST_F(CliTest, BenchPermuteNeedsAGpu) {
