@@ -34,6 +34,7 @@ struct AttentionBenchOptions {
   int block_m = 0, block_n = 0, warps = 0;  // 0: the runtime's configuration
   std::string kernel;                        // mma or wgmma; empty: the runtime's
   int stages = 0;                            // wgmma pipeline stages; 0: 2
+  std::string grid;                          // wgmma: persistent or per-item; empty: persistent
   bool no_database = false;
   bool json = false;
 };
@@ -140,7 +141,8 @@ int run_bench_attention(const GlobalOptions& global, const AttentionBenchOptions
   config.bitmask = bitmask_form;
   std::function<void()> launch = [&] { runtime.sparse_attention(params, problem, stream.handle()); };
   std::optional<jit::Kernel> kernel;
-  const bool tile_given = o.block_m != 0 || o.block_n != 0 || o.warps != 0 || !o.kernel.empty() || o.stages != 0;
+  const bool tile_given = o.block_m != 0 || o.block_n != 0 || o.warps != 0 || !o.kernel.empty() || o.stages != 0 ||
+                          !o.grid.empty();
   // Where the configuration came from: "exact (tuned for KEY)", "built-in default", ...
   std::string origin = tile_given ? "command line" : std::string(runtime::to_string(choice.level));
   if (!tile_given && !choice.source_key.empty())
@@ -153,6 +155,7 @@ int run_bench_attention(const GlobalOptions& global, const AttentionBenchOptions
     if (config.wgmma) config.warps = templates::wgmma_warps(config.block_m);
     if (o.warps != 0) config.warps = o.warps;
     if (o.stages != 0) config.stages = o.stages;
+    if (!o.grid.empty()) config.persistent = o.grid == "persistent";
     if (const std::string problem =
             templates::attention_config_problem(config, runtime.device().max_shared_bytes_per_block);
         !problem.empty())
@@ -242,6 +245,9 @@ void add_bench_attention_command(CLI::App& bench, GlobalOptions& global) {
       ->check(CLI::IsMember({"mma", "wgmma"}));
   attention->add_option("--stages", options->stages, "wgmma K/V pipeline stages (default 2)")
       ->check(CLI::IsMember({2, 3}));
+  attention->add_option("--grid", options->grid,
+                        "wgmma: persistent (one wave of CTAs walking the work items, the default) or per-item")
+      ->check(CLI::IsMember({"persistent", "per-item"}));
   attention->add_flag("--no-db", options->no_database, "use no database: compile in-process");
   attention->add_flag("--json", options->json, "print one line of JSON");
   attention->callback([&global, options] { global.exit_code = run_bench_attention(global, *options); });

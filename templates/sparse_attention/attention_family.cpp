@@ -27,7 +27,7 @@ std::string AttentionConfig::label() const {
   return "sparse_attention<" + std::string(to_string(dtype)) + " D=" + std::to_string(head_dim) +
          " blocks " + std::to_string(block_q) + "x" + std::to_string(block_kv) + " tile " +
          std::to_string(block_m) + "x" + std::to_string(block_n) + " w" + std::to_string(warps) +
-         (wgmma ? " wgmma s" + std::to_string(stages) : "") + (fine_n > 0 ? " fine " + std::to_string(fine_n) : "") + (bitmask ? " bitmask" : "") + ">";
+         (wgmma ? " wgmma s" + std::to_string(stages) + (persistent ? "" : " per-item grid") : "") + (fine_n > 0 ? " fine " + std::to_string(fine_n) : "") + (bitmask ? " bitmask" : "") + ">";
 }
 
 int AttentionConfig::shared_bytes() const {
@@ -43,6 +43,7 @@ std::string AttentionConfig::tuning_json() const {
   if (wgmma) {
     tile["wgmma"] = true;
     tile["stages"] = stages;
+    if (!persistent) tile["persistent"] = false;
   }
   return tile.dump();
 }
@@ -144,16 +145,18 @@ AttentionConfig default_attention_config(HalfDtype dtype, int head_dim, int bloc
 
 AttentionConfig default_attention_config(HalfDtype dtype, int head_dim, int block_q, int block_kv, int fine_n,
                                          const jit::Target& target) {
-  // Measured on the H100 (BENCHMARKS.md, 2026-11-22, wgmma version 2, 12 heads x 32,768
-  // tokens): the wgmma kernel runs 1.4-2.1x the mma.sync default at densities 1.0 and 0.1 and
-  // with fine bits; 128-key steps beat 64 (624 against 471 TFLOP/s at D = 128), and a third
-  // stage adds 2-15%.
+  // Measured on the H100 (BENCHMARKS.md, 2026-11-22, wgmma versions 2 and 3, 12 heads x
+  // 32,768 tokens): the wgmma kernel runs 1.4-2.1x the mma.sync default at densities 1.0 and
+  // 0.1 and with fine bits; 128-key steps beat 64 (624 against 471 TFLOP/s at D = 128), and a
+  // third stage adds 2-15%. The persistent grid pays at D = 64 (+5% at density 0.1, +13% at
+  // 0.05: short items, whose start it overlaps) and costs 4-6% at D = 128 and density 1.0
+  // (its CTAs drift apart over the heads, and K/V leave L2), equal below: D <= 64 only.
   const int max_shared = max_shared_bytes_for(target);
   if (wgmma_target(target) && table_contains(kWgmmaHeadDims, head_dim))
     for (int stages : {3, 2}) {
       const int block_m = std::min(128, block_q);
       const AttentionConfig config{dtype, head_dim, block_q, block_kv, block_m, std::min(128, block_kv),
-                                   wgmma_warps(block_m), fine_n, false, true, stages};
+                                   wgmma_warps(block_m), fine_n, false, true, stages, head_dim <= 64};
       if (attention_config_problem(config, max_shared).empty()) return config;
     }
   return default_attention_config(dtype, head_dim, block_q, block_kv, fine_n, max_shared);
@@ -366,11 +369,15 @@ void SparseAttentionFamily::launch(const jit::Kernel& kernel, const AttentionCon
   CUtensorMap v_map = encode_tensor_map(p.v, config.dtype, config.head_dim, p.tokens_kv, p.heads, p.batch,
                                         p.v_token_stride, p.v_head_stride, p.v_batch_stride, config.block_n);
   void* args[] = {&copy, &q_map, &k_map, &v_map};
-  jit::LaunchConfig persistent = geometry(config, params, stream);
-  persistent.grid = {persistent_ctas(kernel, config, static_cast<long long>(persistent.grid.x) * persistent.grid.y *
-                                                         persistent.grid.z),
-                     1, 1};
-  kernel.launch(persistent, args);
+  // The kernel walks the work items along x: one wave of CTAs, or a CTA per item.
+  jit::LaunchConfig launch = geometry(config, params, stream);
+  const long long work_items = static_cast<long long>(launch.grid.x) * launch.grid.y * launch.grid.z;
+  if (!config.persistent && work_items > 0x7fffffffLL)
+    throw std::invalid_argument("sparse_attention: " + std::to_string(work_items) +
+                                " work items are more than one grid holds; use the persistent grid");
+  launch.grid = {config.persistent ? persistent_ctas(kernel, config, work_items) : static_cast<unsigned>(work_items),
+                 1, 1};
+  kernel.launch(launch, args);
 }
 
 }  // namespace sparsejit::templates

@@ -61,12 +61,16 @@ struct AttentionConfig {
   bool bitmask = false;  // the mask form the kernel reads: block bitmask, else block-CSR
   bool wgmma = false;    // the sm_90a kernel (wgmma + TMA), else mma.sync
   int stages = 2;        // wgmma: K/V pipeline stages (mma.sync double-buffers, fixed)
+  // wgmma: one wave of CTAs that walk the work items (else a CTA per item). The same CUBIN
+  // either way; only the launch differs.
+  bool persistent = true;
 
   std::string name_expression() const;  // "sparsejit::sparse_attention_forward<0, 128, ...>"
   std::string label() const;            // "sparse_attention<bf16 D=128 128x128 tile 128x64 w8>"
   int shared_bytes() const;             // dynamic shared memory of a CTA
   // The tunable part as stored in the database: {"block_m":128,"block_n":64,"warps":8}, with
-  // "wgmma":true,"stages":S for the wgmma kernel.
+  // "wgmma":true,"stages":S for the wgmma kernel (and "persistent":false for its grid of a
+  // CTA per work item).
   std::string tuning_json() const;
   friend bool operator==(const AttentionConfig&, const AttentionConfig&) = default;
 };
@@ -89,7 +93,8 @@ AttentionConfig default_attention_config(HalfDtype dtype, int head_dim, int bloc
                                          int block_kv, int fine_n, int max_shared_bytes);
 // The built-in default on `target`: where the target has the wgmma kernel (wgmma_target) and
 // the head dim fits it, its widest tile (BlockM and BlockN up to 128) with 3 stages where
-// they fit, else 2; otherwise the mma.sync default above for the target's shared memory.
+// they fit, else 2, on the persistent grid for D = 64 only; otherwise the mma.sync default
+// above for the target's shared memory.
 AttentionConfig default_attention_config(HalfDtype dtype, int head_dim, int block_q,
                                          int block_kv, int fine_n, const jit::Target& target);
 

@@ -118,6 +118,12 @@ AttentionConfig AttentionKernelKind::with_tile(std::string_view tuning_json) con
                                   " must be true or false");
     config.wgmma = tile["wgmma"].get<bool>();
     if (config.wgmma) config.stages = member("stages");
+    if (config.wgmma && tile.contains("persistent")) {
+      if (!tile["persistent"].is_boolean())
+        throw std::invalid_argument("sparse_attention: \"persistent\" in the tile " + std::string(tuning_json) +
+                                    " must be true or false");
+      config.persistent = tile["persistent"].get<bool>();
+    }
   }
   return config;
 }
@@ -244,11 +250,12 @@ std::vector<AttentionConfig> SparseAttentionTuningProblem::valid_tiles(const jit
   if (!wgmma_target(target)) return tiles;
   for (int block_m : kWgmmaBlockM)
     for (int block_n : kWgmmaBlockN)
-      for (int stages : kWgmmaStages) {
-        const AttentionConfig config{k.dtype,  k.head_dim, k.block_q, k.block_kv, block_m, block_n,
-                                     wgmma_warps(block_m), k.fine_n, false, true, stages};
-        if (attention_config_problem(config, max_shared).empty()) tiles.push_back(config);
-      }
+      for (int stages : kWgmmaStages)
+        for (bool persistent : {true, false}) {
+          const AttentionConfig config{k.dtype, k.head_dim, k.block_q, k.block_kv, block_m, block_n,
+                                       wgmma_warps(block_m), k.fine_n, false, true, stages, persistent};
+          if (attention_config_problem(config, max_shared).empty()) tiles.push_back(config);
+        }
   return tiles;
 }
 

@@ -55,10 +55,12 @@ TEST(AttentionSpace, TargetDefaultsPreferWgmmaOnHopper) {
   EXPECT_EQ(wide.block_m, 128);
   EXPECT_EQ(wide.block_n, 128);
   EXPECT_EQ(wide.stages, 3);
+  EXPECT_FALSE(wide.persistent);
   const AttentionConfig narrow = default_attention_config(HalfDtype::fp16, 64, 64, 64, 16, sm90);
   EXPECT_TRUE(narrow.wgmma);
   EXPECT_EQ(narrow.block_m, 64);
   EXPECT_EQ(narrow.warps, 8);
+  EXPECT_TRUE(narrow.persistent);
   EXPECT_EQ(attention_config_problem(narrow, kHopperShared), "");
   EXPECT_FALSE(default_attention_config(HalfDtype::bf16, 96, 128, 128, 0, sm90).wgmma);
   EXPECT_EQ(default_attention_config(HalfDtype::bf16, 128, 128, 128, 0, sm80),
@@ -89,6 +91,9 @@ TEST(AttentionSpace, WgmmaConstraintsSayWhatIsWrong) {
   // The tile round-trips through the database's JSON.
   const AttentionKernelKind kind{HalfDtype::bf16, 128, 128, 128, 0};
   EXPECT_EQ(kind.with_tile(bad.tuning_json()), bad);
+  bad.persistent = false;
+  EXPECT_EQ(kind.with_tile(bad.tuning_json()), bad);
+  EXPECT_NE(bad.tuning_json().find("\"persistent\":false"), std::string::npos);
   EXPECT_EQ(kind.with_tile(R"({"block_m":128,"block_n":64,"warps":8})").wgmma, false);
   EXPECT_THROW(kind.with_tile(R"({"block_m":128,"block_n":128,"warps":12,"wgmma":true})"), std::invalid_argument);
 }

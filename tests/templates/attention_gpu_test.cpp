@@ -365,6 +365,13 @@ TEST_F(AttentionGpuTest, WgmmaEveryTile) {
           AttentionCase c(1, 2, 1000, 1000, 128, HalfDtype::bf16, Storage::bhnd, std::move(mask), generator_);
           run_config(config, c);
           expect_matches(c, config.label());
+          // A CTA per work item instead of the persistent wave: the same work, bit for bit.
+          const std::vector<std::uint16_t> persistent = c.dout.download_as<std::uint16_t>();
+          c.dout.fill(0xff);
+          AttentionConfig per_item = config;
+          per_item.persistent = false;
+          run_config(per_item, c);
+          EXPECT_EQ(c.dout.download_as<std::uint16_t>(), persistent) << per_item.label();
           ++tested;
         }
   EXPECT_EQ(tested, 3 * 8);  // fine 0, 16, 32 (8-key sub-tiles of 128x128 blocks need 128 bits)

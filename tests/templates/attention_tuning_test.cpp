@@ -187,13 +187,13 @@ TEST(AttentionTuningGrid, CandidatesAreEveryValidTile) {
       if (wgmma_target(target))  // the sm_90a kernel's tiles too, on compute capability 9.0 only
         for (int block_m : kWgmmaBlockM)
           for (int block_n : kWgmmaBlockN)
-            for (int stages : kWgmmaStages)
-              valid += attention_config_problem(AttentionConfig{key.kind.dtype, key.kind.head_dim, key.kind.block_q,
-                                                                key.kind.block_kv, block_m, block_n,
-                                                                wgmma_warps(block_m), key.kind.fine_n, false, true,
-                                                                stages},
-                                                max_shared_bytes_for(target))
-                           .empty();
+            for (int stages : kWgmmaStages)  // each with both grids
+              valid += 2 * attention_config_problem(AttentionConfig{key.kind.dtype, key.kind.head_dim,
+                                                                    key.kind.block_q, key.kind.block_kv, block_m,
+                                                                    block_n, wgmma_warps(block_m), key.kind.fine_n,
+                                                                    false, true, stages},
+                                                    max_shared_bytes_for(target))
+                               .empty();
       EXPECT_EQ(static_cast<int>(candidates.size()), valid);
       if (target.major() == 9) {
         EXPECT_EQ(tiles.count(problem.default_config_json()), 1u);
