@@ -5,8 +5,15 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
 #include <cstring>
+#include <thread>
 #include <map>
 #include <regex>
 #include <set>
@@ -639,6 +646,91 @@ TEST_F(CliTest, TuneTunesOnAGpuAndPrecompilesWithoutOne) {
   const json stats = parse_json(run({"--db", database.string(), "db", "stats", "--json"}));
   EXPECT_EQ(stats.value("trials", 0), 6 * kCandidatesPerProblem);
   EXPECT_EQ(stats.value("best_configs", 0), 6);
+}
+
+// kill -9 in the middle of a tuning run: the database is whole (SQLite's integrity check),
+// every problem's best row is the fastest ok trial stored for it (trial and best are one
+// transaction), and a rerun measures exactly what is missing: no trial lost, none twice.
+TEST_F(CliTest, TuneKilledWithSigkillResumesWithoutLosingTrials) {
+  std::string why;
+  if (!gpu_present(&why)) GTEST_SKIP() << "tuning needs a GPU: " << why;
+  const fs::path database = temp_ / "killed.db";
+  const std::vector<std::string> tune = {"--db", database.string(), "tune", "--family", "permute_tokens",
+                                         "--measure-ms", "3"};
+  std::vector<std::string> argv_strings = {cli_path().string()};
+  argv_strings.insert(argv_strings.end(), tune.begin(), tune.end());
+  std::vector<char*> argv;
+  for (std::string& arg : argv_strings) argv.push_back(arg.data());
+  argv.push_back(nullptr);
+  const pid_t child = fork();
+  ASSERT_GE(child, 0) << std::strerror(errno);
+  if (child == 0) {  // quiet: the parent reads the database, not the output
+    std::freopen("/dev/null", "w", stdout);
+    std::freopen("/dev/null", "w", stderr);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  const auto stored_trials = [&] {  // 0 while the tuner is still creating the file
+    const CliResult stats = run({"--db", database.string(), "db", "stats", "--json"});
+    const json parsed = json::parse(stats.out, nullptr, /*allow_exceptions=*/false);
+    return stats.exit_code == 0 && parsed.is_object() ? parsed.value("trials", 0) : 0;
+  };
+  int before_kill = 0;
+  for (int poll = 0; poll < 600 && before_kill < 20; ++poll) {  // up to a minute
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    if (fs::exists(database)) before_kill = stored_trials();
+  }
+  ASSERT_EQ(kill(child, SIGKILL), 0) << std::strerror(errno);
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
+      << "the tuner ended on its own before the kill (" << before_kill << " trials): nothing was tested";
+  ASSERT_GE(before_kill, 20);
+
+  {
+    const db::Connection connection = db::Connection::open(database, db::OpenMode::read_only);
+    db::Statement check = connection.prepare("PRAGMA integrity_check");
+    ASSERT_TRUE(check.step());
+    EXPECT_EQ(check.column_text(0), "ok");
+  }
+  const json trials = parse_json(run({"--db", database.string(), "db", "trials", "--json"}));
+  const int after_kill = static_cast<int>(trials.size());
+  EXPECT_GE(after_kill, before_kill);
+  std::map<std::string, double> fastest_ok;
+  std::map<std::string, std::vector<double>> best_rows;
+  for (const json& trial : trials) {
+    const std::string problem = trial.value("problem_key", "");
+    if (trial.value("status", "") == "ok") {
+      const double ms = trial["median_ms"].get<double>();
+      fastest_ok[problem] = fastest_ok.contains(problem) ? std::min(fastest_ok[problem], ms) : ms;
+    }
+    if (trial.value("best", false)) best_rows[problem].push_back(trial["median_ms"].get<double>());
+  }
+  EXPECT_FALSE(fastest_ok.empty());
+  for (const auto& [problem, ms] : fastest_ok) {
+    ASSERT_EQ(best_rows[problem].size(), 1u) << problem << ": one best row per problem with ok trials";
+    EXPECT_EQ(best_rows[problem][0], ms) << problem << ": the best row is the fastest stored trial";
+  }
+  EXPECT_EQ(best_rows.size(), fastest_ok.size()) << "no best row without an ok trial behind it";
+
+  constexpr int kCandidatesPerProblem = static_cast<int>(
+      templates::kPermuteVectorBytes.size() * templates::kPermuteThreads.size() *
+      templates::kPermuteUnroll.size());
+  std::vector<std::string> rerun = tune;
+  rerun.push_back("--json");
+  const CliResult resumed = run(rerun);
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.describe();
+  int measured = 0, reused = 0;
+  for (const json& problem : parse_json(resumed)) {
+    EXPECT_EQ(problem.value("measured", -1) + problem.value("resumed", -1), kCandidatesPerProblem) << problem.dump();
+    measured += problem.value("measured", 0);
+    reused += problem.value("resumed", 0);
+  }
+  EXPECT_EQ(reused, after_kill) << "every trial stored before the kill is reused";
+  const json stats = parse_json(run({"--db", database.string(), "db", "stats", "--json"}));
+  EXPECT_EQ(stats.value("trials", 0), 6 * kCandidatesPerProblem) << "none lost, none measured twice";
+  EXPECT_EQ(stats.value("best_configs", 0), 6);
+  EXPECT_EQ(measured + reused, 6 * kCandidatesPerProblem);
 }
 
 // tune --head-dim and --density select problems; a selection that leaves none is an error
