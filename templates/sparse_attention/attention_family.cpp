@@ -151,10 +151,11 @@ AttentionConfig default_attention_config(HalfDtype dtype, int head_dim, int bloc
   // third stage adds 2-15%. The persistent grid pays at D = 64 (+5% at density 0.1, +13% at
   // 0.05: short items, whose start it overlaps) and costs 4-6% at D = 128 and density 1.0
   // (its CTAs drift apart over the heads, and K/V leave L2), equal below: D <= 64 only.
+  // 64-row tiles (one consumer warpgroup) take 2 stages: the tuner's slice at density 0.1
+  // (same file) found 3 stages of them 1.25-1.68x slower, two CTAs no longer sharing an SM.
   const int max_shared = max_shared_bytes_for(target);
   if (wgmma_target(target) && table_contains(kWgmmaHeadDims, head_dim))
-    for (int stages : {3, 2}) {
-      const int block_m = std::min(128, block_q);
+    for (int block_m = std::min(128, block_q), stages = block_m == 128 ? 3 : 2; stages >= 2; --stages) {
       const AttentionConfig config{dtype, head_dim, block_q, block_kv, block_m, std::min(128, block_kv),
                                    wgmma_warps(block_m), fine_n, false, true, stages, head_dim <= 64};
       if (attention_config_problem(config, max_shared).empty()) return config;

@@ -60,6 +60,7 @@ TEST(AttentionSpace, TargetDefaultsPreferWgmmaOnHopper) {
   EXPECT_TRUE(narrow.wgmma);
   EXPECT_EQ(narrow.block_m, 64);
   EXPECT_EQ(narrow.warps, 8);
+  EXPECT_EQ(narrow.stages, 2);  // 64-row tiles: two CTAs an SM
   EXPECT_TRUE(narrow.persistent);
   EXPECT_EQ(attention_config_problem(narrow, kHopperShared), "");
   EXPECT_FALSE(default_attention_config(HalfDtype::bf16, 96, 128, 128, 0, sm90).wgmma);

@@ -693,7 +693,20 @@ TEST_F(CliTest, TuneKilledWithSigkillResumesWithoutLosingTrials) {
     ASSERT_TRUE(check.step());
     EXPECT_EQ(check.column_text(0), "ok");
   }
-  const json trials = parse_json(run({"--db", database.string(), "db", "trials", "--json"}));
+  // Every stored trial, problem by problem (db trials lists one problem).
+  const CliResult listed = run({"--db", database.string(), "db", "problems", "--json"});
+  ASSERT_EQ(listed.exit_code, 0) << listed.describe();
+  const json stored_problems = parse_json(listed);
+  ASSERT_TRUE(stored_problems.is_array()) << listed.describe();
+  json trials = json::array();
+  for (const json& problem : stored_problems) {
+    const CliResult of_problem =
+        run({"--db", database.string(), "db", "trials", "--problem", problem.value("problem_key", ""), "--json"});
+    ASSERT_EQ(of_problem.exit_code, 0) << of_problem.describe();
+    const json rows = parse_json(of_problem);
+    ASSERT_TRUE(rows.is_array()) << of_problem.describe();
+    trials.insert(trials.end(), rows.begin(), rows.end());
+  }
   const int after_kill = static_cast<int>(trials.size());
   EXPECT_GE(after_kill, before_kill);
   std::map<std::string, double> fastest_ok;
@@ -720,14 +733,18 @@ TEST_F(CliTest, TuneKilledWithSigkillResumesWithoutLosingTrials) {
   rerun.push_back("--json");
   const CliResult resumed = run(rerun);
   ASSERT_EQ(resumed.exit_code, 0) << resumed.describe();
+  const json problems = parse_json(resumed);
+  ASSERT_TRUE(problems.is_array()) << resumed.describe();
   int measured = 0, reused = 0;
-  for (const json& problem : parse_json(resumed)) {
+  for (const json& problem : problems) {
     EXPECT_EQ(problem.value("measured", -1) + problem.value("resumed", -1), kCandidatesPerProblem) << problem.dump();
     measured += problem.value("measured", 0);
     reused += problem.value("resumed", 0);
   }
   EXPECT_EQ(reused, after_kill) << "every trial stored before the kill is reused";
-  const json stats = parse_json(run({"--db", database.string(), "db", "stats", "--json"}));
+  const CliResult final_stats = run({"--db", database.string(), "db", "stats", "--json"});
+  const json stats = parse_json(final_stats);
+  ASSERT_TRUE(stats.is_object()) << final_stats.describe();
   EXPECT_EQ(stats.value("trials", 0), 6 * kCandidatesPerProblem) << "none lost, none measured twice";
   EXPECT_EQ(stats.value("best_configs", 0), 6);
   EXPECT_EQ(measured + reused, 6 * kCandidatesPerProblem);
