@@ -192,6 +192,16 @@ struct warpgroup_mma<1, 128> {
 };
 
 
+// --- named barriers ------------------------------------------------------------------------
+// Barrier `id` (1..15; 0 is __syncthreads) completes once `threads` threads (a multiple of 32)
+// have reached it: sync waits for that, arrive counts itself and goes on.
+__device__ __forceinline__ void named_barrier_sync(int id, int threads) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+__device__ __forceinline__ void named_barrier_arrive(int id, int threads) {
+  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+
 // --- register reallocation -----------------------------------------------------------------
 // The whole warpgroup gives back registers (producers) or takes them (consumers); needs a
 // register cap at entry (__launch_bounds__(threads, 1)).

@@ -12,7 +12,8 @@
 // So the next item's Q and first tiles load while the consumers finish and store this one.
 // Consumers compute S = Q K^T with wgmma (both operands in shared memory), the online softmax
 // in registers, and O += P V with P from registers; the producer gives its registers to them
-// (setmaxnreg).
+// (setmaxnreg). Each tile's softmax overlaps the previous tile's O += P V, and at D = 128 the
+// two consumer warpgroups take turns to issue their products (ping-pong, below).
 //
 // Work really skipped by fine bits: a key tile that none of a warpgroup's 64 rows keeps costs
 // that warpgroup no wgmma and no softmax (the K/V tile is still loaded: the other consumer
@@ -175,6 +176,16 @@ __global__ void __launch_bounds__(wgmma_attention_tile<HeadDim, BlockM, BlockN, 
   int ring = 0;     // the producer's ring position of the item's first tile
   int q_loads = 0;  // Q tiles consumed so far
 
+  // Ping-pong (FlashAttention-3): two consumer warpgroups take turns to issue their products,
+  // named barrier 1 + c being consumer c's turn, so that one's softmax runs under the other's
+  // products. Both walk the same tiles, so the turns pair up; not with fine bits, where a
+  // warpgroup may skip a tile the other computes. Consumer 0 goes first. Measured on the H100
+  // (BENCHMARKS.md, version 5): +4-10% at D = 128, 1-3% slower at D = 64 (shorter products
+  // hide less softmax), so D = 128 only.
+  constexpr bool kPingPong = Tile::kConsumers == 2 && FineN == 0 && HeadDim >= 128;
+  constexpr int kPingPongThreads = 2 * 128;
+  if (kPingPong && consumer == 1) named_barrier_arrive(1, kPingPongThreads);
+
   for (long long item = blockIdx.x; item < items; item += gridDim.x) {
     const WorkItem w = work_item(item);
     if (w.m0 >= params.tokens_q) continue;
@@ -275,6 +286,7 @@ __global__ void __launch_bounds__(wgmma_attention_tile<HeadDim, BlockM, BlockN, 
       } else {
         // S = Q K^T: HeadDim / 16 k-steps, 32 bytes apart inside a 128-byte swizzled row.
         barrier_wait(&k_full[stage], phase);
+        if constexpr (kPingPong) named_barrier_sync(1 + consumer, kPingPongThreads);  // my turn
         float score[1][Tile::kScoreTiles][4];
         warpgroup_fence();
 #pragma unroll
@@ -303,10 +315,12 @@ __global__ void __launch_bounds__(wgmma_attention_tile<HeadDim, BlockM, BlockN, 
         bool moved;
         if (pending) {
           issue_pv();
+          if constexpr (kPingPong) named_barrier_arrive(2 - consumer, kPingPongThreads);  // your turn
           warpgroup_wait<1>();  // S has landed; the previous tile's O += P V may still run
           moved = softmax();
           finish_pv();
         } else {
+          if constexpr (kPingPong) named_barrier_arrive(2 - consumer, kPingPongThreads);
           warpgroup_wait<0>();
           moved = softmax();
         }
@@ -345,6 +359,9 @@ __global__ void __launch_bounds__(wgmma_attention_tile<HeadDim, BlockM, BlockN, 
     store_row_group<Dtype>(params, o_base, lse_base, w.m0 + consumer * 64 + warp_in_group * 16, out[0], row_max[0],
                            row_sum[0], scale_log2, lane);
   }
+  // Consumer 1's last "your turn" still waits on barrier 1: consumer 0 takes it, so no
+  // barrier is left half-arrived.
+  if (kPingPong && consumer == 0) named_barrier_sync(1, kPingPongThreads);
 }
 
 }  // namespace sparsejit
