@@ -46,6 +46,41 @@ struct KeptBlocks<true> {  // bitmask: the row's words, scanned once
   }
 };
 
+// A walk over a row's kept blocks for the tiles that compute them: the current block's index
+// (and fine word) with the next one's already read, so that their global-memory latency hides
+// behind a tile's work instead of stalling every tile. start() once (only where the row keeps
+// a block), next_block() after the last tile of each kept block.
+template <bool Bitmask, int FineN>
+struct KeptBlockWalk {
+  KeptBlocks<Bitmask> blocks;
+  const unsigned long long* fine_words;  // the row's fine words (FineN > 0), one per kept block
+  int block = 0, following = 0;          // the current block and the one after it
+  unsigned long long bits = 0, following_bits = 0;
+  int done = 0;  // kept blocks finished
+
+  __device__ __forceinline__ KeptBlockWalk(const SparseAttentionParams& params, long long mask_row)
+      : blocks(params, mask_row),
+        fine_words(FineN > 0 ? params.fine_bits + mask_row * params.max_kv_blocks : nullptr) {}
+  __device__ __forceinline__ int count() const { return blocks.count; }
+  __device__ __forceinline__ void start() {
+    block = blocks.kept(0);
+    if (blocks.count > 1) following = blocks.kept(1);
+    if constexpr (FineN > 0) {
+      bits = fine_words[0];
+      if (blocks.count > 1) following_bits = fine_words[1];
+    }
+  }
+  __device__ __forceinline__ void next_block() {
+    block = following;
+    bits = following_bits;
+    const int after = ++done + 1;
+    if (after < blocks.count) {
+      following = blocks.kept(after);
+      if constexpr (FineN > 0) following_bits = fine_words[after];
+    }
+  }
+};
+
 // Bit j set: the 8-key score tile j of this step is kept by the 16 query rows of sub-tile
 // `query_subtile` of the block pair, whose fine word is `bits` (attention_params.h);
 // `key_offset` is the step's first key inside the key block.

@@ -75,10 +75,7 @@ __global__ void __launch_bounds__(Warps * 32)
 
   const int q_blocks = (params.tokens_q + BlockQ - 1) / BlockQ;
   const long long mask_row = (static_cast<long long>(batch) * params.heads + head) * q_blocks + q_block;
-  KeptBlocks<MaskBits> kept_blocks(params, mask_row);
-  const int kept = kept_blocks.count;
-  const unsigned long long* kept_bits =
-      FineN > 0 ? params.fine_bits + mask_row * params.max_kv_blocks : nullptr;
+  KeptBlockWalk<MaskBits, FineN> walk(params, mask_row);
 
   const char* q_base = static_cast<const char*>(params.q) +
                        (batch * params.q_batch_stride + head * params.q_head_stride) * 2;
@@ -108,29 +105,20 @@ __global__ void __launch_bounds__(Warps * 32)
 
   // Q's fragments when a warp owns one row group (kept in registers across the key walk).
   u32 q_fragments[kRowGroups == 1 ? Tile::kKSteps : 1][4];
-  const int tiles = kept * kTilesPerKvBlock;
-  // The kept blocks' indices (and fine words) are read one key block ahead, so that their
-  // global-memory latency hides behind a tile's work instead of stalling every tile.
-  int block = 0, next_block = 0;
-  unsigned long long bits = 0, next_bits = 0;
+  const int tiles = walk.count() * kTilesPerKvBlock;
   if (tiles > 0) {
-    block = kept_blocks.kept(0);
-    if (kept > 1) next_block = kept_blocks.kept(1);
-    if constexpr (FineN > 0) {
-      bits = kept_bits[0];
-      if (kept > 1) next_bits = kept_bits[1];
-    }
+    walk.start();
     load_rows_async<BlockM, HeadDim, Tile::kThreads>(q_tile, q_base, params.q_token_stride * 2, m0,
                                                      params.tokens_q);
     copy_async_commit();
-    load_rows_async<BlockN, HeadDim, Tile::kThreads>(k_tiles, k_base, k_row_bytes, block * BlockKV,
+    load_rows_async<BlockN, HeadDim, Tile::kThreads>(k_tiles, k_base, k_row_bytes, walk.block * BlockKV,
                                                      params.tokens_kv);
     copy_async_commit();
   }
 
   for (int t = 0; t < tiles; ++t) {
     const int tile_in_block = t % kTilesPerKvBlock;
-    const int n0 = block * BlockKV + tile_in_block * BlockN;
+    const int n0 = walk.block * BlockKV + tile_in_block * BlockN;
     unsigned short* k_tile = k_tiles + (t & 1) * BlockN * kStride;
     unsigned short* v_tile = v_tiles + (t & 1) * BlockN * kStride;
     load_rows_async<BlockN, HeadDim, Tile::kThreads>(v_tile, v_base, v_row_bytes, n0, params.tokens_kv);
@@ -143,7 +131,7 @@ __global__ void __launch_bounds__(Warps * 32)
 #pragma unroll
     for (int rg = 0; rg < kRowGroups; ++rg)
       keep[rg] = fine_kept_tiles<Tile::kScoreTiles, BlockKV, FineN>(
-          bits, (m_in_block + warp * Tile::kRowsPerWarp + rg * 16) / 16, tile_in_block * BlockN);
+          walk.bits, (m_in_block + warp * Tile::kRowsPerWarp + rg * 16) / 16, tile_in_block * BlockN);
 
     // S = Q K^T for this warp's rows and the tile's BlockN keys.
     float score[kRowGroups][Tile::kScoreTiles][4];
@@ -220,7 +208,7 @@ __global__ void __launch_bounds__(Warps * 32)
                                                        k_base, k_row_bytes,
                                                        tile_in_block + 1 < kTilesPerKvBlock
                                                            ? n0 + BlockN
-                                                           : next_block * BlockKV,
+                                                           : walk.following * BlockKV,
                                                        params.tokens_kv);
       copy_async_commit();
     }
@@ -262,15 +250,7 @@ __global__ void __launch_bounds__(Warps * 32)
       }
     }
 
-    if (tile_in_block + 1 == kTilesPerKvBlock) {  // on to the next kept block
-      block = next_block;
-      bits = next_bits;
-      const int after = t / kTilesPerKvBlock + 2;
-      if (after < kept) {
-        next_block = kept_blocks.kept(after);
-        if constexpr (FineN > 0) next_bits = kept_bits[after];
-      }
-    }
+    if (tile_in_block + 1 == kTilesPerKvBlock) walk.next_block();
   }
 
   // Normalize and store; rows with nothing kept write zeros and LSE = -inf.

@@ -189,12 +189,9 @@ __global__ void __launch_bounds__(wgmma_attention_tile<HeadDim, BlockM, BlockN, 
   for (long long item = blockIdx.x; item < items; item += gridDim.x) {
     const WorkItem w = work_item(item);
     if (w.m0 >= params.tokens_q) continue;
-    KeptBlocks<MaskBits> kept_blocks(params, w.mask_row);
-    const int kept = kept_blocks.count;
-    const int tiles = kept * kTilesPerKvBlock;
+    KeptBlockWalk<MaskBits, FineN> walk(params, w.mask_row);  // the consumer's own walk
+    const int tiles = walk.count() * kTilesPerKvBlock;
     const int first_subtile = (w.m_in_block + consumer * 64) / 16;  // the warpgroup's first 16 rows
-    const unsigned long long* kept_bits =
-        FineN > 0 ? params.fine_bits + w.mask_row * params.max_kv_blocks : nullptr;
 
     float out[1][Tile::kOutTiles][4];
     float row_max[1][2], row_sum[1][2];
@@ -208,16 +205,8 @@ __global__ void __launch_bounds__(wgmma_attention_tile<HeadDim, BlockM, BlockN, 
       row_sum[0][h] = 0.f;
     }
 
-    // The consumer's own walk of the kept blocks, one block ahead (as the mma.sync kernel).
-    int block = 0, next_block = 0;
-    unsigned long long bits = 0, next_bits = 0;
     if (tiles > 0) {
-      block = kept_blocks.kept(0);
-      if (kept > 1) next_block = kept_blocks.kept(1);
-      if constexpr (FineN > 0) {
-        bits = kept_bits[0];
-        if (kept > 1) next_bits = kept_bits[1];
-      }
+      walk.start();
       barrier_wait(q_full, q_loads & 1);
       ++q_loads;
     }
@@ -251,19 +240,20 @@ __global__ void __launch_bounds__(wgmma_attention_tile<HeadDim, BlockM, BlockN, 
 
     for (int t = 0; t < tiles; ++t) {
       const int tile_in_block = t % kTilesPerKvBlock;
-      const int n0 = block * BlockKV + tile_in_block * BlockN;
+      const int n0 = walk.block * BlockKV + tile_in_block * BlockN;
       const int stage = (ring + t) % Stages;
       const int phase = ((ring + t) / Stages) & 1;
       const unsigned char* k_tile = k_tiles + stage * Tile::kTileBytes;
 
-      unsigned keep[1] = {fine_kept_tiles<Tile::kScoreTiles, BlockKV, FineN>(bits, first_subtile + warp_in_group,
+      unsigned keep[1] = {fine_kept_tiles<Tile::kScoreTiles, BlockKV, FineN>(walk.bits, first_subtile + warp_in_group,
                                                                           tile_in_block * BlockN)};
       bool group_computes = true;  // uniform across the warpgroup
       if constexpr (FineN > 0) {
         unsigned any = 0;
 #pragma unroll
         for (int w = 0; w < 4; ++w)
-          any |= fine_kept_tiles<Tile::kScoreTiles, BlockKV, FineN>(bits, first_subtile + w, tile_in_block * BlockN);
+          any |= fine_kept_tiles<Tile::kScoreTiles, BlockKV, FineN>(walk.bits, first_subtile + w,
+                                                                   tile_in_block * BlockN);
         group_computes = any != 0;
       }
 
@@ -337,15 +327,7 @@ __global__ void __launch_bounds__(wgmma_attention_tile<HeadDim, BlockM, BlockN, 
         if (lane == 0) barrier_arrive(q_empty);
       }
 
-      if (tile_in_block + 1 == kTilesPerKvBlock) {  // on to the next kept block
-        block = next_block;
-        bits = next_bits;
-        const int after = t / kTilesPerKvBlock + 2;
-        if (after < kept) {
-          next_block = kept_blocks.kept(after);
-          if constexpr (FineN > 0) next_bits = kept_bits[after];
-        }
-      }
+      if (tile_in_block + 1 == kTilesPerKvBlock) walk.next_block();
     }
     if (pending) {
       issue_pv();
