@@ -102,6 +102,13 @@ __device__ __forceinline__ float fast_log2(float x) {
   return y;
 }
 
+// The dynamic shared memory the launch gave this CTA, in bytes.
+__device__ __forceinline__ u32 dynamic_shared_bytes() {
+  u32 bytes;
+  asm("mov.u32 %0, %%dynamic_smem_size;\n" : "=r"(bytes));
+  return bytes;
+}
+
 __device__ __forceinline__ float negative_infinity() { return __int_as_float(0xff800000u); }
 
 }  // namespace sparsejit

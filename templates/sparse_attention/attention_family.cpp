@@ -33,8 +33,9 @@ std::string AttentionConfig::label() const {
 int AttentionConfig::shared_bytes() const {
   // mma.sync: Q and two K and V tiles, rows padded by 16 bytes. wgmma
   // (wgmma_attention_tile::kSharedBytes): 1024 bytes of alignment slack, Q and `stages` K and
-  // V tiles unpadded (swizzled), and 1 + 4 * stages mbarriers.
-  if (wgmma) return 1024 + (block_m + 2 * stages * block_n) * head_dim * 2 + (1 + 4 * stages) * 8;
+  // V tiles unpadded (swizzled), and 2 + 4 * stages mbarriers (Q full and empty, K and V full
+  // and empty per stage).
+  if (wgmma) return 1024 + (block_m + 2 * stages * block_n) * head_dim * 2 + (2 + 4 * stages) * 8;
   return (block_m + 4 * block_n) * (head_dim + 8) * 2;
 }
 

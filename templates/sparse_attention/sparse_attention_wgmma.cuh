@@ -79,6 +79,10 @@ __global__ void __launch_bounds__(wgmma_attention_tile<HeadDim, BlockM, BlockN, 
                 "fine sub-tiles must fit one 64-bit word per block pair");
 
   extern __shared__ unsigned char shared_raw[];
+  // The host computes the same size (AttentionConfig::shared_bytes); a launch with less would
+  // corrupt shared memory, so it stops here instead (the launch then reports an illegal
+  // instruction).
+  if (dynamic_shared_bytes() < Tile::kSharedBytes) __trap();
   unsigned char* q_tile = shared_raw + ((1024u - (shared_address(shared_raw) & 1023u)) & 1023u);
   unsigned char* k_tiles = q_tile + Tile::kQBytes;  // [Stages][kPanels][BlockN][64]
   unsigned char* v_tiles = k_tiles + Stages * Tile::kTileBytes;
