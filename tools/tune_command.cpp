@@ -1,16 +1,21 @@
 // sparsejit tune: measure every registered family's candidates on this GPU and keep the
 // best per problem in the database. Without a GPU it says so and pre-compiles the
 // candidates for the common targets instead, so a later run on a GPU starts warm.
+#include <poll.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
+#include <filesystem>
 #include <ctime>
 #include <iostream>
+#include <map>
 #include <numeric>
 #include <set>
 #include <thread>
@@ -34,6 +39,10 @@ constexpr const char* kPrecompileTargetsWithoutGpu[] = {"sm_80", "sm_86", "sm_89
 
 struct TuneCommandOptions {
   int device = 0;
+  std::vector<int> devices;  // --devices: several GPUs in parallel, a child process each
+  // --shard I/K: only the selected problems whose index is I modulo K (how --devices splits
+  // the problems between identical GPUs, whose results are one GPU's rows).
+  int shard = 0, shards = 1;
   std::vector<std::string> families;
   std::vector<int> head_dims;
   std::vector<double> densities;
@@ -104,6 +113,11 @@ std::vector<std::unique_ptr<templates::TuningProblem>> selected_problems(const T
     }
   if (problems.empty())
     throw std::runtime_error("no tuning problem matches the selection (--family, --head-dim, --density)");
+  if (options.shards > 1) {
+    std::vector<std::unique_ptr<templates::TuningProblem>> shard;
+    for (std::size_t i = options.shard; i < problems.size(); i += options.shards) shard.push_back(std::move(problems[i]));
+    return shard;  // may be empty: more identical GPUs than problems
+  }
   return problems;
 }
 
@@ -207,15 +221,43 @@ int precompile_without_gpu(const GlobalOptions& global, const TuneCommandOptions
   return kExitOk;
 }
 
+// Compiles every candidate of `problems` for `target` into the database first, on all cores:
+// NVRTC takes about a second per attention kernel, and the tiles of a kernel kind repeat over
+// every bucket of it.
+void compile_candidates(jit::KernelProvider& kernels,
+                        const std::vector<std::unique_ptr<templates::TuningProblem>>& problems,
+                        const jit::Target& target, unsigned jobs) {
+  std::set<std::string> seen;
+  std::vector<jit::KernelSpec> specs;
+  for (const auto& problem : problems)
+    for (templates::TuningCandidate& candidate : problem->candidates(target))
+      if (seen.insert(candidate.specialization.request.cache_key()).second)
+        specs.push_back(std::move(candidate.specialization));
+  const auto start = std::chrono::steady_clock::now();
+  std::size_t done = 0;
+  const tuner::CompileSummary compiled =
+      tuner::compile_in_parallel(kernels, specs, jobs, [&](const jit::KernelSpec&, bool) {
+        if (::isatty(STDERR_FILENO) == 1) std::fprintf(stderr, "\r\033[Kcompiling %zu/%zu", ++done, specs.size());
+      });
+  std::fprintf(stderr, "%s%s: %zu kernels: %zu compiled, %zu already stored, %zu failed (%.1f s)\n",
+               ::isatty(STDERR_FILENO) == 1 ? "\r\033[K" : "", target.name().c_str(), specs.size(),
+               compiled.compiled, compiled.stored, compiled.failures.size(),
+               std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+}
+
+int run_tune_on_devices(const GlobalOptions& global, const TuneCommandOptions& options);
+
 int run_tune(const GlobalOptions& global, const TuneCommandOptions& options) {
+  if (options.devices.size() > 1) return run_tune_on_devices(global, options);
   // Each problem is destroyed once tuned: its inputs (over a GiB for the longest sequences)
   // must not pile up over the grid.
   std::vector<std::unique_ptr<templates::TuningProblem>> problems = selected_problems(options);
   std::string why;
   if (!jit::driver_available(&why)) return precompile_without_gpu(global, options, problems, why);
 
-  const jit::DeviceInfo device = jit::query_device(options.device);
-  jit::DeviceContext context(options.device);
+  const int ordinal = options.devices.size() == 1 ? options.devices[0] : options.device;
+  const jit::DeviceInfo device = jit::query_device(ordinal);
+  jit::DeviceContext context(ordinal);
   db::Database database = db::Database::open(database_path(global));
   const std::int64_t gpu_id = database.upsert_gpu(runtime::to_gpu_record(device));
   runtime::DatabaseCubinStore store(database);
@@ -223,33 +265,13 @@ int run_tune(const GlobalOptions& global, const TuneCommandOptions& options) {
   const jit::Target target = jit::Target::for_compute_capability(device.cc_major, device.cc_minor);
   const tuner::TuneEnvironment environment{context, target, kernels, database, gpu_id, device.sm_clock_khz};
 
-  std::cerr << "tuning " << problems.size() << " problem(s) on GPU " << options.device << " ("
+  std::cerr << "tuning " << problems.size() << " problem(s) on GPU " << ordinal << " ("
             << device.name << ") into " << database.path().string() << "\n";
 
-  // Compile every candidate first, on all cores: NVRTC takes about a second per attention
-  // kernel, and the tiles of a kernel kind repeat over every bucket of it.
-  std::set<std::string> seen;
-  std::vector<jit::KernelSpec> specs;
   std::vector<int> candidate_counts;
-  for (const auto& problem : problems) {
-    std::vector<templates::TuningCandidate> candidates = problem->candidates(target);
-    candidate_counts.push_back(static_cast<int>(candidates.size()));
-    for (templates::TuningCandidate& candidate : candidates)
-      if (seen.insert(candidate.specialization.request.cache_key()).second)
-        specs.push_back(std::move(candidate.specialization));
-  }
-  {
-    const auto start = std::chrono::steady_clock::now();
-    std::size_t done = 0;
-    const tuner::CompileSummary compiled =
-        tuner::compile_in_parallel(kernels, specs, options.jobs, [&](const jit::KernelSpec&, bool) {
-          if (::isatty(STDERR_FILENO) == 1) std::fprintf(stderr, "\r\033[Kcompiling %zu/%zu", ++done, specs.size());
-        });
-    std::fprintf(stderr, "%s%zu kernels: %zu compiled, %zu already stored, %zu failed (%.1f s)\n",
-                 ::isatty(STDERR_FILENO) == 1 ? "\r\033[K" : "", specs.size(), compiled.compiled,
-                 compiled.stored, compiled.failures.size(),
-                 std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-  }
+  for (const auto& problem : problems)
+    candidate_counts.push_back(static_cast<int>(problem->candidates(target).size()));
+  compile_candidates(kernels, problems, target, options.jobs);
 
   std::vector<double> costs;
   for (const auto& problem : problems) costs.push_back(problem->relative_cost());
@@ -332,6 +354,154 @@ int run_tune(const GlobalOptions& global, const TuneCommandOptions& options) {
   return kExitOk;
 }
 
+// --devices: a child `sparsejit --db PATH tune --device N` per GPU, run in parallel into the
+// same database (each GPU's trials and best configs are its own rows; SQLite serializes the
+// writes, and concurrent writers lose nothing). The candidates are compiled here first, once
+// per target, so the children only load CUBINs. Their stderr comes through line by line as
+// "[GPU N] ...", their results (tables or JSON) once each ends; Ctrl-C or SIGTERM is passed
+// on, and every child stops between two trials.
+int run_tune_on_devices(const GlobalOptions& global, const TuneCommandOptions& options) {
+  std::set<int> unique(options.devices.begin(), options.devices.end());
+  if (unique.size() != options.devices.size())
+    throw std::invalid_argument("--devices lists a GPU twice: each GPU is tuned by one process");
+  std::vector<std::unique_ptr<templates::TuningProblem>> problems = selected_problems(options);
+  std::string why;
+  if (!jit::driver_available(&why)) return precompile_without_gpu(global, options, problems, why);
+
+  std::vector<jit::DeviceInfo> infos;
+  for (int ordinal : options.devices) infos.push_back(jit::query_device(ordinal));
+  {
+    db::Database database = db::Database::open(database_path(global));
+    runtime::DatabaseCubinStore store(database);
+    jit::KernelProvider kernels(&store);
+    std::set<std::string> targets_done;
+    for (const jit::DeviceInfo& info : infos) {
+      const jit::Target target = jit::Target::for_compute_capability(info.cc_major, info.cc_minor);
+      if (targets_done.insert(target.name()).second) compile_candidates(kernels, problems, target, options.jobs);
+    }
+  }
+
+  // Identical GPUs (one fingerprint, so one GPU's rows in the database) share the problems
+  // out; different ones each tune all of them.
+  std::map<std::string, std::vector<int>> identical;  // fingerprint -> ordinals
+  for (std::size_t i = 0; i < infos.size(); ++i)
+    identical[runtime::to_gpu_record(infos[i]).fingerprint()].push_back(options.devices[i]);
+  const auto shard_of = [&](int ordinal) {
+    for (const auto& [fingerprint, ordinals] : identical)
+      for (std::size_t i = 0; i < ordinals.size(); ++i)
+        if (ordinals[i] == ordinal) return std::pair<int, int>(static_cast<int>(i), static_cast<int>(ordinals.size()));
+    return std::pair<int, int>(0, 1);
+  };
+
+  struct Child {
+    int ordinal = 0;
+    pid_t pid = -1;
+    int out = -1, err = -1;  // read ends of its stdout and stderr
+    std::string stdout_text, stderr_partial;
+    int exit_code = -1;
+  };
+  std::vector<Child> children;
+  const std::string executable = std::filesystem::read_symlink("/proc/self/exe").string();
+  for (int ordinal : options.devices) {
+    std::vector<std::string> args = {executable, "--db", database_path(global).string(), "tune", "--device",
+                                     std::to_string(ordinal), "--measure-ms", format_fixed(options.measure_ms, 3),
+                                     "-j", std::to_string(options.jobs)};
+    for (const std::string& family : options.families) args.insert(args.end(), {"--family", family});
+    for (int head_dim : options.head_dims) args.insert(args.end(), {"--head-dim", std::to_string(head_dim)});
+    for (double density : options.densities) args.insert(args.end(), {"--density", format_fixed(density, 6)});
+    if (options.budget_s > 0) args.insert(args.end(), {"--budget", format_fixed(options.budget_s, 3)});
+    if (options.json) args.push_back("--json");
+    if (const auto [shard, shards] = shard_of(ordinal); shards > 1)
+      args.insert(args.end(), {"--shard", std::to_string(shard) + "/" + std::to_string(shards)});
+    int out_pipe[2], err_pipe[2];
+    if (::pipe(out_pipe) != 0 || ::pipe(err_pipe) != 0) throw std::runtime_error("cannot create a pipe");
+    Child child;
+    child.ordinal = ordinal;
+    child.pid = ::fork();
+    if (child.pid < 0) throw std::runtime_error("cannot start a tuning process for GPU " + std::to_string(ordinal));
+    if (child.pid == 0) {
+      ::dup2(out_pipe[1], STDOUT_FILENO);
+      ::dup2(err_pipe[1], STDERR_FILENO);
+      for (int fd : {out_pipe[0], out_pipe[1], err_pipe[0], err_pipe[1]}) ::close(fd);
+      std::vector<char*> argv;
+      for (std::string& arg : args) argv.push_back(arg.data());
+      argv.push_back(nullptr);
+      ::execv(argv[0], argv.data());
+      _exit(127);
+    }
+    ::close(out_pipe[1]);
+    ::close(err_pipe[1]);
+    child.out = out_pipe[0];
+    child.err = err_pipe[0];
+    children.push_back(std::move(child));
+  }
+
+  const StopSignals stop_signals;
+  bool stop_passed_on = false;
+  std::size_t open_streams = 2 * children.size();
+  while (open_streams > 0) {
+    if (stop_requested.load() && !stop_passed_on) {
+      for (const Child& child : children) ::kill(child.pid, stop_signal.load() != 0 ? stop_signal.load() : SIGTERM);
+      stop_passed_on = true;
+    }
+    std::vector<pollfd> polled;
+    for (const Child& child : children)
+      for (int fd : {child.out, child.err})
+        if (fd >= 0) polled.push_back({fd, POLLIN, 0});
+    if (::poll(polled.data(), polled.size(), 200) < 0 && errno != EINTR) throw std::runtime_error("poll failed");
+    for (const pollfd& ready : polled) {
+      if ((ready.revents & (POLLIN | POLLHUP | POLLERR)) == 0) continue;
+      Child& child = *std::find_if(children.begin(), children.end(),
+                                   [&](const Child& c) { return c.out == ready.fd || c.err == ready.fd; });
+      char buffer[4096];
+      const ssize_t n = ::read(ready.fd, buffer, sizeof(buffer));
+      if (n <= 0) {
+        ::close(ready.fd);
+        (ready.fd == child.out ? child.out : child.err) = -1;
+        --open_streams;
+        continue;
+      }
+      if (ready.fd == child.out) {
+        child.stdout_text.append(buffer, static_cast<std::size_t>(n));
+        continue;
+      }
+      // stderr: whole lines, each marked with its GPU (progress redraws end in '\r').
+      child.stderr_partial.append(buffer, static_cast<std::size_t>(n));
+      std::size_t end;
+      while ((end = child.stderr_partial.find_first_of("\n\r")) != std::string::npos) {
+        const std::string line = child.stderr_partial.substr(0, end);
+        child.stderr_partial.erase(0, end + 1);
+        if (!line.empty() && line.find_first_not_of(" \033[K") != std::string::npos)
+          std::cerr << "[GPU " << child.ordinal << "] " << line << "\n";
+      }
+    }
+  }
+  int exit_code = kExitOk;
+  nlohmann::json merged = nlohmann::json::array();
+  for (std::size_t i = 0; i < children.size(); ++i) {
+    Child& child = children[i];
+    int status = 0;
+    while (::waitpid(child.pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    child.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    if (child.exit_code != kExitOk && exit_code == kExitOk) exit_code = child.exit_code;
+    if (options.json) {
+      nlohmann::json results = nlohmann::json::parse(child.stdout_text, nullptr, /*allow_exceptions=*/false);
+      if (!results.is_array()) continue;  // its error is on stderr
+      for (nlohmann::json& result : results) {
+        result["device"] = child.ordinal;
+        merged.push_back(std::move(result));
+      }
+    } else {
+      std::cout << "== GPU " << child.ordinal << " (" << infos[i].name << "), exit code " << child.exit_code
+                << "\n"
+                << child.stdout_text;
+    }
+  }
+  if (options.json) std::cout << merged.dump(2) << "\n";
+  return exit_code;
+}
+
 }  // namespace
 
 void add_tune_command(CLI::App& app, GlobalOptions& global) {
@@ -342,7 +512,29 @@ void add_tune_command(CLI::App& app, GlobalOptions& global) {
       "best per problem in the database. Every trial is stored; Ctrl-C (or SIGTERM) stops\n"
       "between two trials (exit 130 or 143) and a second run resumes. Without a GPU: says\n"
       "so and pre-compiles the candidates for sm_80/86/89/90 instead.");
-  command->add_option("--device", options->device, "GPU ordinal")->check(CLI::NonNegativeNumber);
+  CLI::Option* device = command->add_option("--device", options->device, "GPU ordinal")->check(CLI::NonNegativeNumber);
+  command
+      ->add_option("--devices", options->devices,
+                   "tune these GPUs in parallel into the one database (ordinals, e.g. --devices 0,1): a process\n"
+                   "each, the candidates compiled once first")
+      ->delimiter(',')
+      ->check(CLI::NonNegativeNumber)
+      ->excludes(device);
+  command
+      ->add_option_function<std::string>(
+          "--shard",
+          [options](const std::string& text) {
+            int shard = -1, shards = 0;
+            char rest = 0;
+            if (std::sscanf(text.c_str(), "%d/%d%c", &shard, &shards, &rest) != 2 || shards < 1 || shard < 0 ||
+                shard >= shards)
+              throw CLI::ValidationError("--shard", "takes I/K with 0 <= I < K, e.g. 1/4 (got " + text + ")");
+            options->shard = shard;
+            options->shards = shards;
+          },
+          "only every K-th selected problem, starting at the I-th (I/K): how --devices shares the\n"
+          "problems out between identical GPUs")
+      ->excludes("--devices");
   command->add_option("--family", options->families, "only these kernel families");
   command->add_option("--head-dim", options->head_dims, "only problems of these head dims");
   command->add_option("--density", options->densities,

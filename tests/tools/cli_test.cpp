@@ -750,6 +750,59 @@ TEST_F(CliTest, TuneKilledWithSigkillResumesWithoutLosingTrials) {
   EXPECT_EQ(measured + reused, 6 * kCandidatesPerProblem);
 }
 
+// --devices and --shard are checked before any work: a GPU listed twice, a shard out of range,
+// both together. Without a GPU a shard pre-compiles its share of the candidates.
+TEST_F(CliTest, TuneDevicesAndShardsAreChecked) {
+  const fs::path database = temp_ / "tune.db";
+  const CliResult twice = run({"--db", database.string(), "tune", "--devices", "0,0"});
+  EXPECT_EQ(twice.exit_code, 1) << twice.describe();
+  EXPECT_TRUE(has(twice.err, "--devices lists a GPU twice")) << twice.describe();
+  const CliResult outside = run({"--db", database.string(), "tune", "--shard", "2/2"});
+  EXPECT_NE(outside.exit_code, 0) << outside.describe();
+  EXPECT_TRUE(has(outside.err, "--shard: takes I/K with 0 <= I < K")) << outside.describe();
+  const CliResult both = run({"--db", database.string(), "tune", "--shard", "0/2", "--devices", "0,1"});
+  EXPECT_NE(both.exit_code, 0) << both.describe();
+  EXPECT_TRUE(has(both.err, "excludes")) << both.describe();
+  EXPECT_FALSE(fs::exists(database)) << "nothing is created for a refused command";
+  if (gpu_present()) return;  // the shares on GPUs: TuneDevicesShareOutTheProblems
+  const CliResult half = run({"--db", database.string(), "tune", "--family", "permute_tokens", "--shard", "1/2"});
+  ASSERT_EQ(half.exit_code, 0) << half.describe();
+  EXPECT_TRUE(has(half.out, "216 specializations for sm_80, sm_86, sm_89, sm_90: 216 compiled")) << half.describe();
+}
+
+// --devices on a host with two GPUs or more: one process each into one database. Identical
+// GPUs (one fingerprint) share the problems out; different ones each tune all of them.
+TEST_F(CliTest, TuneDevicesShareOutTheProblems) {
+  std::string why;
+  if (!gpu_present(&why)) GTEST_SKIP() << "tuning needs a GPU: " << why;
+  int count = 0;
+  SJ_CU(cuDeviceGetCount(&count));
+  if (count < 2) GTEST_SKIP() << "--devices needs two GPUs; this machine has " << count;
+  const fs::path database = temp_ / "devices.db";
+  const CliResult result = run({"--db", database.string(), "tune", "--family", "permute_tokens", "--devices", "0,1",
+                                "--measure-ms", "3", "--json"});
+  ASSERT_EQ(result.exit_code, 0) << result.describe();
+  const json problems = parse_json(result);
+  ASSERT_TRUE(problems.is_array()) << result.describe();
+  EXPECT_TRUE(has(result.err, "[GPU 0] ") && has(result.err, "[GPU 1] ")) << result.describe();
+  std::map<int, std::set<std::string>> by_device;
+  for (const json& problem : problems) by_device[problem.value("device", -1)].insert(problem.value("problem", ""));
+  ASSERT_EQ(by_device.size(), 2u) << result.describe();
+  const json gpus = parse_json(run({"--db", database.string(), "db", "gpus", "--json"}));
+  if (gpus.size() == 1) {  // identical: the 6 problems split between them, none twice
+    EXPECT_EQ(by_device[0].size() + by_device[1].size(), 6u);
+    for (const std::string& key : by_device[0]) EXPECT_EQ(by_device[1].count(key), 0u) << key;
+  } else {
+    EXPECT_EQ(by_device[0].size(), 6u);
+    EXPECT_EQ(by_device[1].size(), 6u);
+  }
+  const json stats = parse_json(run({"--db", database.string(), "db", "stats", "--json"}));
+  constexpr int kCandidatesPerProblem = static_cast<int>(
+      templates::kPermuteVectorBytes.size() * templates::kPermuteThreads.size() *
+      templates::kPermuteUnroll.size());
+  EXPECT_EQ(stats.value("trials", 0), static_cast<int>(gpus.size()) * 6 * kCandidatesPerProblem);
+}
+
 // tune --head-dim and --density select problems; a selection that leaves none is an error
 // that names the options (before any GPU or compile work).
 TEST_F(CliTest, TuneRefusesASelectionWithoutProblems) {
