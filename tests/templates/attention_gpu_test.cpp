@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <optional>
 
 #include "jit/device_memory.h"
 #include "jit/driver_api.h"
@@ -136,6 +137,14 @@ void expect_matches(const AttentionCase& c, const std::string& what) {
   }
 }
 
+// One model-length case (bf16, D = 128, 128 x 128 blocks, half the fine sub-tiles kept).
+struct ModelLengthCase {
+  int tokens, heads;
+  double density;
+  int fine_n;
+  Storage storage;
+};
+
 class AttentionGpuTest : public testing::GpuTest {
  protected:
   void SetUp() override {
@@ -156,6 +165,9 @@ class AttentionGpuTest : public testing::GpuTest {
                                   stream_->handle());
     stream_->synchronize();
   }
+  // Case `m` on the runtime's choice, or on `config` when given, checked on sampled query
+  // blocks (expect_sampled_blocks_match).
+  void check_model_length(const ModelLengthCase& m, std::optional<AttentionConfig> config);
   // Why the wgmma kernel does not exist on this GPU; empty where it does.
   std::string wgmma_missing() const {
     return wgmma_target(runtime_->target())
@@ -295,26 +307,24 @@ void expect_sampled_blocks_match(const AttentionCase& c) {
   EXPECT_LE(relative_l2_error(actual, reference.o), relative_error_bound(c.dtype));
 }
 
+void AttentionGpuTest::check_model_length(const ModelLengthCase& m, std::optional<AttentionConfig> config) {
+  SCOPED_TRACE("N " + std::to_string(m.tokens) + " density " + std::to_string(m.density) + " fine " +
+               std::to_string(m.fine_n) + (config ? " " + config->label() : ""));
+  BlockMask mask =
+      random_block_mask(1, m.heads, m.tokens, m.tokens, 128, 128, m.density, generator_, true, m.fine_n, 0.5);
+  AttentionCase c(1, m.heads, m.tokens, m.tokens, 128, HalfDtype::bf16, m.storage, std::move(mask), generator_,
+                  false);
+  if (config) run_config(*config, c);
+  else run(c);
+  expect_sampled_blocks_match(c);
+}
+
 TEST_F(AttentionGpuTest, ModelSequenceLengths) {
-  const struct {
-    int tokens, heads;
-    double density;
-    int fine_n;
-    Storage storage;
-  } cases[] = {{32760, 2, 1.0, 0, Storage::bnhd},
-               {32760, 2, 0.1, 0, Storage::bhnd},
-               {32760, 1, 0.1, 16, Storage::bnhd},
-               {75600, 1, 0.05, 0, Storage::bnhd}};
-  for (const auto& m : cases) {
-    SCOPED_TRACE("N " + std::to_string(m.tokens) + " density " + std::to_string(m.density) + " fine " +
-                 std::to_string(m.fine_n));
-    BlockMask mask = random_block_mask(1, m.heads, m.tokens, m.tokens, 128, 128, m.density, generator_,
-                                       true, m.fine_n, 0.5);
-    AttentionCase c(1, m.heads, m.tokens, m.tokens, 128, HalfDtype::bf16, m.storage, std::move(mask),
-                    generator_, false);
-    run(c);
-    expect_sampled_blocks_match(c);
-  }
+  for (const ModelLengthCase& m : {ModelLengthCase{32760, 2, 1.0, 0, Storage::bnhd},
+                                   ModelLengthCase{32760, 2, 0.1, 0, Storage::bhnd},
+                                   ModelLengthCase{32760, 1, 0.1, 16, Storage::bnhd},
+                                   ModelLengthCase{75600, 1, 0.05, 0, Storage::bnhd}})
+    check_model_length(m, std::nullopt);
 }
 
 // The wgmma kernel on every dtype x head dim x block pair x fine granularity (0, 16), at its
@@ -380,25 +390,12 @@ TEST_F(AttentionGpuTest, WgmmaEveryTile) {
 // The wgmma kernel at the model lengths (sampled query blocks, as ModelSequenceLengths).
 TEST_F(AttentionGpuTest, WgmmaModelSequenceLengths) {
   if (const std::string why = wgmma_missing(); !why.empty()) GTEST_SKIP() << why;
-  const struct {
-    int tokens, heads;
-    double density;
-    int fine_n;
-    Storage storage;
-  } cases[] = {{32760, 2, 1.0, 0, Storage::bnhd},
-               {32760, 1, 0.1, 16, Storage::bhnd},
-               {75600, 1, 0.05, 0, Storage::bnhd},
-               {75600, 1, 0.1, 16, Storage::bhnd}};
-  for (const auto& m : cases) {
-    SCOPED_TRACE("N " + std::to_string(m.tokens) + " density " + std::to_string(m.density) + " fine " +
-                 std::to_string(m.fine_n));
-    BlockMask mask = random_block_mask(1, m.heads, m.tokens, m.tokens, 128, 128, m.density, generator_, true,
-                                       m.fine_n, 0.5);
-    AttentionCase c(1, m.heads, m.tokens, m.tokens, 128, HalfDtype::bf16, m.storage, std::move(mask), generator_,
-                    false);
-    run_config({HalfDtype::bf16, 128, 128, 128, 128, 128, wgmma_warps(128), m.fine_n, false, true, 2}, c);
-    expect_sampled_blocks_match(c);
-  }
+  for (const ModelLengthCase& m : {ModelLengthCase{32760, 2, 1.0, 0, Storage::bnhd},
+                                   ModelLengthCase{32760, 1, 0.1, 16, Storage::bhnd},
+                                   ModelLengthCase{75600, 1, 0.05, 0, Storage::bnhd},
+                                   ModelLengthCase{75600, 1, 0.1, 16, Storage::bhnd}})
+    check_model_length(m, AttentionConfig{HalfDtype::bf16, 128, 128, 128, 128, 128, wgmma_warps(128), m.fine_n,
+                                          false, true, 2});
 }
 
 // The bitmask form at a model length with fine bits: bit for bit the output of block-CSR.
