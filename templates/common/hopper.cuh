@@ -93,6 +93,8 @@ __device__ __forceinline__ void fence_accumulators(float (&d)[Tiles][4]) {
 //  shared_shared: A and B from shared memory, both K-major (descriptors).
 //  registers_shared_transposed: A from registers in the mma.sync A layout of the warp's 16
 //  rows, B from shared memory MN-major (N contiguous).
+// The specializations below, up to the register reallocation, are the output of
+// tools/generate_wgmma_wrappers.py (an asm operand list cannot come from the preprocessor).
 template <int Dtype, int N>
 struct warpgroup_mma;
 template <>
