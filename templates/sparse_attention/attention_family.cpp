@@ -27,7 +27,8 @@ std::string AttentionConfig::label() const {
   return "sparse_attention<" + std::string(to_string(dtype)) + " D=" + std::to_string(head_dim) +
          " blocks " + std::to_string(block_q) + "x" + std::to_string(block_kv) + " tile " +
          std::to_string(block_m) + "x" + std::to_string(block_n) + " w" + std::to_string(warps) +
-         (wgmma ? " wgmma s" + std::to_string(stages) + (persistent ? "" : " per-item grid") : "") + (fine_n > 0 ? " fine " + std::to_string(fine_n) : "") + (bitmask ? " bitmask" : "") + ">";
+         (wgmma ? " wgmma s" + std::to_string(stages) + (persistent ? "" : " per-item grid") : "") +
+         (fine_n > 0 ? " fine " + std::to_string(fine_n) : "") + (bitmask ? " bitmask" : "") + ">";
 }
 
 int AttentionConfig::shared_bytes() const {
@@ -249,25 +250,18 @@ void SparseAttentionFamily::validate(const AttentionConfig& config, const Sparse
   const struct {
     const char* name;
     const void* pointer;
-    long long token_stride;
-  } tensors[] = {{"q", p.q, p.q_token_stride},
-                 {"k", p.k, p.k_token_stride},
-                 {"v", p.v, p.v_token_stride},
-                 {"o", p.o, p.o_token_stride}};
+    long long token_stride, head_stride, batch_stride;
+    bool tensor_map;  // the wgmma kernel loads it by TMA
+  } tensors[] = {{"q", p.q, p.q_token_stride, p.q_head_stride, p.q_batch_stride, true},
+                 {"k", p.k, p.k_token_stride, p.k_head_stride, p.k_batch_stride, true},
+                 {"v", p.v, p.v_token_stride, p.v_head_stride, p.v_batch_stride, true},
+                 {"o", p.o, p.o_token_stride, p.o_head_stride, p.o_batch_stride, false}};
   for (const auto& tensor : tensors) {
     if (tensor.pointer == nullptr) fail(std::string(tensor.name) + " is null");
     if (!aligned_16(tensor.pointer) || (tensor.token_stride * 2) % 16 != 0)
       fail(std::string(tensor.name) +
            ": the pointer and the token stride (in bytes) must be multiples of 16");
-  }
-  if (config.wgmma) {  // the tensor maps' strides: multiples of 16 bytes, below 2^40
-    const struct {
-      const char* name;
-      long long head_stride, batch_stride;
-    } mapped[] = {{"q", p.q_head_stride, p.q_batch_stride},
-                  {"k", p.k_head_stride, p.k_batch_stride},
-                  {"v", p.v_head_stride, p.v_batch_stride}};
-    for (const auto& tensor : mapped)
+    if (config.wgmma && tensor.tensor_map)  // a tensor map's strides: whole 16 bytes, below 2^40
       for (long long stride : {tensor.head_stride, tensor.batch_stride})
         if (stride < 0 || (stride * 2) % 16 != 0 || stride * 2 >= (1LL << 40))
           fail(std::string(tensor.name) + ": the wgmma kernel loads by TMA, which needs head and batch strides "

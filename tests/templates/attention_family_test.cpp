@@ -205,6 +205,19 @@ TEST(AttentionValidate, RefusesBadParamsWithTheReason) {
     expect_refused_by(reads_bits, bad, "reads the mask as a bitmask but the parameters give none");
     expect_refused(bad, "the block mask is null");  // no form at all
   }
+  {  // the wgmma kernel's tensor maps: head and batch strides of whole 16 bytes (not O's)
+    const AttentionConfig wgmma{HalfDtype::bf16, 128, 128, 128, 128, 128, wgmma_warps(128), 0, false, true, 2};
+    bad = p;
+    bad.k_head_stride = 4;  // 8 bytes
+    EXPECT_NO_THROW(SparseAttentionFamily::validate(config, bad, kHopperShared)) << "mma.sync takes it";
+    expect_refused_by(wgmma, bad, "k: the wgmma kernel loads by TMA");
+    bad = p;
+    bad.v_batch_stride = 1LL << 40;
+    expect_refused_by(wgmma, bad, "v: the wgmma kernel loads by TMA");
+    bad = p;
+    bad.o_head_stride = 4;
+    EXPECT_NO_THROW(SparseAttentionFamily::validate(wgmma, bad, kHopperShared)) << "O is stored without TMA";
+  }
   for (float scale : {0.f, -0.125f, std::numeric_limits<float>::quiet_NaN(),
                       std::numeric_limits<float>::infinity()}) {
     bad = p;
