@@ -190,38 +190,37 @@ jit::KernelSpec SparseAttentionFamily::render(const AttentionConfig& config, con
 
 bool wgmma_target(const jit::Target& target) { return target.major() == 9 && target.minor() == 0; }
 
-std::vector<jit::KernelSpec> SparseAttentionFamily::enumerate(const jit::Target& target) const {
+std::vector<AttentionConfig> attention_tiles(HalfDtype dtype, int head_dim, int block_q, int block_kv, int fine_n,
+                                             bool bitmask, const jit::Target& target) {
   const int max_shared = max_shared_bytes_for(target);
+  std::vector<AttentionConfig> tiles;
+  const auto offer = [&](const AttentionConfig& config) {
+    if (attention_config_problem(config, max_shared).empty()) tiles.push_back(config);
+  };
+  for (int block_m : kAttentionBlockM)
+    for (int block_n : kAttentionBlockN)
+      for (int warps : kAttentionWarps)
+        offer({dtype, head_dim, block_q, block_kv, block_m, block_n, warps, fine_n, bitmask});
+  if (wgmma_target(target))
+    for (int block_m : kWgmmaBlockM)
+      for (int block_n : kWgmmaBlockN)
+        for (int stages : kWgmmaStages)
+          offer({dtype, head_dim, block_q, block_kv, block_m, block_n, wgmma_warps(block_m), fine_n, bitmask, true,
+                 stages});
+  return tiles;
+}
+
+std::vector<jit::KernelSpec> SparseAttentionFamily::enumerate(const jit::Target& target) const {
   std::vector<jit::KernelSpec> space;
   for (HalfDtype dtype : {HalfDtype::bf16, HalfDtype::fp16})
     for (int head_dim : kAttentionHeadDims)
       for (int block_q : kAttentionBlockSizes)
         for (int block_kv : kAttentionBlockSizes)
-          for (int block_m : kAttentionBlockM)
-            for (int block_n : kAttentionBlockN)
-              for (int warps : kAttentionWarps)
-                for (int fine_n : kAttentionFineN)
-                  for (bool bitmask : {false, true}) {
-                    const AttentionConfig config{dtype,   head_dim, block_q, block_kv, block_m,
-                                                 block_n, warps,    fine_n,  bitmask};
-                    if (attention_config_problem(config, max_shared).empty())
-                      space.push_back(render(config, target));
-                  }
-  if (!wgmma_target(target)) return space;
-  for (HalfDtype dtype : {HalfDtype::bf16, HalfDtype::fp16})
-    for (int head_dim : kWgmmaHeadDims)
-      for (int block_q : kAttentionBlockSizes)
-        for (int block_kv : kAttentionBlockSizes)
-          for (int block_m : kWgmmaBlockM)
-            for (int block_n : kWgmmaBlockN)
-              for (int stages : kWgmmaStages)
-                for (int fine_n : kAttentionFineN)
-                  for (bool bitmask : {false, true}) {
-                    const AttentionConfig config{dtype,  head_dim, block_q, block_kv, block_m, block_n,
-                                                 wgmma_warps(block_m), fine_n, bitmask, true, stages};
-                    if (attention_config_problem(config, max_shared).empty())
-                      space.push_back(render(config, target));
-                  }
+          for (int fine_n : kAttentionFineN)
+            for (bool bitmask : {false, true})
+              for (const AttentionConfig& config :
+                   attention_tiles(dtype, head_dim, block_q, block_kv, fine_n, bitmask, target))
+                space.push_back(render(config, target));
   return space;
 }
 

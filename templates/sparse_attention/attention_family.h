@@ -83,6 +83,12 @@ int max_shared_bytes_for(const jit::Target& target);
 // compiled for sm_90a.
 bool wgmma_target(const jit::Target& target);
 
+// Every valid tile of both kernels for one kind of problem on a target (wgmma tiles where
+// wgmma_target), each once: the persistent grid, a launch choice of the same CUBIN, is left
+// at its default. The family's space (enumerate) and a tuning problem's candidates.
+std::vector<AttentionConfig> attention_tiles(HalfDtype dtype, int head_dim, int block_q, int block_kv, int fine_n,
+                                             bool bitmask, const jit::Target& target);
+
 // Empty when `config` is a valid point for a device with `max_shared_bytes`; else why not.
 std::string attention_config_problem(const AttentionConfig& config, int max_shared_bytes);
 

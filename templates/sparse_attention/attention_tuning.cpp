@@ -238,24 +238,15 @@ std::string SparseAttentionTuningProblem::description() const {
 }
 
 std::vector<AttentionConfig> SparseAttentionTuningProblem::valid_tiles(const jit::Target& target) const {
-  const int max_shared = max_shared_bytes_for(target);
   const AttentionKernelKind& k = key_.kind;
   std::vector<AttentionConfig> tiles;
-  for (int block_m : kAttentionBlockM)
-    for (int block_n : kAttentionBlockN)
-      for (int warps : kAttentionWarps) {
-        const AttentionConfig config{k.dtype, k.head_dim, k.block_q, k.block_kv, block_m, block_n, warps, k.fine_n};
-        if (attention_config_problem(config, max_shared).empty()) tiles.push_back(config);
-      }
-  if (!wgmma_target(target)) return tiles;
-  for (int block_m : kWgmmaBlockM)
-    for (int block_n : kWgmmaBlockN)
-      for (int stages : kWgmmaStages)
-        for (bool persistent : {true, false}) {
-          const AttentionConfig config{k.dtype, k.head_dim, k.block_q, k.block_kv, block_m, block_n,
-                                       wgmma_warps(block_m), k.fine_n, false, true, stages, persistent};
-          if (attention_config_problem(config, max_shared).empty()) tiles.push_back(config);
-        }
+  for (AttentionConfig config : attention_tiles(k.dtype, k.head_dim, k.block_q, k.block_kv, k.fine_n, false, target)) {
+    tiles.push_back(config);
+    if (config.wgmma) {  // each wgmma tile on both grids
+      config.persistent = false;
+      tiles.push_back(config);
+    }
+  }
   return tiles;
 }
 
