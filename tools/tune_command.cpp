@@ -223,16 +223,20 @@ int precompile_without_gpu(const GlobalOptions& global, const TuneCommandOptions
 
 // Compiles every candidate of `problems` for `target` into the database first, on all cores:
 // NVRTC takes about a second per attention kernel, and the tiles of a kernel kind repeat over
-// every bucket of it.
-void compile_candidates(jit::KernelProvider& kernels,
-                        const std::vector<std::unique_ptr<templates::TuningProblem>>& problems,
-                        const jit::Target& target, unsigned jobs) {
+// every bucket of it. Returns each problem's number of candidates.
+std::vector<int> compile_candidates(jit::KernelProvider& kernels,
+                                    const std::vector<std::unique_ptr<templates::TuningProblem>>& problems,
+                                    const jit::Target& target, unsigned jobs) {
   std::set<std::string> seen;
   std::vector<jit::KernelSpec> specs;
-  for (const auto& problem : problems)
-    for (templates::TuningCandidate& candidate : problem->candidates(target))
+  std::vector<int> candidate_counts;
+  for (const auto& problem : problems) {
+    std::vector<templates::TuningCandidate> candidates = problem->candidates(target);
+    candidate_counts.push_back(static_cast<int>(candidates.size()));
+    for (templates::TuningCandidate& candidate : candidates)
       if (seen.insert(candidate.specialization.request.cache_key()).second)
         specs.push_back(std::move(candidate.specialization));
+  }
   const auto start = std::chrono::steady_clock::now();
   std::size_t done = 0;
   const tuner::CompileSummary compiled =
@@ -243,6 +247,7 @@ void compile_candidates(jit::KernelProvider& kernels,
                ::isatty(STDERR_FILENO) == 1 ? "\r\033[K" : "", target.name().c_str(), specs.size(),
                compiled.compiled, compiled.stored, compiled.failures.size(),
                std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  return candidate_counts;
 }
 
 int run_tune_on_devices(const GlobalOptions& global, const TuneCommandOptions& options);
@@ -268,10 +273,7 @@ int run_tune(const GlobalOptions& global, const TuneCommandOptions& options) {
   std::cerr << "tuning " << problems.size() << " problem(s) on GPU " << ordinal << " ("
             << device.name << ") into " << database.path().string() << "\n";
 
-  std::vector<int> candidate_counts;
-  for (const auto& problem : problems)
-    candidate_counts.push_back(static_cast<int>(problem->candidates(target).size()));
-  compile_candidates(kernels, problems, target, options.jobs);
+  const std::vector<int> candidate_counts = compile_candidates(kernels, problems, target, options.jobs);
 
   std::vector<double> costs;
   for (const auto& problem : problems) costs.push_back(problem->relative_cost());
