@@ -33,8 +33,8 @@ struct AttentionBenchOptions {
   std::uint64_t seed = 0;
   int block_m = 0, block_n = 0, warps = 0;  // 0: the runtime's configuration
   std::string kernel;                        // mma or wgmma; empty: the runtime's
-  int stages = 0;                            // wgmma pipeline stages; 0: 2
-  std::string grid;                          // wgmma: persistent or per-item; empty: persistent
+  int stages = 0;                            // wgmma pipeline stages; 0: the runtime's
+  std::string grid;                          // wgmma: persistent or per-item; empty: the runtime's
   bool no_database = false;
   bool json = false;
 };
@@ -243,10 +243,11 @@ void add_bench_attention_command(CLI::App& bench, GlobalOptions& global) {
                         "mma (mma.sync, any GPU) or wgmma (wgmma + TMA, compute capability 9.0); "
                         "default: the runtime's choice")
       ->check(CLI::IsMember({"mma", "wgmma"}));
-  attention->add_option("--stages", options->stages, "wgmma K/V pipeline stages (default 2)")
+  attention->add_option("--stages", options->stages, "wgmma K/V pipeline stages (default: the runtime's choice)")
       ->check(CLI::IsMember({2, 3}));
   attention->add_option("--grid", options->grid,
-                        "wgmma: persistent (one wave of CTAs walking the work items, the default) or per-item")
+                        "wgmma: persistent (one wave of CTAs walking the work items) or per-item (default: the\n"
+                        "runtime's choice)")
       ->check(CLI::IsMember({"persistent", "per-item"}));
   attention->add_flag("--no-db", options->no_database, "use no database: compile in-process");
   attention->add_flag("--json", options->json, "print one line of JSON");
