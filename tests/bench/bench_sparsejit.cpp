@@ -1,8 +1,8 @@
 // Microbenchmarks of sparsejit's host-side paths (Google Benchmark). Not a CTest test.
 //   CPU: NVRTC compile time per specialization, the SHA-256 cache key, rendering a
-//        specialization, a CUBIN lookup in the database.
-//   GPU: warm database to first launch, and the in-memory kernel lookup (skipped with
-//        "no GPU: ..." when there is none).
+//        specialization, a CUBIN lookup in the database, the warm attention config lookup.
+//   GPU: warm database to first launch, the in-memory kernel lookup, and the host's share of
+//        a sparse_attention call (skipped with "no GPU: ..." when there is none).
 // Run: build/tests/bench/bench_sparsejit [--benchmark_min_time=0.05] [--benchmark_filter=...]
 #include <benchmark/benchmark.h>
 
@@ -25,9 +25,14 @@
 #include "jit/nvrtc_compiler.h"
 #include "jit/target.h"
 #include "jit/kernel_provider.h"
+#include "runtime/attention_lookup.h"
 #include "runtime/database_cubin_store.h"
+#include "runtime/runtime.h"
 #include "templates/permute/permute_family.h"
 #include "templates/registry.h"
+#include "templates/sparse_attention/attention_tuning.h"
+#include "templates/sparse_attention/block_mask.h"
+#include "tests/db/sample_records.h"
 #include "tests/support/test_support.h"
 
 namespace sparsejit::bench {
@@ -164,6 +169,43 @@ void BM_DatabaseFindCubinMiss(benchmark::State& state) {
 }
 BENCHMARK(BM_DatabaseFindCubinMiss)->Unit(benchmark::kMicrosecond);
 
+// Figure: "warm attention config lookup, us" (issue 5's target: 2 us): what
+// Runtime::sparse_attention asks before every launch once the call's problem key has been
+// looked up: the call's buckets from its params, then the memoized answer, here a tuned best
+// config ("exact"). The database is not read again after the first call.
+void BM_AttentionConfigLookupWarm(benchmark::State& state) {
+  testing::TempDirectory directory;
+  db::Database database = db::Database::open(directory / "lookup.db");
+  const std::int64_t gpu_id = database.upsert_gpu(testing::h100());
+  // Wan2.1-1.3B 480p: 12 heads x 32,760 tokens, 77 of 256 key blocks kept per query block.
+  const runtime::AttentionProblem problem{templates::HalfDtype::bf16, 128, 128, 128, 0};
+  SparseAttentionParams params{};
+  params.batch = 1;
+  params.heads = 12;
+  params.tokens_q = params.tokens_kv = 32760;
+  params.max_kv_blocks = 77;
+  const templates::AttentionProblemKey key{
+      {problem.dtype, problem.head_dim, problem.block_q, problem.block_kv, problem.fine_n},
+      templates::attention_buckets_of(templates::attention_call_shape(params, problem.block_kv))};
+  db::TrialRecord best = testing::ok_trial(gpu_id, templates::default_attention_config(
+      problem.dtype, 128, 128, 128, 0, sm90()).tuning_json(), 1.0);
+  best.family = "sparse_attention";
+  best.problem_key = key.to_string();
+  database.record_trial(best);
+  runtime::AttentionConfigLookup lookup(&database, gpu_id, testing::h100(), 227 * 1024);
+  if (lookup.find(problem, templates::attention_call_shape(params, problem.block_kv)).level !=
+      runtime::LookupLevel::exact) {
+    state.SkipWithError("the stored best config was not found");
+    return;
+  }
+  for (auto _ : state) {
+    const runtime::AttentionChoice& choice =
+        lookup.find(problem, templates::attention_call_shape(params, problem.block_kv));
+    benchmark::DoNotOptimize(&choice);
+  }
+}
+BENCHMARK(BM_AttentionConfigLookupWarm)->Unit(benchmark::kMicrosecond);
+
 // ------------------------------------------------------------------------------------ GPU
 
 // The GPU pieces every GPU benchmark shares: a primary context, a stream and small permute
@@ -258,6 +300,60 @@ void BM_LoadedKernelLookup(benchmark::State& state) {
   if (provider.compiled() != 1) state.SkipWithError("the kernel was compiled more than once");
 }
 BENCHMARK(BM_LoadedKernelLookup)->Unit(benchmark::kMicrosecond);
+
+// Figure: "host time of one sparse_attention call, us": Runtime::sparse_attention with its
+// kernel loaded (config lookup, validation, the loaded-kernel map, the launch with its tensor
+// maps), timed on the host, one small call (1 x 2 heads x 1,024 tokens, D = 128, blocks of
+// 128, every block kept) per iteration; the stream is drained every 64 calls, outside the
+// timing, so the launch queue never fills.
+void BM_SparseAttentionHostCall(benchmark::State& state) {
+  if (!require_gpu(state)) return;
+  runtime::Runtime runtime(runtime::RuntimeOptions{.device = 0, .database_path = std::nullopt, .use_database = false});
+  runtime.context().make_current();
+  jit::Stream stream;
+  constexpr int kHeads = 2, kTokens = 1024, kHeadDim = 128, kBlock = 128;
+  std::mt19937_64 generator(7);
+  const templates::BlockMask mask =
+      templates::random_block_mask(1, kHeads, kTokens, kTokens, kBlock, kBlock, 1.0, generator);
+  const std::size_t bytes = static_cast<std::size_t>(kHeads) * kTokens * kHeadDim * 2;
+  jit::DeviceBuffer q(bytes), k(bytes), v(bytes), o(bytes);
+  for (jit::DeviceBuffer* buffer : {&q, &k, &v}) buffer->fill(0x3c);
+  const jit::DeviceBuffer count = jit::DeviceBuffer::from_host(mask.count);
+  const jit::DeviceBuffer index = jit::DeviceBuffer::from_host(mask.index);
+  SparseAttentionParams params{};
+  params.q = q.pointer();
+  params.k = k.pointer();
+  params.v = v.pointer();
+  params.o = o.pointer();
+  const long long head = static_cast<long long>(kTokens) * kHeadDim;
+  params.q_batch_stride = params.k_batch_stride = params.v_batch_stride = params.o_batch_stride = kHeads * head;
+  params.q_head_stride = params.k_head_stride = params.v_head_stride = params.o_head_stride = head;
+  params.q_token_stride = params.k_token_stride = params.v_token_stride = params.o_token_stride = kHeadDim;
+  params.kv_block_count = static_cast<const int*>(count.pointer());
+  params.kv_block_index = static_cast<const int*>(index.pointer());
+  params.max_kv_blocks = mask.max_kv_blocks;
+  params.batch = 1;
+  params.heads = kHeads;
+  params.tokens_q = params.tokens_kv = kTokens;
+  params.softmax_scale = 0.088f;
+  const runtime::AttentionProblem problem{templates::HalfDtype::bf16, kHeadDim, kBlock, kBlock, 0};
+  runtime.sparse_attention(params, problem, stream.handle());  // compiles and loads the kernel
+  stream.synchronize();
+  std::int64_t calls = 0;
+  for (auto _ : state) {
+    runtime.sparse_attention(params, problem, stream.handle());
+    if (++calls % 64 == 0) {
+      state.PauseTiming();
+      stream.synchronize();
+      state.ResumeTiming();
+    }
+  }
+  stream.synchronize();
+  const runtime::AttentionChoice& choice =
+      runtime.attention_config(problem, templates::attention_call_shape(params, kBlock));
+  state.SetLabel(choice.config.tuning_json());
+}
+BENCHMARK(BM_SparseAttentionHostCall)->Unit(benchmark::kMicrosecond);
 
 }  // namespace
 }  // namespace sparsejit::bench
