@@ -50,6 +50,10 @@ struct TuneCommandOptions {
   double budget_s = 0;  // 0: no budget, every candidate of every problem
   unsigned jobs = std::max(1u, std::thread::hardware_concurrency());
   bool json = false;
+  // Keep the losers' CUBINs after a complete run (by default only those the best configs need
+  // stay; the losers' trials always do). --devices children keep them: the parent prunes once
+  // every GPU is done.
+  bool keep_losers = false;
 };
 
 // Ctrl-C (SIGINT) or SIGTERM: the first sets stop_requested and the tuner stops between two
@@ -221,10 +225,13 @@ int precompile_without_gpu(const GlobalOptions& global, const TuneCommandOptions
   return kExitOk;
 }
 
-// Compiles every candidate of `problems` for `target` into the database first, on all cores:
+// Compiles the candidates of `problems` for `target` into the database first, on all cores:
 // NVRTC takes about a second per attention kernel, and the tiles of a kernel kind repeat over
-// every bucket of it. Returns each problem's number of candidates.
-std::vector<int> compile_candidates(jit::KernelProvider& kernels,
+// every bucket of it. A candidate every GPU of `gpu_ids` has a trial of is left out: no run
+// measures it again (after a complete run its binary was pruned, so a rerun would otherwise
+// compile every loser again for nothing). Returns each problem's number of candidates.
+std::vector<int> compile_candidates(jit::KernelProvider& kernels, const db::Database& database,
+                                    const std::vector<std::int64_t>& gpu_ids,
                                     const std::vector<std::unique_ptr<templates::TuningProblem>>& problems,
                                     const jit::Target& target, unsigned jobs) {
   std::set<std::string> seen;
@@ -233,9 +240,16 @@ std::vector<int> compile_candidates(jit::KernelProvider& kernels,
   for (const auto& problem : problems) {
     std::vector<templates::TuningCandidate> candidates = problem->candidates(target);
     candidate_counts.push_back(static_cast<int>(candidates.size()));
-    for (templates::TuningCandidate& candidate : candidates)
+    std::map<std::string, std::size_t> measured_by;  // config -> GPUs with a trial of it
+    for (const std::int64_t gpu_id : gpu_ids)
+      for (const db::StoredTrial& stored : database.list_trials(gpu_id, problem->family(), problem->key()))
+        ++measured_by[stored.trial.config_json];
+    for (templates::TuningCandidate& candidate : candidates) {
+      const auto measured = measured_by.find(candidate.config_json);
+      if (measured != measured_by.end() && measured->second >= gpu_ids.size()) continue;
       if (seen.insert(candidate.specialization.request.cache_key()).second)
         specs.push_back(std::move(candidate.specialization));
+    }
   }
   const auto start = std::chrono::steady_clock::now();
   std::size_t done = 0;
@@ -248,6 +262,18 @@ std::vector<int> compile_candidates(jit::KernelProvider& kernels,
                compiled.compiled, compiled.stored, compiled.failures.size(),
                std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   return candidate_counts;
+}
+
+// After a run that no signal stopped: drops the binaries no run loads again (Database::prune_cubins: the
+// losers', and those of another NVRTC), then compacts the file. Their trials stay, so a
+// rerun resumes with nothing to measure or compile.
+void prune_losers(db::Database& database) {
+  const db::PruneReport pruned = database.prune_cubins(jit::nvrtc_version().to_string(), /*dry_run=*/false);
+  const db::VacuumReport vacuumed = database.vacuum();
+  std::fprintf(stderr, "kept the CUBINs the best configs need: removed %zu other binaries (%s); the database is %s%s\n",
+               pruned.cubins.size(), format_bytes(pruned.binary_bytes).c_str(),
+               format_bytes(vacuumed.file_bytes_after).c_str(),
+               vacuumed.checkpointed ? "" : " (another process reads it: it shrinks at a later checkpoint)");
 }
 
 int run_tune_on_devices(const GlobalOptions& global, const TuneCommandOptions& options);
@@ -273,7 +299,7 @@ int run_tune(const GlobalOptions& global, const TuneCommandOptions& options) {
   std::cerr << "tuning " << problems.size() << " problem(s) on GPU " << ordinal << " ("
             << device.name << ") into " << database.path().string() << "\n";
 
-  const std::vector<int> candidate_counts = compile_candidates(kernels, problems, target, options.jobs);
+  const std::vector<int> candidate_counts = compile_candidates(kernels, database, {gpu_id}, problems, target, options.jobs);
 
   std::vector<double> costs;
   for (const auto& problem : problems) costs.push_back(problem->relative_cost());
@@ -348,6 +374,7 @@ int run_tune(const GlobalOptions& global, const TuneCommandOptions& options) {
   }
   if (options.json) std::cout << reports.dump(2) << "\n";
   else std::cout << table.render();
+  if (stop_signal.load() == 0 && !options.keep_losers) prune_losers(database);  // a budget's end prunes too
   if (!stopped_by.empty()) {
     std::cerr << "sparsejit: " << stopped_by << " after " << finished << " of " << problems.size()
               << " problems; every trial so far is stored: run the same command again to resume\n";
@@ -376,11 +403,12 @@ int run_tune_on_devices(const GlobalOptions& global, const TuneCommandOptions& o
     db::Database database = db::Database::open(database_path(global));
     runtime::DatabaseCubinStore store(database);
     jit::KernelProvider kernels(&store);
-    std::set<std::string> targets_done;
-    for (const jit::DeviceInfo& info : infos) {
-      const jit::Target target = jit::Target::for_compute_capability(info.cc_major, info.cc_minor);
-      if (targets_done.insert(target.name()).second) compile_candidates(kernels, problems, target, options.jobs);
-    }
+    std::map<std::string, std::vector<std::int64_t>> gpus_of_target;  // target -> GPU rows
+    for (const jit::DeviceInfo& info : infos)
+      gpus_of_target[jit::Target::for_compute_capability(info.cc_major, info.cc_minor).name()].push_back(
+          database.upsert_gpu(runtime::to_gpu_record(info)));
+    for (const auto& [target, gpu_ids] : gpus_of_target)
+      compile_candidates(kernels, database, gpu_ids, problems, jit::Target::parse(target), options.jobs);
   }
 
   // Identical GPUs (one fingerprint, so one GPU's rows in the database) share the problems
@@ -413,6 +441,7 @@ int run_tune_on_devices(const GlobalOptions& global, const TuneCommandOptions& o
     for (double density : options.densities) args.insert(args.end(), {"--density", format_fixed(density, 6)});
     if (options.budget_s > 0) args.insert(args.end(), {"--budget", format_fixed(options.budget_s, 3)});
     if (options.json) args.push_back("--json");
+    args.push_back("--keep-losers");  // pruned here once all are done
     if (const auto [shard, shards] = shard_of(ordinal); shards > 1)
       args.insert(args.end(), {"--shard", std::to_string(shard) + "/" + std::to_string(shards)});
     int out_pipe[2], err_pipe[2];
@@ -501,6 +530,10 @@ int run_tune_on_devices(const GlobalOptions& global, const TuneCommandOptions& o
     }
   }
   if (options.json) std::cout << merged.dump(2) << "\n";
+  if (exit_code == kExitOk && !stop_requested.load() && !options.keep_losers) {
+    db::Database database = db::Database::open(database_path(global));
+    prune_losers(database);
+  }
   return exit_code;
 }
 
@@ -551,6 +584,9 @@ void add_tune_command(CLI::App& app, GlobalOptions& global) {
       ->check(CLI::PositiveNumber);
   command->add_option("-j,--jobs", options->jobs, "parallel NVRTC compiles")->check(CLI::Range(1u, 256u));
   command->add_flag("--json", options->json, "print the per-problem results as JSON");
+  command->add_flag("--keep-losers", options->keep_losers,
+                    "keep every candidate's CUBIN after a complete run (by default only the binaries the\n"
+                    "best configs need stay, as `db prune` leaves them; every trial stays either way)");
   command->callback([&global, options] { global.exit_code = run_tune(global, *options); });
 }
 

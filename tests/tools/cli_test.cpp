@@ -636,9 +636,17 @@ TEST_F(CliTest, TuneTunesOnAGpuAndPrecompilesWithoutOne) {
     EXPECT_GT(problem.value("best_ms", 0.0), 0.0) << problem.dump();
     EXPECT_LE(problem.value("best_ms", 0.0), problem.value("default_ms", 0.0)) << problem.dump();
   }
+  // The complete run keeps only the binaries of the 6 best configs (a kernel per head dim and
+  // direction), and says so.
+  EXPECT_TRUE(has(first.err, "kept the CUBINs the best configs need: removed " +
+                                 std::to_string(6 * kCandidatesPerProblem - 6) + " other binaries"))
+      << first.describe();
+  EXPECT_EQ(parse_json(run({"--db", database.string(), "db", "stats", "--json"})).value("cubins", 0), 6);
+  // The rerun neither measures nor compiles anything: the pruned losers' trials are stored.
   const CliResult second =
       run({"--db", database.string(), "tune", "--family", "permute_tokens", "--measure-ms", "3", "--json"});
   ASSERT_EQ(second.exit_code, 0) << second.describe();
+  EXPECT_TRUE(has(second.err, ": 0 kernels: 0 compiled")) << second.describe();
   for (const json& problem : parse_json(second)) {
     EXPECT_EQ(problem.value("measured", -1), 0) << problem.dump();
     EXPECT_EQ(problem.value("resumed", -1), kCandidatesPerProblem) << problem.dump();
@@ -646,6 +654,7 @@ TEST_F(CliTest, TuneTunesOnAGpuAndPrecompilesWithoutOne) {
   const json stats = parse_json(run({"--db", database.string(), "db", "stats", "--json"}));
   EXPECT_EQ(stats.value("trials", 0), 6 * kCandidatesPerProblem);
   EXPECT_EQ(stats.value("best_configs", 0), 6);
+  EXPECT_EQ(stats.value("cubins", 0), 6);
 }
 
 // kill -9 in the middle of a tuning run: the database is whole (SQLite's integrity check),
