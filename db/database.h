@@ -78,7 +78,7 @@ struct TrialRecord {
   std::optional<double> rel_error;                  // from the correctness gate
   int sm_clock_khz = 0;         // the SM clock seen while timing
   std::string cubin_key;        // the CUBIN measured; empty when none was stored
-  std::string message;          // why it failed or was incorrect
+  std::string message;          // why it failed or was incorrect; ok: how it was timed, if not fully
 };
 
 struct StoredTrial {

@@ -358,11 +358,13 @@ int run_tune(const GlobalOptions& global, const TuneCommandOptions& options) {
                        {"incorrect", report.incorrect},
                        {"failed", report.failed},
                        {"untried", report.untried},
+                       {"cut_after_first_round", report.cut},
                        {"best_config", report.best ? nlohmann::json::parse(best) : nlohmann::json()},
                        {"best_ms", report.best ? nlohmann::json(report.best->median_ms) : nlohmann::json()},
                        {"default_ms", report.default_ms ? nlohmann::json(*report.default_ms) : nlohmann::json()}});
     progress.end_problem("[" + std::to_string(p + 1) + "/" + std::to_string(problems.size()) + "] " +
-                         report.key + ": " + std::to_string(report.measured) + " timed, " +
+                         report.key + ": " + std::to_string(report.measured) + " timed (" +
+                         std::to_string(report.cut) + " cut after the first round), " +
                          std::to_string(report.resumed) + " stored, " + std::to_string(report.untried) +
                          " untried, best " + best + " " + best_ms + " ms, " + speedup + " over the default (" +
                          format_fixed(problem_s, 1) + " s)");

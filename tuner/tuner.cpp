@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <limits>
 #include <map>
 #include <random>
@@ -21,6 +22,7 @@ struct Measured {
   std::string cubin_key;
   double rel_error;
   std::vector<double> samples;
+  std::string cut;  // why timing stopped after the first round; empty: every round
 };
 
 db::TrialRecord trial_of(const templates::TuningProblem& problem, const TuneEnvironment& environment,
@@ -121,7 +123,7 @@ ProblemReport tune_problem(templates::TuningProblem& problem, const TuneEnvironm
         environment.database.record_trial(trial);
         ++report.incorrect;
       } else {
-        measured.push_back({&candidate, kernel, trial.cubin_key, error, {}});
+        measured.push_back({&candidate, kernel, trial.cubin_key, error, {}, {}});
       }
     } catch (const jit::JitError& error) {
       trial.status = db::TrialStatus::failed;
@@ -135,6 +137,21 @@ ProblemReport tune_problem(templates::TuningProblem& problem, const TuneEnvironm
     advance("gated");
   }
 
+  // After the first round: the candidates clearly slower than the fastest are done.
+  const auto cut_slow_ones = [&] {
+    double fastest = std::numeric_limits<double>::infinity();
+    for (const Measured& entry : measured) fastest = std::min(fastest, summarize(entry.samples).median_ms);
+    for (Measured& entry : measured) {
+      const double ratio = summarize(entry.samples).median_ms / fastest;
+      if (ratio > options.cut_ratio) {
+        char why[96];
+        std::snprintf(why, sizeof why, "timed in the first of %d rounds only: %.2fx the fastest there",
+                      options.rounds, ratio);
+        entry.cut = why;
+      }
+    }
+  };
+
   // Time the survivors, interleaved: clock and thermal drift spread over all of them. A stop
   // drops the samples of this problem (nothing of them is stored; a later run times them).
   const auto time_all = [&] {
@@ -143,14 +160,17 @@ ProblemReport tune_problem(templates::TuningProblem& problem, const TuneEnvironm
       collect_samples([&] { problem.run(entry.kernel, *entry.candidate, stream.handle()); },
                       stream.handle(), options.warmup_ms, 1, 10000);
     }
-    for (int round = 0; round < options.rounds; ++round)
+    for (int round = 0; round < options.rounds; ++round) {
       for (Measured& entry : measured) {
+        if (!entry.cut.empty()) continue;
         if (stopping()) return false;
         const std::vector<double> samples = collect_samples(
             [&] { problem.run(entry.kernel, *entry.candidate, stream.handle()); }, stream.handle(),
             options.measure_ms / options.rounds, 3, 10000);
         entry.samples.insert(entry.samples.end(), samples.begin(), samples.end());
       }
+      if (round == 0 && options.cut_ratio > 0 && round + 1 < options.rounds) cut_slow_ones();
+    }
     return true;
   };
   if (!time_all()) {
@@ -167,8 +187,10 @@ ProblemReport tune_problem(templates::TuningProblem& problem, const TuneEnvironm
     trial.p80_ms = timing.p80_ms;
     trial.rel_error = entry.rel_error;
     trial.cubin_key = entry.cubin_key;
+    trial.message = entry.cut;
     environment.database.record_trial(trial);
     ++report.measured;
+    report.cut += !entry.cut.empty();
   }
 
   report.best = environment.database.find_best(environment.gpu_id, problem.family(), problem.key());

@@ -117,6 +117,59 @@ TEST_F(TunerTest, MeasuresEveryCandidateAndKeepsTheFastest) {
   EXPECT_LE(report.best->median_ms, *report.default_ms);
 }
 
+// A permute problem whose one candidate runs its kernel four times per run: four times
+// slower than its twin, it must be cut after the first round.
+class OneSlowCandidateProblem final : public templates::TuningProblem {
+ public:
+  explicit OneSlowCandidateProblem(std::string key_suffix)
+      : inner_(128, PermuteDirection::gather, {1, 4, 20000, 1}), key_suffix_(std::move(key_suffix)) {}
+  std::string family() const override { return inner_.family(); }
+  std::string key() const override { return inner_.key() + key_suffix_; }
+  std::string description() const override { return inner_.description(); }
+  std::vector<templates::TuningCandidate> candidates(const jit::Target& target) const override {
+    return inner_.candidates(target);
+  }
+  std::string default_config_json() const override { return inner_.default_config_json(); }
+  void prepare() override { inner_.prepare(); }
+  double check(const jit::Kernel& kernel, const templates::TuningCandidate& candidate, CUstream stream) override {
+    return inner_.check(kernel, candidate, stream);
+  }
+  double error_bound() const override { return inner_.error_bound(); }
+  void run(const jit::Kernel& kernel, const templates::TuningCandidate& candidate, CUstream stream) override {
+    for (int i = 0; i < (candidate.config_json == slow_config() ? 4 : 1); ++i) inner_.run(kernel, candidate, stream);
+  }
+  std::string slow_config() const { return inner_.default_config_json(); }
+
+ private:
+  PermuteTuningProblem inner_;
+  std::string key_suffix_;
+};
+
+TEST_F(TunerTest, ClearlySlowerCandidatesAreCutAfterTheFirstRound) {
+  OneSlowCandidateProblem problem("|one-slow");
+  const ProblemReport report = tune_problem(problem, environment(), quick());
+  EXPECT_EQ(report.measured, kCandidates);
+  EXPECT_GE(report.cut, 1);
+  EXPECT_LT(report.cut, kCandidates);
+  for (const db::StoredTrial& stored : database_->list_trials(gpu_id_, problem.family(), problem.key())) {
+    ASSERT_EQ(stored.trial.status, db::TrialStatus::ok);
+    ASSERT_TRUE(stored.trial.median_ms.has_value());
+    if (stored.trial.config_json == problem.slow_config()) {
+      EXPECT_TRUE(stored.trial.message.starts_with("timed in the first of 3 rounds only: "))
+          << stored.trial.message;
+      EXPECT_NE(report.best->config_json, stored.trial.config_json);
+    }
+    if (stored.trial.config_json == report.best->config_json) {
+      EXPECT_EQ(stored.trial.message, "");
+    }
+  }
+  // cut_ratio 0: every candidate times every round.
+  OneSlowCandidateProblem again("|one-slow-uncut");
+  TuneOptions uncut = quick();
+  uncut.cut_ratio = 0;
+  EXPECT_EQ(tune_problem(again, environment(), uncut).cut, 0);
+}
+
 TEST_F(TunerTest, ASecondRunResumesWithoutMeasuringAgain) {
   PermuteTuningProblem problem(64, PermuteDirection::scatter, {1, 2, 5000, 2});
   tune_problem(problem, environment(), quick());
