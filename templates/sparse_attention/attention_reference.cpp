@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <future>
 #include <limits>
 #include <stdexcept>
 #include <string>
@@ -115,6 +116,59 @@ AttentionReference sparse_attention_reference(const SparseAttentionParams& p, Ha
       }
     }
   return result;
+}
+
+std::vector<double> query_block_reference(const SparseAttentionParams& p, HalfDtype dtype, int head_dim,
+                                          const BlockMask& mask, int b, int h, int q_block) {
+  if (b < 0 || b >= mask.batch || h < 0 || h >= mask.heads || q_block < 0 || q_block >= mask.q_blocks)
+    throw std::invalid_argument("query_block_reference: (b, h, q_block) = (" + std::to_string(b) + ", " +
+                                std::to_string(h) + ", " + std::to_string(q_block) + ") is outside the mask's " +
+                                std::to_string(mask.batch) + " x " + std::to_string(mask.heads) + " x " +
+                                std::to_string(mask.q_blocks));
+  constexpr int kSubTileRows = 16;  // a fine sub-tile's queries
+  // The row of the mask as a mask of one query block.
+  BlockMask row_mask;
+  row_mask.batch = row_mask.heads = row_mask.q_blocks = 1;
+  row_mask.kv_blocks = mask.kv_blocks;
+  row_mask.max_kv_blocks = mask.max_kv_blocks;
+  row_mask.block_q = mask.block_q;
+  row_mask.block_kv = mask.block_kv;
+  row_mask.fine_n = mask.fine_n;
+  const std::size_t row = mask.row(b, h, q_block);
+  const auto width = static_cast<std::ptrdiff_t>(mask.max_kv_blocks);
+  const auto first = static_cast<std::ptrdiff_t>(row) * width;
+  row_mask.count = {mask.count.at(row)};
+  row_mask.index.assign(mask.index.begin() + first, mask.index.begin() + first + width);
+  if (mask.fine_n > 0) row_mask.fine_bits.assign(mask.fine_bits.begin() + first, mask.fine_bits.begin() + first + width);
+
+  const int block_first_row = q_block * mask.block_q;
+  const int block_rows = std::min(mask.block_q, p.tokens_q - block_first_row);
+  const auto* q = static_cast<const std::uint16_t*>(p.q);
+  const auto* k = static_cast<const std::uint16_t*>(p.k);
+  const auto* v = static_cast<const std::uint16_t*>(p.v);
+  std::vector<std::future<std::vector<double>>> slices;
+  for (int slice_row = 0; slice_row < block_rows; slice_row += kSubTileRows)
+    slices.push_back(std::async(std::launch::async, [&, row_mask, slice_row]() mutable {
+      SparseAttentionParams sub = p;
+      sub.q = q + b * p.q_batch_stride + h * p.q_head_stride + (block_first_row + slice_row) * p.q_token_stride;
+      sub.k = k + b * p.k_batch_stride + h * p.k_head_stride;
+      sub.v = v + b * p.v_batch_stride + h * p.v_head_stride;
+      sub.batch = sub.heads = 1;
+      sub.tokens_q = std::min(kSubTileRows, block_rows - slice_row);
+      // Bit qs * (block_kv / fine_n) + ks of a pair: this sub-tile becomes qs = 0.
+      if (row_mask.fine_n > 0) {
+        const int shift = slice_row / kSubTileRows * (row_mask.block_kv / row_mask.fine_n);
+        for (std::uint64_t& bits : row_mask.fine_bits) bits >>= shift;
+      }
+      return sparse_attention_reference(sub, dtype, head_dim, row_mask).o;
+    }));
+  std::vector<double> o;
+  o.reserve(static_cast<std::size_t>(block_rows) * static_cast<std::size_t>(head_dim));
+  for (auto& slice : slices) {
+    const std::vector<double> part = slice.get();
+    o.insert(o.end(), part.begin(), part.end());
+  }
+  return o;
 }
 
 }  // namespace sparsejit::templates

@@ -329,32 +329,17 @@ void SparseAttentionTuningProblem::prepare() {
   // The gate's samples: the first block of the first head, a middle one, and the last (ragged
   // where N is no multiple of the block) of the last head. The reference of the whole
   // sequence would take minutes; each sample is an independent sub-problem of one head and
-  // one query block over all N keys, computed on its own thread.
+  // one query block over all N keys, computed on its own thread (and its sub-tiles on theirs).
   const int q_blocks = mask_.q_blocks;
   sampled_ = {{0, 0}, {H / 2, q_blocks / 2}, {H - 1, q_blocks - 1}};
+  SparseAttentionParams host = params;
+  host.q = host_q_.data();
+  host.k = host_k_.data();
+  host.v = host_v_.data();
   std::vector<std::future<std::vector<double>>> references;
   for (const SampledBlock& sample : sampled_)
-    references.push_back(std::async(std::launch::async, [this, sample, N, D, &params] {
-      const int first_row = sample.q_block * key_.kind.block_q;
-      const std::size_t head_offset = static_cast<std::size_t>(sample.head) * N * D;
-      SparseAttentionParams sub = params;
-      sub.q = host_q_.data() + head_offset + static_cast<std::size_t>(first_row) * D;
-      sub.k = host_k_.data() + head_offset;
-      sub.v = host_v_.data() + head_offset;
-      sub.heads = 1;
-      sub.tokens_q = std::min(key_.kind.block_q, N - first_row);
-      BlockMask block = mask_;
-      block.heads = 1;
-      block.q_blocks = 1;
-      const std::size_t row = mask_.row(0, sample.head, sample.q_block);
-      const auto width = static_cast<long>(mask_.max_kv_blocks);
-      block.count = {mask_.count[row]};
-      block.index.assign(mask_.index.begin() + static_cast<long>(row) * width,
-                         mask_.index.begin() + static_cast<long>(row + 1) * width);
-      if (mask_.fine_n > 0)
-        block.fine_bits.assign(mask_.fine_bits.begin() + static_cast<long>(row) * width,
-                               mask_.fine_bits.begin() + static_cast<long>(row + 1) * width);
-      return sparse_attention_reference(sub, key_.kind.dtype, D, block).o;
+    references.push_back(std::async(std::launch::async, [this, sample, D, &host] {
+      return query_block_reference(host, key_.kind.dtype, D, mask_, 0, sample.head, sample.q_block);
     }));
   expected_.clear();
   for (auto& reference : references) {

@@ -510,6 +510,33 @@ TEST(SparseAttentionReferenceFineBits, AllBitsSetEqualsBlockMode) {
             1e-3);
 }
 
+// One query block's reference, computed sub-tile by sub-tile on threads, is exactly that
+// block's rows of the whole reference: first, middle and ragged last blocks, fine bits of every
+// granularity the blocks allow, both layouts with padded strides.
+TEST(QueryBlockReference, IsTheBlocksRowsOfTheWholeReference) {
+  std::mt19937_64 generator = testing::fresh_generator();
+  for (const Layout layout : {Layout::bhnd, Layout::bnhd})
+    for (const auto& [block_q, block_kv, fine_n] : {std::tuple{64, 128, 16}, std::tuple{128, 64, 8},
+                                                    std::tuple{128, 128, 32}, std::tuple{64, 64, 0}}) {
+      const AttentionCase c = make_case(300, 333, 64, HalfDtype::bf16, layout, 3, generator);
+      const BlockMask mask = random_block_mask(2, 3, 300, 333, block_q, block_kv, 0.6, generator, true, fine_n, 0.5);
+      const AttentionReference whole = sparse_attention_reference(c.params(), c.dtype, c.head_dim, mask);
+      for (const auto& [b, h, q_block] : {std::tuple{0, 0, 0}, std::tuple{1, 1, mask.q_blocks / 2},
+                                          std::tuple{1, 2, mask.q_blocks - 1}}) {
+        const int first_row = q_block * block_q, rows = std::min(block_q, 300 - first_row);
+        const std::size_t offset = ((static_cast<std::size_t>(b) * 3 + h) * 300 + first_row) * 64;
+        const std::vector<double> expected(whole.o.begin() + static_cast<long>(offset),
+                                           whole.o.begin() + static_cast<long>(offset + rows * 64));
+        EXPECT_EQ(query_block_reference(c.params(), c.dtype, c.head_dim, mask, b, h, q_block), expected)
+            << c.name() << " blocks " << block_q << "x" << block_kv << " fine " << fine_n << " (b, h, qb) = ("
+            << b << ", " << h << ", " << q_block << ")";
+      }
+      EXPECT_THROW(query_block_reference(c.params(), c.dtype, c.head_dim, mask, 0, 3, 0), std::invalid_argument);
+      EXPECT_THROW(query_block_reference(c.params(), c.dtype, c.head_dim, mask, 0, 0, mask.q_blocks),
+                   std::invalid_argument);
+    }
+}
+
 // The comparison with the naive side can fail: dropping one kept block of one row gives an
 // error far above the bound.
 TEST(SparseAttentionReferenceSensitivity, OneDroppedBlockFailsTheComparison) {
