@@ -1,10 +1,11 @@
 // MaskBuilder and MaskCache on a GPU: the builder's scores against the float64 block_score
 // reference and its masks against the block_select reference on its own scores (top-k with
-// text blocks, threshold, fine bits) on ragged lengths in [B,N,H,D] storage; the cache over
-// the steps of a short schedule (dense warm-up and dense layer, refresh, reuse with the device
-// pointer and contents unchanged, a layer first seen mid-window, separate masks per guidance
-// pass, a refresh at the next density into the same buffer, lazy allocation), then
-// Runtime::sparse_attention on the cached bitmask with its fine bits against the reference.
+// text blocks, threshold, fine bits, per-head densities) on ragged lengths in [B,N,H,D]
+// storage; the cache over the steps of a short schedule (dense warm-up and dense layer,
+// refresh, reuse with the device pointer and contents unchanged, a layer first seen
+// mid-window, separate masks per guidance pass, a refresh at the next density into the same
+// buffer, lazy allocation), then Runtime::sparse_attention on the cached bitmask with its
+// fine bits against the reference.
 #include <gtest/gtest.h>
 
 #include <bit>
@@ -122,6 +123,8 @@ TEST_F(MaskRuntimeGpuTest, BuilderMatchesTheScoreAndSelectReferences) {
       {"top-k 0.3, 1 text block", {.density = 0.3, .text_blocks = 1}},
       {"threshold 0.8, blocks 64x128", {.block_q = 64, .density = 0.0, .threshold = 0.8}},
       {"top-k 0.5, fine 16x16", {.density = 0.5, .fine_n = 16, .fine_share = 0.9}},
+      {"per-head densities 0.15 and 0.6, 1 text block",
+       {.density = 0.0, .text_blocks = 1, .head_densities = {0.15, 0.6}}},
   };
   for (const auto& [what, options] : cases) {
     SCOPED_TRACE(what);
@@ -176,6 +179,7 @@ TEST_F(MaskRuntimeGpuTest, BuilderMatchesTheScoreAndSelectReferences) {
     host_select.tokens_q = t.tokens_q;
     host_select.tokens_kv = t.tokens_kv;
     host_select.top_k = layout.top_k;
+    host_select.top_k_per_head = layout.head_top_k.empty() ? nullptr : layout.head_top_k.data();
     host_select.threshold = static_cast<float>(options.threshold);
     host_select.text_blocks = options.text_blocks;
     host_select.fine_share = static_cast<float>(options.fine_share);
