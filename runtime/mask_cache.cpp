@@ -20,10 +20,11 @@ QueryKeyInputs shape_of(const MaskCacheConfig& config) {
   return shape;
 }
 
-MaskBuildOptions options_at(const MaskCacheConfig& config, double density) {
+MaskBuildOptions options_at(const MaskCacheConfig& config, double density, double threshold) {
   MaskBuildOptions options = config.build;
   options.density = density;
-  options.threshold = 0.0;
+  options.threshold = threshold;
+  options.head_densities.clear();
   return options;
 }
 
@@ -43,7 +44,9 @@ MaskCacheFootprint MaskCache::footprint(const MaskCacheConfig& config, const Mas
   if (config.layers < 1) fail("layers = " + std::to_string(config.layers) + " must be at least 1");
   if (config.passes != 1 && config.passes != 2)
     fail("passes = " + std::to_string(config.passes) + " must be 1 or 2 (conditional, unconditional)");
-  const MaskLayout widest = MaskBuilder::layout(shape_of(config), options_at(config, schedule.max_density()));
+  // The widest row any refresh writes: the schedule's highest density (1, the pitch KB, for
+  // a threshold schedule).
+  const MaskLayout widest = MaskBuilder::layout(shape_of(config), options_at(config, schedule.max_density(), 0.0));
   MaskCacheFootprint footprint;
   footprint.bitmask_bytes = widest.bitmask_words() * sizeof(std::uint64_t);
   if (config.build.fine_n > 0) footprint.fine_bits_bytes = widest.index_elements() * sizeof(std::uint64_t);
@@ -87,15 +90,17 @@ PreparedMask MaskCache::prepare(int step, int layer, GuidancePass pass, const Qu
     DeviceBlockMask output;
     output.fine_bits = static_cast<unsigned long long*>(entry.fine_bits.pointer());
     const DeviceBlockMask mask =
-        builder_.build_into(inputs, options_at(config_, decision.density), output, stream);
+        builder_.build_into(inputs, options_at(config_, decision.density, decision.threshold), output, stream);
     builder_.to_bitmask(mask, static_cast<unsigned long long*>(entry.bits.pointer()), stream);
     entry.window = decision.window;
     entry.density = decision.density;
+    entry.threshold = decision.threshold;
     entry.max_kv_blocks = mask.layout.max_kv_blocks;
     prepared.action = MaskAction::refresh;
     ++refreshes_;
   }
   prepared.density = entry.density;
+  prepared.threshold = entry.threshold;
   prepared.kv_block_bits = static_cast<const unsigned long long*>(entry.bits.pointer());
   prepared.kv_block_words = templates::bitmask_words((config_.tokens_kv + config_.build.block_kv - 1) /
                                                      config_.build.block_kv);

@@ -12,6 +12,8 @@
 // blocks: 10 words = 80 bytes a row, both passes) takes 151,296,000 bytes. Fine bits add
 // 8 bytes per kept pair (the row pitch at the schedule's highest density): far more
 // (2.7 GB at density 0.3 for that model), so they are for short schedules or few layers.
+// A threshold schedule sizes the pitch at KB: the bitmask stays 151 MB for that model, fine
+// bits would take 8.9 GB.
 // Entries are allocated at their first refresh; bytes() counts what is allocated.
 #include <cuda.h>
 
@@ -34,8 +36,8 @@ struct MaskCacheConfig {
   int heads = 1;
   int tokens_q = 1;
   int tokens_kv = 1;
-  // Block sizes, tile, text blocks and fine bits of every refresh; density comes from the
-  // schedule (top-k), so density and threshold here are ignored.
+  // Block sizes, tile, text blocks and fine bits of every refresh; the density or threshold
+  // comes from the schedule, so density, threshold and head_densities here are ignored.
   MaskBuildOptions build;
 };
 
@@ -50,7 +52,8 @@ struct MaskCacheFootprint {
 // What a layer runs at this step.
 struct PreparedMask {
   MaskAction action = MaskAction::dense;  // refresh: the mask was rebuilt by this call
-  double density = 0.0;                   // the density the mask was built at
+  double density = 0.0;    // the schedule's density the mask was built at (0 with a threshold)
+  double threshold = 0.0;  // the schedule's threshold the mask was built at (0 with a density)
   const unsigned long long* kv_block_bits = nullptr;  // [batch, heads, QB, kv_block_words]
   int kv_block_words = 0;
   const unsigned long long* fine_bits = nullptr;      // [batch, heads, QB, max_kv_blocks] or null
@@ -93,6 +96,7 @@ class MaskCache {
     jit::DeviceBuffer fine_bits;  // [batch, heads, QB, pitch at the highest density]
     int window = -1;              // the refresh window of the mask held; -1: none
     double density = 0.0;
+    double threshold = 0.0;
     int max_kv_blocks = 0;
   };
 

@@ -5,7 +5,7 @@
 // refresh, reuse with the device pointer and contents unchanged, a layer first seen
 // mid-window, separate masks per guidance pass, a refresh at the next density into the same
 // buffer, lazy allocation), then Runtime::sparse_attention on the cached bitmask with its
-// fine bits against the reference.
+// fine bits against the reference; the cache with a threshold schedule.
 #include <gtest/gtest.h>
 
 #include <bit>
@@ -325,6 +325,41 @@ TEST_F(MaskRuntimeGpuTest, CacheFollowsTheScheduleAndFeedsSparseAttention) {
   EXPECT_THROW(cache.prepare(1, 1, GuidancePass::conditional, other, stream), std::invalid_argument);
   EXPECT_THROW(cache.prepare(0, 1, GuidancePass::conditional, conditional.inputs(), stream).apply_to(device),
                std::invalid_argument);
+}
+
+// A threshold schedule builds each window at its threshold.
+TEST_F(MaskRuntimeGpuTest, CacheBuildsThresholdWindows) {
+  const Tensors t(2, 1000, 1000, 64, /*bnhd=*/true, generator_);
+  const CUstream stream = stream_->handle();
+  MaskCacheConfig config;
+  config.layers = 2;
+  config.passes = 1;
+  config.heads = 2;
+  config.tokens_q = config.tokens_kv = 1000;
+  const auto bits_of = [&](const PreparedMask& prepared) {
+    stream_->synchronize();
+    return download<std::uint64_t>(prepared.kv_block_bits, MaskCache::footprint(config, MaskSchedule()).bitmask_bytes /
+                                                               sizeof(std::uint64_t));
+  };
+  const auto expected_bits = [&](MaskBuildOptions options) {
+    const DeviceBlockMask mask = builder_->build(t.inputs(), options, stream);
+    stream_->synchronize();
+    return templates::to_bitmask(downloaded(mask, 1, t.heads, options)).bits;
+  };
+
+  const MaskSchedule thresholds({.steps = 4, .dense_steps = 0, .refresh_interval = 2, .densities = {},
+                                 .dense_layers = {}, .thresholds = {0.8, 0.5}});
+  MaskCache by_threshold(*builder_, thresholds, config);
+  const PreparedMask first = by_threshold.prepare(0, 1, GuidancePass::conditional, t.inputs(), stream);
+  ASSERT_EQ(first.action, MaskAction::refresh);
+  EXPECT_EQ(first.threshold, 0.8);
+  EXPECT_EQ(first.density, 0.0);
+  EXPECT_EQ(first.max_kv_blocks, 8) << "threshold mode: the row pitch is KB";
+  EXPECT_EQ(bits_of(first), expected_bits({.density = 0.0, .threshold = 0.8}));
+  const PreparedMask second = by_threshold.prepare(2, 1, GuidancePass::conditional, t.inputs(), stream);
+  EXPECT_EQ(second.threshold, 0.5);
+  EXPECT_EQ(bits_of(second), expected_bits({.density = 0.0, .threshold = 0.5}));
+
 }
 
 }  // namespace

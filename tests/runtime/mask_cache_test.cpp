@@ -1,7 +1,7 @@
 // MaskCache and MaskBuilder without a GPU: the cache's footprint, from the function its
 // allocations use, for Wan2.1-14B at 720p (the DESIGN.md budget of 200 MB), with fine bits
-// and with one guidance pass; the layouts (per-head densities too) and refusals of the
-// builder and the cache config.
+// and with one guidance pass, with a threshold schedule; the layouts (per-head densities
+// too) and refusals of the builder and the cache config.
 #include <gtest/gtest.h>
 
 #include <iostream>
@@ -57,6 +57,19 @@ TEST(MaskCacheFootprint, FineBitsAddAWordPerKeptPairAtTheHighestDensity) {
   EXPECT_EQ(footprint.total_bytes(), 80u * (40u * 591u * 80u + 40u * 591u * 178u * 8u));
   config.passes = 1;
   EXPECT_EQ(MaskCache::footprint(config, MaskSchedule()).entries, 40u);
+}
+
+// A threshold schedule may keep every key block: the bitmask is the same, fine bits take a
+// word per key block (591 a row): 40 x 591 x 591 x 8 bytes per entry.
+TEST(MaskCacheFootprint, ThresholdSchedulesSizeFineBitsAtEveryKeyBlock) {
+  const MaskSchedule thresholds({.densities = {}, .thresholds = {0.95, 0.9}});
+  MaskCacheConfig config = wan_720p();
+  EXPECT_EQ(MaskCache::footprint(config, thresholds).total_bytes(), 151'296'000u);
+  config.build.fine_n = 16;
+  const MaskCacheFootprint footprint = MaskCache::footprint(config, thresholds);
+  EXPECT_EQ(footprint.fine_bits_bytes, 40u * 591u * 591u * 8u);
+  std::cout << "[ figure   ] mask cache with fine bits, threshold schedule, Wan2.1-14B 720p: " << footprint.total_bytes()
+            << " bytes (" << footprint.total_bytes() / 1e6 << " MB)\n";
 }
 
 TEST(MaskCacheFootprint, InvalidConfigsSayWhy) {
