@@ -5,7 +5,8 @@
 // refresh, reuse with the device pointer and contents unchanged, a layer first seen
 // mid-window, separate masks per guidance pass, a refresh at the next density into the same
 // buffer, lazy allocation), then Runtime::sparse_attention on the cached bitmask with its
-// fine bits against the reference; the cache with a threshold schedule.
+// fine bits against the reference; the cache with a threshold schedule and with a sparsity
+// profile's per-head densities.
 #include <gtest/gtest.h>
 
 #include <bit>
@@ -17,6 +18,7 @@
 #include "runtime/mask_builder.h"
 #include "runtime/mask_cache.h"
 #include "runtime/runtime.h"
+#include "runtime/sparsity_profile.h"
 #include "templates/block_score/block_score_family.h"
 #include "templates/block_score/block_score_reference.h"
 #include "templates/block_select/block_select_reference.h"
@@ -327,8 +329,10 @@ TEST_F(MaskRuntimeGpuTest, CacheFollowsTheScheduleAndFeedsSparseAttention) {
                std::invalid_argument);
 }
 
-// A threshold schedule builds each window at its threshold.
-TEST_F(MaskRuntimeGpuTest, CacheBuildsThresholdWindows) {
+// A threshold schedule builds each window at its threshold; a profile's per-head densities
+// replace the schedule's density where the profile covers (step, layer) (the nearest
+// profiled step at or before), and the schedule's density stays elsewhere.
+TEST_F(MaskRuntimeGpuTest, CacheBuildsThresholdWindowsAndProfiledHeads) {
   const Tensors t(2, 1000, 1000, 64, /*bnhd=*/true, generator_);
   const CUstream stream = stream_->handle();
   MaskCacheConfig config;
@@ -360,6 +364,24 @@ TEST_F(MaskRuntimeGpuTest, CacheBuildsThresholdWindows) {
   EXPECT_EQ(second.threshold, 0.5);
   EXPECT_EQ(bits_of(second), expected_bits({.density = 0.0, .threshold = 0.5}));
 
+  const HeadDensityProfile profile({{.model = "m", .step = 2, .layer = 1, .head = 0, .density = 0.01, .tau = 0.95},
+                                    {.model = "m", .step = 2, .layer = 1, .head = 1, .density = 0.9, .tau = 0.95}});
+  config.profile = &profile;
+  const MaskSchedule densities({.steps = 6, .dense_steps = 0, .refresh_interval = 2, .densities = {0.5},
+                                .dense_layers = {}});
+  MaskCache profiled(*builder_, densities, config);
+  const PreparedMask before = profiled.prepare(0, 1, GuidancePass::conditional, t.inputs(), stream);
+  EXPECT_FALSE(before.profiled) << "no profiled step at or before step 0";
+  EXPECT_EQ(bits_of(before), expected_bits({.density = 0.5}));
+  const PreparedMask other_layer = profiled.prepare(4, 0, GuidancePass::conditional, t.inputs(), stream);
+  EXPECT_FALSE(other_layer.profiled) << "layer 0 has no profile";
+  const PreparedMask after = profiled.prepare(4, 1, GuidancePass::conditional, t.inputs(), stream);
+  ASSERT_EQ(after.action, MaskAction::refresh);
+  EXPECT_TRUE(after.profiled) << "step 4 takes step 2's profile";
+  // Head 0's 0.01 is clipped to the default floor of 0.05 (1 of 8 blocks either way).
+  const std::vector<std::uint64_t> profiled_bits = bits_of(after);
+  EXPECT_EQ(profiled_bits, expected_bits({.density = 0.0, .head_densities = {0.05, 0.9}}));
+  EXPECT_NE(profiled_bits, expected_bits({.density = 0.5})) << "the heads' densities differ from the schedule's";
 }
 
 }  // namespace

@@ -1,7 +1,7 @@
 // MaskCache and MaskBuilder without a GPU: the cache's footprint, from the function its
 // allocations use, for Wan2.1-14B at 720p (the DESIGN.md budget of 200 MB), with fine bits
-// and with one guidance pass, with a threshold schedule; the layouts (per-head densities
-// too) and refusals of the builder and the cache config.
+// and with one guidance pass, with a threshold schedule and with a profile's ceiling; the
+// layouts (per-head densities too) and refusals of the builder and the cache config.
 #include <gtest/gtest.h>
 
 #include <iostream>
@@ -70,6 +70,21 @@ TEST(MaskCacheFootprint, ThresholdSchedulesSizeFineBitsAtEveryKeyBlock) {
   EXPECT_EQ(footprint.fine_bits_bytes, 40u * 591u * 591u * 8u);
   std::cout << "[ figure   ] mask cache with fine bits, threshold schedule, Wan2.1-14B 720p: " << footprint.total_bytes()
             << " bytes (" << footprint.total_bytes() / 1e6 << " MB)\n";
+}
+
+// With a profile, fine bits are sized by the higher of the schedule's densities and the
+// profile's ceiling: ceil(0.5 * 591) = 296 pairs a row.
+TEST(MaskCacheFootprint, AProfileSizesFineBitsAtItsCeiling) {
+  std::vector<db::SparsityProfile> rows;
+  for (int head = 0; head < 40; ++head)
+    rows.push_back({.model = "wan", .step = 12, .layer = 1, .head = head, .density = 0.2, .tau = 0.95});
+  const HeadDensityProfile profile(rows, {.min_density = 0.05, .max_density = 0.5});
+  MaskCacheConfig config = wan_720p();
+  config.build.fine_n = 16;
+  config.profile = &profile;
+  EXPECT_EQ(MaskCache::footprint(config, MaskSchedule()).fine_bits_bytes, 40u * 591u * 296u * 8u);
+  config.heads = 12;
+  EXPECT_NE(refusal(config).find("the profile of model 'wan' has 40 heads, the cache 12"), std::string::npos);
 }
 
 TEST(MaskCacheFootprint, InvalidConfigsSayWhy) {
