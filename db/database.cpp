@@ -3,8 +3,10 @@
 #include <nlohmann/json.hpp>
 
 #include <optional>
+#include <set>
 #include <stdexcept>
 #include <system_error>
+#include <tuple>
 #include <utility>
 
 #include "db/schema.h"
@@ -448,9 +450,10 @@ std::vector<ProblemSummary> Database::list_problems() const {
   return problems;
 }
 
-std::vector<SparsityProfile> Database::list_sparsity_profiles() const {
-  Statement query = connection_.prepare(
-      "SELECT model, step, layer, head, density, tau FROM sparsity_profiles ORDER BY model, step, layer, head");
+namespace {
+
+// The rows of a query of (model, step, layer, head, density, tau).
+std::vector<SparsityProfile> profiles_from(Statement& query) {
   std::vector<SparsityProfile> profiles;
   while (query.step()) {
     profiles.push_back(SparsityProfile{.model = query.column_text(0),
@@ -461,6 +464,62 @@ std::vector<SparsityProfile> Database::list_sparsity_profiles() const {
                                        .tau = query.column_double(5)});
   }
   return profiles;
+}
+
+}  // namespace
+
+std::vector<SparsityProfile> Database::list_sparsity_profiles() const {
+  Statement query = connection_.prepare(
+      "SELECT model, step, layer, head, density, tau FROM sparsity_profiles ORDER BY model, step, layer, head");
+  return profiles_from(query);
+}
+
+std::vector<SparsityProfile> Database::list_sparsity_profiles(std::string_view model) const {
+  Statement query = connection_.prepare(
+      "SELECT model, step, layer, head, density, tau FROM sparsity_profiles WHERE model = ?1 "
+      "ORDER BY step, layer, head");
+  query.bind_text(1, model);
+  return profiles_from(query);
+}
+
+void Database::replace_sparsity_profiles(const std::vector<SparsityProfile>& profiles) {
+  std::set<std::tuple<std::string, int, int, int>> heads;
+  std::set<std::tuple<std::string, int, int>> layers;
+  for (const SparsityProfile& p : profiles) {
+    const std::string where = "sparsity profile (model '" + p.model + "', step " + std::to_string(p.step) +
+                              ", layer " + std::to_string(p.layer) + ", head " + std::to_string(p.head) + ")";
+    if (p.model.empty()) throw std::invalid_argument(where + ": the model name is empty");
+    if (p.step < 0 || p.layer < 0 || p.head < 0)
+      throw std::invalid_argument(where + ": step, layer and head must not be negative");
+    if (!(p.density > 0 && p.density <= 1) || !(p.tau > 0 && p.tau <= 1))
+      throw std::invalid_argument(where + ": density " + std::to_string(p.density) + " and tau " +
+                                  std::to_string(p.tau) + " must lie in (0, 1]");
+    if (!heads.emplace(p.model, p.step, p.layer, p.head).second) throw std::invalid_argument(where + " given twice");
+    layers.emplace(p.model, p.step, p.layer);
+  }
+  Transaction transaction(connection_);
+  Statement remove =
+      connection_.prepare("DELETE FROM sparsity_profiles WHERE model = ?1 AND step = ?2 AND layer = ?3");
+  for (const auto& [model, step, layer] : layers) {
+    remove.reset();
+    remove.bind_text(1, model);
+    remove.bind_int64(2, step);
+    remove.bind_int64(3, layer);
+    remove.step();
+  }
+  Statement insert = connection_.prepare(
+      "INSERT INTO sparsity_profiles (model, step, layer, head, density, tau) VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
+  for (const SparsityProfile& p : profiles) {
+    insert.reset();
+    insert.bind_text(1, p.model);
+    insert.bind_int64(2, p.step);
+    insert.bind_int64(3, p.layer);
+    insert.bind_int64(4, p.head);
+    insert.bind_double(5, p.density);
+    insert.bind_double(6, p.tau);
+    insert.step();
+  }
+  transaction.commit();
 }
 
 DatabaseStats Database::stats() const {

@@ -227,6 +227,15 @@ class Database {
   std::vector<ProblemSummary> list_problems() const;
 
   std::vector<SparsityProfile> list_sparsity_profiles() const;  // ordered by model, step, layer, head
+  // One model's rows, ordered by step, layer, head.
+  std::vector<SparsityProfile> list_sparsity_profiles(std::string_view model) const;
+  // Stores `profiles` in one transaction: for every (model, step, layer) among them, the
+  // stored rows of that (model, step, layer) are deleted first (all heads), then the given
+  // ones inserted; so a rerun of `sparsejit profile` replaces what it profiled and keeps the
+  // model's other steps and layers. Throws std::invalid_argument before writing anything for
+  // an empty model name, a negative step, layer or head, a density or tau outside (0, 1], or
+  // a (model, step, layer, head) given twice.
+  void replace_sparsity_profiles(const std::vector<SparsityProfile>& profiles);
 
   DatabaseStats stats() const;
 

@@ -49,6 +49,7 @@ namespace sparsejit::jit {
   X(cuMemGetInfo, 3020)               \
   X(cuMemcpyHtoD, 3020)               \
   X(cuMemcpyDtoH, 3020)               \
+  X(cuMemcpyHtoDAsync, 3020)          \
   X(cuMemcpyDtoDAsync, 3020)          \
   X(cuMemsetD8, 3020)                 \
   X(cuStreamCreate, 2000)             \

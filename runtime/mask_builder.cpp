@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <stdexcept>
 
+#include "jit/driver_api.h"
 #include "templates/block_score/block_score_family.h"
 #include "templates/block_select/block_select_family.h"
 #include "templates/mask_convert/mask_convert_family.h"
@@ -26,8 +27,20 @@ MaskLayout MaskBuilder::layout(const QueryKeyInputs& inputs, const MaskBuildOpti
     fail("batch, heads, tokens_q and tokens_kv must be positive (got " + std::to_string(inputs.batch) + ", " +
          std::to_string(inputs.heads) + ", " + std::to_string(inputs.tokens_q) + ", " +
          std::to_string(inputs.tokens_kv) + ")");
-  const bool by_density = options.density > 0.0, by_threshold = options.threshold > 0.0;
-  if (by_density == by_threshold)
+  const bool per_head = !options.head_densities.empty();
+  const bool by_density = per_head || options.density > 0.0, by_threshold = options.threshold > 0.0;
+  if (per_head) {
+    if (by_threshold)
+      fail("head_densities select top-k per head; threshold must then be 0 (got " +
+           std::to_string(options.threshold) + ")");
+    if (options.head_densities.size() != static_cast<std::size_t>(inputs.heads))
+      fail(std::to_string(options.head_densities.size()) + " head_densities for " + std::to_string(inputs.heads) +
+           " heads");
+    for (std::size_t h = 0; h < options.head_densities.size(); ++h)
+      if (!(options.head_densities[h] > 0.0 && options.head_densities[h] <= 1.0))
+        fail("head_densities[" + std::to_string(h) + "] = " + std::to_string(options.head_densities[h]) +
+             " is outside (0, 1]");
+  } else if (by_density == by_threshold)
     fail("exactly one of density (top-k) and threshold (cumulative share) must be positive (got density " +
          std::to_string(options.density) + ", threshold " + std::to_string(options.threshold) + ")");
   if (by_density && !(options.density <= 1.0)) fail("density " + std::to_string(options.density) + " is above 1");
@@ -43,7 +56,15 @@ MaskLayout MaskBuilder::layout(const QueryKeyInputs& inputs, const MaskBuildOpti
   if (options.text_blocks < 0 || options.text_blocks > layout.kv_blocks)
     fail("text_blocks = " + std::to_string(options.text_blocks) + " is outside 0.." + std::to_string(layout.kv_blocks));
   // At least one block: top_k = 0 would select the threshold mode of block_select.
-  layout.top_k = by_density ? std::max(1, templates::kept_blocks_per_row(options.density, layout.kv_blocks)) : 0;
+  const auto blocks_at = [&](double density) {
+    return std::max(1, templates::kept_blocks_per_row(density, layout.kv_blocks));
+  };
+  if (per_head) {
+    for (double density : options.head_densities) layout.head_top_k.push_back(blocks_at(density));
+    layout.top_k = *std::max_element(layout.head_top_k.begin(), layout.head_top_k.end());
+  } else {
+    layout.top_k = by_density ? blocks_at(options.density) : 0;
+  }
   layout.max_kv_blocks = by_density
                              ? templates::block_select_min_row_pitch(layout.kv_blocks, layout.top_k, options.text_blocks)
                              : layout.kv_blocks;
@@ -117,6 +138,13 @@ DeviceBlockMask MaskBuilder::build_into(const QueryKeyInputs& inputs, const Mask
   select.tokens_q = inputs.tokens_q;
   select.tokens_kv = inputs.tokens_kv;
   select.top_k = layout.top_k;
+  if (!layout.head_top_k.empty()) {
+    // Ordered after the previous build's block_select on `stream`, which may still read the
+    // buffer; the pageable source is staged before the call returns.
+    const std::size_t bytes = layout.head_top_k.size() * sizeof(int);
+    select.top_k_per_head = static_cast<const int*>(reserve(head_top_k_, bytes));
+    SJ_CU(cuMemcpyHtoDAsync(head_top_k_.address(), layout.head_top_k.data(), bytes, stream));
+  }
   select.threshold = static_cast<float>(options.threshold);
   select.text_blocks = options.text_blocks;
   select.fine_share = static_cast<float>(options.fine_share);
@@ -158,7 +186,8 @@ MaskWorkspace MaskBuilder::last_workspace() const {
 
 std::size_t MaskBuilder::workspace_bytes() const {
   std::size_t total = 0;
-  for (const jit::DeviceBuffer* buffer : {&pooled_q_, &pooled_k_, &tile_lse_, &scores_, &count_, &index_, &fine_bits_})
+  for (const jit::DeviceBuffer* buffer :
+       {&pooled_q_, &pooled_k_, &tile_lse_, &scores_, &count_, &index_, &fine_bits_, &head_top_k_})
     total += buffer->bytes();
   return total;
 }

@@ -5,7 +5,8 @@
 // (mask_convert). Everything runs on the caller's stream; nothing is copied to the host.
 //
 // The builder owns the workspace of a build (pooled Q/K [B,H,T,D], tile LSE [B,H,Tq], scores
-// [B,H,QB,KB] float32: 56 MB at 40 heads x 75,600 tokens with blocks of 128) and, unless the
+// [B,H,QB,KB] float32: 56 MB at 40 heads x 75,600 tokens with blocks of 128; with per-head
+// densities the per-head ks [H] int32) and, unless the
 // caller gives its own, the output. Buffers only grow: after the first call of a shape (or a
 // larger one) a build allocates nothing. One builder serves one stream at a time: a build's
 // workspace is reused by the next build, so builds on different streams must be ordered by
@@ -17,6 +18,7 @@
 #include <functional>
 #include <map>
 #include <string>
+#include <vector>
 
 #include "jit/device_memory.h"
 #include "jit/module.h"
@@ -44,9 +46,11 @@ struct QueryKeyInputs {
 
 // How a mask is built. Exactly one of density and threshold is positive: density d keeps
 // k = ceil(d * KB) key blocks per query block (top-k), threshold tau keeps the fewest blocks
-// whose scores reach tau of the row's mass. block_select always keeps the diagonal block
-// and the first block (DFSAttn); text_blocks adds the last key blocks (text tokens after the
-// video tokens).
+// whose scores reach tau of the row's mass. Or, with head_densities (SVOO's per-head
+// densities, e.g. from a SparsityProfile), head h keeps k_h = max(1, ceil(head_densities[h] *
+// KB)) blocks: then threshold must be 0 and density is ignored, and the row pitch is sized by
+// the largest k_h. block_select always keeps the diagonal block and the first block
+// (DFSAttn); text_blocks adds the last key blocks (text tokens after the video tokens).
 struct MaskBuildOptions {
   int block_q = 128;   // 64 or 128
   int block_kv = 128;  // 64 or 128
@@ -56,6 +60,7 @@ struct MaskBuildOptions {
   int text_blocks = 0;
   int fine_n = 0;            // keys per fine sub-tile (8, 16, 32); 0: no fine bits
   double fine_share = 0.9;   // with fine bits: the share of a kept pair's mass its sub-tiles keep
+  std::vector<double> head_densities = {};  // [heads], each in (0, 1]; empty: every head uses density
 };
 
 // The geometry of a built mask: QB, KB, the row pitch of index and fine bits, and the
@@ -64,7 +69,8 @@ struct MaskLayout {
   int q_blocks = 0;
   int kv_blocks = 0;
   int max_kv_blocks = 0;  // KB in threshold mode; with top-k, block_select_min_row_pitch
-  int top_k = 0;          // 0 in threshold mode
+  int top_k = 0;          // 0 in threshold mode; the largest k_h with head densities
+  std::vector<int> head_top_k;  // [heads]: k_h with head densities; else empty
   std::size_t rows = 0;
   std::size_t count_elements() const { return rows; }
   std::size_t index_elements() const { return rows * static_cast<std::size_t>(max_kv_blocks); }
@@ -98,7 +104,8 @@ class MaskBuilder {
   // `inputs`, dtype and head dim included). Throws std::invalid_argument for an invalid
   // combination (the messages say which value and why): non-positive sizes, block sizes,
   // tile, fine_n or head dim block_select does not support, not exactly one of density and
-  // threshold positive or either above 1, text_blocks outside 0..KB.
+  // threshold positive or either above 1, text_blocks outside 0..KB; with head_densities,
+  // a count other than heads, a density outside (0, 1] or a positive threshold.
   static MaskLayout layout(const QueryKeyInputs& inputs, const MaskBuildOptions& options);
 
   // Builds the mask of `inputs` into builder-owned buffers, valid until the next build.
@@ -120,7 +127,7 @@ class MaskBuilder {
 
  private:
   Runtime& runtime_;
-  jit::DeviceBuffer pooled_q_, pooled_k_, tile_lse_, scores_, count_, index_, fine_bits_;
+  jit::DeviceBuffer pooled_q_, pooled_k_, tile_lse_, scores_, count_, index_, fine_bits_, head_top_k_;
   std::map<std::string, jit::Kernel> kernels_;  // name expression -> loaded kernel
 
   // The kernel named `name_expression`, rendered and loaded on its first use only.

@@ -1,5 +1,7 @@
 #include "runtime/mask_cache.h"
 
+#include <algorithm>
+#include <optional>
 #include <stdexcept>
 #include <string>
 
@@ -20,10 +22,11 @@ QueryKeyInputs shape_of(const MaskCacheConfig& config) {
   return shape;
 }
 
-MaskBuildOptions options_at(const MaskCacheConfig& config, double density) {
+MaskBuildOptions options_at(const MaskCacheConfig& config, double density, double threshold) {
   MaskBuildOptions options = config.build;
   options.density = density;
-  options.threshold = 0.0;
+  options.threshold = threshold;
+  options.head_densities.clear();
   return options;
 }
 
@@ -43,7 +46,15 @@ MaskCacheFootprint MaskCache::footprint(const MaskCacheConfig& config, const Mas
   if (config.layers < 1) fail("layers = " + std::to_string(config.layers) + " must be at least 1");
   if (config.passes != 1 && config.passes != 2)
     fail("passes = " + std::to_string(config.passes) + " must be 1 or 2 (conditional, unconditional)");
-  const MaskLayout widest = MaskBuilder::layout(shape_of(config), options_at(config, schedule.max_density()));
+  if (config.profile != nullptr && config.profile->heads() != config.heads)
+    fail("the profile of model '" + config.profile->model() + "' has " + std::to_string(config.profile->heads()) +
+         " heads, the cache " + std::to_string(config.heads));
+  // The widest row any refresh writes: the schedule's highest density (1, the pitch KB, for
+  // a threshold schedule), or the profile's ceiling.
+  double widest_density = schedule.max_density();
+  if (config.profile != nullptr && !schedule.by_threshold())
+    widest_density = std::max(widest_density, config.profile->limits().max_density);
+  const MaskLayout widest = MaskBuilder::layout(shape_of(config), options_at(config, widest_density, 0.0));
   MaskCacheFootprint footprint;
   footprint.bitmask_bytes = widest.bitmask_words() * sizeof(std::uint64_t);
   if (config.build.fine_n > 0) footprint.fine_bits_bytes = widest.index_elements() * sizeof(std::uint64_t);
@@ -86,16 +97,23 @@ PreparedMask MaskCache::prepare(int step, int layer, GuidancePass pass, const Qu
     }
     DeviceBlockMask output;
     output.fine_bits = static_cast<unsigned long long*>(entry.fine_bits.pointer());
-    const DeviceBlockMask mask =
-        builder_.build_into(inputs, options_at(config_, decision.density), output, stream);
+    MaskBuildOptions options = options_at(config_, decision.density, decision.threshold);
+    if (config_.profile != nullptr && !decision.by_threshold())
+      if (std::optional<std::vector<double>> densities = config_.profile->head_densities(step, layer))
+        options.head_densities = std::move(*densities);
+    const DeviceBlockMask mask = builder_.build_into(inputs, options, output, stream);
     builder_.to_bitmask(mask, static_cast<unsigned long long*>(entry.bits.pointer()), stream);
     entry.window = decision.window;
     entry.density = decision.density;
+    entry.threshold = decision.threshold;
+    entry.profiled = !options.head_densities.empty();
     entry.max_kv_blocks = mask.layout.max_kv_blocks;
     prepared.action = MaskAction::refresh;
     ++refreshes_;
   }
   prepared.density = entry.density;
+  prepared.threshold = entry.threshold;
+  prepared.profiled = entry.profiled;
   prepared.kv_block_bits = static_cast<const unsigned long long*>(entry.bits.pointer());
   prepared.kv_block_words = templates::bitmask_words((config_.tokens_kv + config_.build.block_kv - 1) /
                                                      config_.build.block_kv);

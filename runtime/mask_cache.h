@@ -12,7 +12,14 @@
 // blocks: 10 words = 80 bytes a row, both passes) takes 151,296,000 bytes. Fine bits add
 // 8 bytes per kept pair (the row pitch at the schedule's highest density): far more
 // (2.7 GB at density 0.3 for that model), so they are for short schedules or few layers.
+// A threshold schedule (or a profile whose max_density is 1) sizes the pitch at KB: the
+// bitmask stays 151 MB for that model, fine bits would take 8.9 GB.
 // Entries are allocated at their first refresh; bytes() counts what is allocated.
+//
+// With a HeadDensityProfile, a refresh of a density schedule builds with the profile's
+// per-head densities for (step, layer) (MaskBuildOptions::head_densities) where it has
+// them (the nearest profiled step at or before the step), and at the schedule's density
+// where it has none; a threshold schedule ignores the profile.
 #include <cuda.h>
 
 #include <cstddef>
@@ -21,6 +28,7 @@
 #include "jit/device_memory.h"
 #include "runtime/mask_builder.h"
 #include "runtime/mask_schedule.h"
+#include "runtime/sparsity_profile.h"
 #include "templates/sparse_attention/attention_params.h"
 
 namespace sparsejit::runtime {
@@ -34,9 +42,13 @@ struct MaskCacheConfig {
   int heads = 1;
   int tokens_q = 1;
   int tokens_kv = 1;
-  // Block sizes, tile, text blocks and fine bits of every refresh; density comes from the
-  // schedule (top-k), so density and threshold here are ignored.
+  // Block sizes, tile, text blocks and fine bits of every refresh; the density or threshold
+  // comes from the schedule (and the profile), so density, threshold and head_densities here
+  // are ignored.
   MaskBuildOptions build;
+  // SVOO's per-head densities, or null; not owned: it must outlive the cache. Its heads must
+  // be the config's.
+  const HeadDensityProfile* profile = nullptr;
 };
 
 // Device bytes of one cached entry and of all of them.
@@ -50,7 +62,9 @@ struct MaskCacheFootprint {
 // What a layer runs at this step.
 struct PreparedMask {
   MaskAction action = MaskAction::dense;  // refresh: the mask was rebuilt by this call
-  double density = 0.0;                   // the density the mask was built at
+  double density = 0.0;    // the schedule's density the mask was built at (0 with a threshold)
+  double threshold = 0.0;  // the schedule's threshold the mask was built at (0 with a density)
+  bool profiled = false;   // built with the profile's per-head densities instead of `density`
   const unsigned long long* kv_block_bits = nullptr;  // [batch, heads, QB, kv_block_words]
   int kv_block_words = 0;
   const unsigned long long* fine_bits = nullptr;      // [batch, heads, QB, max_kv_blocks] or null
@@ -65,7 +79,7 @@ struct PreparedMask {
 class MaskCache {
  public:
   // Throws std::invalid_argument for an invalid config (non-positive sizes, passes other than
-  // 1 or 2, block options MaskBuilder::layout refuses).
+  // 1 or 2, block options MaskBuilder::layout refuses, a profile of other heads).
   MaskCache(MaskBuilder& builder, MaskSchedule schedule, MaskCacheConfig config);
 
   // The footprint of a cache for `config` under `schedule`; what the cache allocates.
@@ -93,6 +107,8 @@ class MaskCache {
     jit::DeviceBuffer fine_bits;  // [batch, heads, QB, pitch at the highest density]
     int window = -1;              // the refresh window of the mask held; -1: none
     double density = 0.0;
+    double threshold = 0.0;
+    bool profiled = false;
     int max_kv_blocks = 0;
   };
 

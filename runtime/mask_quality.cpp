@@ -15,6 +15,97 @@ namespace {
 
 int ceil_div(int a, int b) { return (a + b - 1) / b; }
 
+void check_sizes(const QueryKeyInputs& qk) {
+  if (qk.batch < 1 || qk.heads < 1 || qk.tokens_q < 1 || qk.tokens_kv < 1)
+    throw std::invalid_argument("mask quality: batch, heads and tokens must be positive");
+}
+
+// sparse_attention's parameters for `inputs`, writing `o` ([B, H, N, D] dense) and `lse`.
+SparseAttentionParams attention_params(const AttentionInputs& inputs, void* o, float* lse) {
+  const QueryKeyInputs& qk = inputs.qk;
+  SparseAttentionParams p{};
+  p.q = qk.q;
+  p.k = qk.k;
+  p.v = inputs.v;
+  p.o = o;
+  p.q_batch_stride = qk.q_batch_stride;
+  p.q_head_stride = qk.q_head_stride;
+  p.q_token_stride = qk.q_token_stride;
+  p.k_batch_stride = qk.k_batch_stride;
+  p.k_head_stride = qk.k_head_stride;
+  p.k_token_stride = qk.k_token_stride;
+  p.v_batch_stride = inputs.v_batch_stride;
+  p.v_head_stride = inputs.v_head_stride;
+  p.v_token_stride = inputs.v_token_stride;
+  // O: dense [B, H, N, D].
+  p.o_token_stride = qk.head_dim;
+  p.o_head_stride = static_cast<long long>(qk.tokens_q) * qk.head_dim;
+  p.o_batch_stride = p.o_head_stride * qk.heads;
+  p.lse = lse;
+  p.batch = qk.batch;
+  p.heads = qk.heads;
+  p.tokens_q = qk.tokens_q;
+  p.tokens_kv = qk.tokens_kv;
+  p.softmax_scale = qk.softmax_scale;
+  return p;
+}
+
+// Runs `inputs` with every key block kept (a bitmask of all ones, ceil(KB / 64) words a
+// row), writing the exact O (dense [B, H, N, D]) and LSE. Synchronizes `stream` (the mask is
+// freed on return).
+void run_dense(Runtime& runtime, const AttentionInputs& inputs, int block_q, int block_kv, void* o, float* lse,
+               CUstream stream) {
+  const QueryKeyInputs& qk = inputs.qk;
+  const int kv_blocks = ceil_div(qk.tokens_kv, block_kv);
+  const std::size_t rows = static_cast<std::size_t>(qk.batch) * static_cast<std::size_t>(qk.heads) *
+                           static_cast<std::size_t>(ceil_div(qk.tokens_q, block_q));
+  const int words = templates::bitmask_words(kv_blocks);
+  std::vector<unsigned long long> row_bits(static_cast<std::size_t>(words), ~0ull);
+  if (kv_blocks % 64 != 0) row_bits.back() = (1ull << (kv_blocks % 64)) - 1;
+  std::vector<unsigned long long> bits;
+  bits.reserve(rows * words);
+  for (std::size_t row = 0; row < rows; ++row) bits.insert(bits.end(), row_bits.begin(), row_bits.end());
+  const jit::DeviceBuffer every_block = jit::DeviceBuffer::from_host(bits);
+
+  SparseAttentionParams dense = attention_params(inputs, o, lse);
+  dense.kv_block_bits = static_cast<const unsigned long long*>(every_block.pointer());
+  dense.kv_block_words = words;
+  dense.max_kv_blocks = kv_blocks;
+  runtime.sparse_attention(dense, {qk.dtype, qk.head_dim, block_q, block_kv, 0}, stream);
+  SJ_CU(cuStreamSynchronize(stream));
+}
+
+// block_mass of Q and K under the rows' exact `lse`: [B, H, QB, KB] on the host. Synchronizes.
+std::vector<float> masses_under_lse(Runtime& runtime, const QueryKeyInputs& qk, int block_q, int block_kv,
+                                    const float* lse, CUstream stream) {
+  using templates::AttentionQualityFamily;
+  runtime.context().make_current();
+  const templates::BlockMassConfig config{qk.dtype, qk.head_dim, block_q, block_kv};
+  jit::DeviceBuffer mass(static_cast<std::size_t>(qk.batch) * qk.heads * ceil_div(qk.tokens_q, block_q) *
+                         ceil_div(qk.tokens_kv, block_kv) * sizeof(float));
+  BlockMassParams p{};
+  p.q = qk.q;
+  p.k = qk.k;
+  p.q_batch_stride = qk.q_batch_stride;
+  p.q_head_stride = qk.q_head_stride;
+  p.q_token_stride = qk.q_token_stride;
+  p.k_batch_stride = qk.k_batch_stride;
+  p.k_head_stride = qk.k_head_stride;
+  p.k_token_stride = qk.k_token_stride;
+  p.lse = lse;
+  p.mass = static_cast<float*>(mass.pointer());
+  p.batch = qk.batch;
+  p.heads = qk.heads;
+  p.tokens_q = qk.tokens_q;
+  p.tokens_kv = qk.tokens_kv;
+  p.softmax_scale = qk.softmax_scale;
+  const jit::Kernel kernel =
+      runtime.kernels().kernel(runtime.context(), AttentionQualityFamily::render_block_mass(config, runtime.target()));
+  AttentionQualityFamily::launch(kernel, config, p, runtime.device().max_shared_bytes_per_block, stream);
+  SJ_CU(cuStreamSynchronize(stream));
+  return mass.download_as<float>();
+}
+
 }  // namespace
 
 double MaskQualityReport::mean_recall() const {
@@ -40,97 +131,45 @@ MaskQuality::MaskQuality(Runtime& runtime, const AttentionInputs& inputs, int bl
       kv_blocks_(ceil_div(inputs.qk.tokens_kv, block_kv)),
       stream_(stream) {
   const QueryKeyInputs& qk = inputs.qk;
-  if (qk.batch < 1 || qk.heads < 1 || qk.tokens_q < 1 || qk.tokens_kv < 1)
-    throw std::invalid_argument("mask quality: batch, heads and tokens must be positive");
+  check_sizes(qk);
   runtime_.context().make_current();
   const std::size_t slices = static_cast<std::size_t>(qk.batch) * static_cast<std::size_t>(qk.heads);
   const std::size_t rows = slices * static_cast<std::size_t>(qk.tokens_q);
-  // Every key block kept: the bitmask form, ceil(KB / 64) words a row.
-  const int words = templates::bitmask_words(kv_blocks_);
-  std::vector<unsigned long long> row_bits(static_cast<std::size_t>(words), ~0ull);
-  if (kv_blocks_ % 64 != 0) row_bits.back() = (1ull << (kv_blocks_ % 64)) - 1;
-  std::vector<unsigned long long> bits;
-  bits.reserve(slices * q_blocks_ * words);
-  for (std::size_t row = 0; row < slices * q_blocks_; ++row) bits.insert(bits.end(), row_bits.begin(), row_bits.end());
-  dense_bits_ = jit::DeviceBuffer::from_host(bits);
   dense_o_ = jit::DeviceBuffer(rows * static_cast<std::size_t>(qk.head_dim) * 2);
   sparse_o_ = jit::DeviceBuffer(dense_o_.bytes());
   dense_lse_ = jit::DeviceBuffer(rows * sizeof(float));
   sparse_lse_ = jit::DeviceBuffer(rows * sizeof(float));
   partials_ = jit::DeviceBuffer(slices * templates::output_error_chunks(qk.tokens_q) * 3 * sizeof(double));
-
-  SparseAttentionParams dense = attention_params(dense_o_.pointer(), static_cast<float*>(dense_lse_.pointer()));
-  dense.kv_block_bits = static_cast<const unsigned long long*>(dense_bits_.pointer());
-  dense.kv_block_words = words;
-  dense.max_kv_blocks = kv_blocks_;
-  runtime_.sparse_attention(dense, {qk.dtype, qk.head_dim, block_q_, block_kv_, 0}, stream_);
-}
-
-SparseAttentionParams MaskQuality::attention_params(void* o, float* lse) const {
-  const QueryKeyInputs& qk = inputs_.qk;
-  SparseAttentionParams p{};
-  p.q = qk.q;
-  p.k = qk.k;
-  p.v = inputs_.v;
-  p.o = o;
-  p.q_batch_stride = qk.q_batch_stride;
-  p.q_head_stride = qk.q_head_stride;
-  p.q_token_stride = qk.q_token_stride;
-  p.k_batch_stride = qk.k_batch_stride;
-  p.k_head_stride = qk.k_head_stride;
-  p.k_token_stride = qk.k_token_stride;
-  p.v_batch_stride = inputs_.v_batch_stride;
-  p.v_head_stride = inputs_.v_head_stride;
-  p.v_token_stride = inputs_.v_token_stride;
-  // O: dense [B, H, N, D].
-  p.o_token_stride = qk.head_dim;
-  p.o_head_stride = static_cast<long long>(qk.tokens_q) * qk.head_dim;
-  p.o_batch_stride = p.o_head_stride * qk.heads;
-  p.lse = lse;
-  p.batch = qk.batch;
-  p.heads = qk.heads;
-  p.tokens_q = qk.tokens_q;
-  p.tokens_kv = qk.tokens_kv;
-  p.softmax_scale = qk.softmax_scale;
-  return p;
+  run_dense(runtime_, inputs_, block_q_, block_kv_, dense_o_.pointer(), static_cast<float*>(dense_lse_.pointer()),
+            stream_);
 }
 
 const std::vector<float>& MaskQuality::block_masses() {
-  if (!masses_.empty()) return masses_;
-  using templates::AttentionQualityFamily;
-  const QueryKeyInputs& qk = inputs_.qk;
-  runtime_.context().make_current();
-  const templates::BlockMassConfig config{qk.dtype, qk.head_dim, block_q_, block_kv_};
-  jit::DeviceBuffer mass(static_cast<std::size_t>(qk.batch) * qk.heads * q_blocks_ * kv_blocks_ * sizeof(float));
-  BlockMassParams p{};
-  p.q = qk.q;
-  p.k = qk.k;
-  p.q_batch_stride = qk.q_batch_stride;
-  p.q_head_stride = qk.q_head_stride;
-  p.q_token_stride = qk.q_token_stride;
-  p.k_batch_stride = qk.k_batch_stride;
-  p.k_head_stride = qk.k_head_stride;
-  p.k_token_stride = qk.k_token_stride;
-  p.lse = static_cast<const float*>(dense_lse_.pointer());
-  p.mass = static_cast<float*>(mass.pointer());
-  p.batch = qk.batch;
-  p.heads = qk.heads;
-  p.tokens_q = qk.tokens_q;
-  p.tokens_kv = qk.tokens_kv;
-  p.softmax_scale = qk.softmax_scale;
-  const jit::Kernel kernel =
-      runtime_.kernels().kernel(runtime_.context(), AttentionQualityFamily::render_block_mass(config, runtime_.target()));
-  AttentionQualityFamily::launch(kernel, config, p, runtime_.device().max_shared_bytes_per_block, stream_);
-  SJ_CU(cuStreamSynchronize(stream_));
-  masses_ = mass.download_as<float>();
+  if (masses_.empty())
+    masses_ = masses_under_lse(runtime_, inputs_.qk, block_q_, block_kv_,
+                               static_cast<const float*>(dense_lse_.pointer()), stream_);
   return masses_;
+}
+
+std::vector<float> exact_block_masses(Runtime& runtime, const QueryKeyInputs& inputs, int block_q, int block_kv,
+                                      CUstream stream) {
+  check_sizes(inputs);
+  runtime.context().make_current();
+  // The row LSE does not depend on V: K serves as V (same tokens and head dim).
+  AttentionInputs keys_as_values{inputs, inputs.k, inputs.k_batch_stride, inputs.k_head_stride, inputs.k_token_stride};
+  const std::size_t rows = static_cast<std::size_t>(inputs.batch) * static_cast<std::size_t>(inputs.heads) *
+                           static_cast<std::size_t>(inputs.tokens_q);
+  jit::DeviceBuffer o(rows * static_cast<std::size_t>(inputs.head_dim) * 2), lse(rows * sizeof(float));
+  run_dense(runtime, keys_as_values, block_q, block_kv, o.pointer(), static_cast<float*>(lse.pointer()), stream);
+  return masses_under_lse(runtime, inputs, block_q, block_kv, static_cast<const float*>(lse.pointer()), stream);
 }
 
 MaskQualityReport MaskQuality::measure(const DeviceBlockMask& mask, int fine_n) {
   using templates::AttentionQualityFamily;
   const QueryKeyInputs& qk = inputs_.qk;
   runtime_.context().make_current();
-  SparseAttentionParams sparse = attention_params(sparse_o_.pointer(), static_cast<float*>(sparse_lse_.pointer()));
+  SparseAttentionParams sparse =
+      attention_params(inputs_, sparse_o_.pointer(), static_cast<float*>(sparse_lse_.pointer()));
   sparse.kv_block_count = mask.kv_block_count;
   sparse.kv_block_index = mask.kv_block_index;
   sparse.fine_bits = mask.fine_bits;

@@ -13,6 +13,9 @@
 // Device memory: two outputs [B, H, N, D] 16-bit, two LSE [B, H, N] float32, the masses
 // [B, H, QB, KB] float32 and a small dense mask (bitmask form): 0.5 GB at 12 heads x 75,600
 // tokens x 128. Everything runs on the caller's stream; results are copied to the host.
+//
+// exact_block_masses computes the same masses from Q and K alone (SVOO's offline profiling,
+// `sparsejit profile`): the row LSE does not depend on V, so the dense run reads K as V.
 #include <cuda.h>
 
 #include <span>
@@ -68,12 +71,18 @@ class MaskQuality {
   AttentionInputs inputs_;
   int block_q_, block_kv_, q_blocks_, kv_blocks_;
   CUstream stream_;
-  jit::DeviceBuffer dense_bits_, dense_o_, dense_lse_, sparse_o_, sparse_lse_, partials_;
+  jit::DeviceBuffer dense_o_, dense_lse_, sparse_o_, sparse_lse_, partials_;
   std::vector<float> masses_;
-
-  // sparse_attention's parameters for the inputs, writing `o` ([B, H, N, D] dense) and `lse`.
-  SparseAttentionParams attention_params(void* o, float* lse) const;
 };
+
+// The exact mass of every (query block, key block) pair of Q and K, [batch, heads, QB, KB]
+// on the host (QB = ceil(tokens_q / block_q), KB likewise; blocks of 64 or 128): dense
+// attention with K as V for each row's LSE, then block_mass. Device memory beyond Q and K:
+// an output [B, H, Nq, D] 16-bit, the LSE and the masses (0.8 GB at 40 heads x 75,600 tokens
+// x 128), freed on return. Synchronizes `stream`. Throws std::invalid_argument for inputs
+// sparse_attention or block_mass refuse (the message says which).
+std::vector<float> exact_block_masses(Runtime& runtime, const QueryKeyInputs& inputs, int block_q, int block_kv,
+                                      CUstream stream);
 
 // The oracle's mean recall per slice as a function of k: curves[slice][k], k = 0..KB, when
 // every query block keeps its k heaviest key blocks: the sum over query blocks of their k
@@ -83,7 +92,9 @@ std::vector<std::vector<double>> oracle_recall_curves(std::span<const float> mas
 
 // The least density k / KB at which `curve` (one slice of oracle_recall_curves) reaches
 // `recall`; 1.0 when only all blocks reach it (rounding can leave the full curve a hair
-// under 1).
+// under 1). With the curves of oracle_recall_curves this is SVOO's profiled density: the
+// fewest blocks per query block, chosen by exact mass, that keep `recall` of the slice's
+// softmax mass (averaged over its query rows).
 double density_for_recall(std::span<const double> curve, double recall);
 
 }  // namespace sparsejit::runtime

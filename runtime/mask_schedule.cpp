@@ -26,10 +26,16 @@ MaskSchedule::MaskSchedule(MaskScheduleConfig config) : config_(std::move(config
   if (c.dense_steps < 0 || c.dense_steps > c.steps)
     fail("dense_steps = " + std::to_string(c.dense_steps) + " is outside 0.." + std::to_string(c.steps) + " (steps)");
   if (c.refresh_interval < 1) fail("refresh_interval = " + std::to_string(c.refresh_interval) + " must be at least 1");
-  if (c.densities.empty()) fail("densities is empty: each refresh window needs a density (the last repeats)");
-  for (std::size_t i = 0; i < c.densities.size(); ++i)
-    if (!(c.densities[i] > 0.0 && c.densities[i] <= 1.0))
-      fail("densities[" + std::to_string(i) + "] = " + std::to_string(c.densities[i]) + " is outside (0, 1]");
+  if (c.densities.empty() == c.thresholds.empty())
+    fail(c.densities.empty() ? "densities and thresholds are both empty: each refresh window needs a density or a "
+                               "threshold (the last repeats)"
+                             : "densities and thresholds are both given: a schedule keeps top-k blocks by density "
+                               "or a cumulative share by threshold; clear one");
+  for (const auto& [name, values] : {std::pair{"densities", &c.densities}, std::pair{"thresholds", &c.thresholds}})
+    for (std::size_t i = 0; i < values->size(); ++i)
+      if (!((*values)[i] > 0.0 && (*values)[i] <= 1.0))
+        fail(std::string(name) + "[" + std::to_string(i) + "] = " + std::to_string((*values)[i]) +
+             " is outside (0, 1]");
   std::vector<int> layers = c.dense_layers;
   std::sort(layers.begin(), layers.end());
   for (std::size_t i = 0; i < layers.size(); ++i) {
@@ -47,12 +53,15 @@ MaskDecision MaskSchedule::decide(int step, int layer) const {
   if (dense_layer || step < config_.dense_steps) return {};
   const int since_warm_up = step - config_.dense_steps;
   const int window = since_warm_up / config_.refresh_interval;
-  const double density = config_.densities[std::min<std::size_t>(window, config_.densities.size() - 1)];
+  const std::vector<double>& values = by_threshold() ? config_.thresholds : config_.densities;
+  const double value = values[std::min<std::size_t>(window, values.size() - 1)];
   const MaskAction action = since_warm_up % config_.refresh_interval == 0 ? MaskAction::refresh : MaskAction::reuse;
-  return {action, density, window};
+  if (by_threshold()) return {.action = action, .density = 0.0, .window = window, .threshold = value};
+  return {.action = action, .density = value, .window = window};
 }
 
 double MaskSchedule::max_density() const {
+  if (by_threshold()) return 1.0;
   return *std::max_element(config_.densities.begin(), config_.densities.end());
 }
 

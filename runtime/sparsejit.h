@@ -308,6 +308,25 @@ SPARSEJIT_API sparsejit_status sparsejit_mask_build(sparsejit_mask_builder* buil
                                                     sparsejit_stream stream, sparsejit_block_mask* mask,
                                                     sparsejit_mask_layout* layout);
 
+/* Per-head densities (SVOO's sparsity profiles, `sparsejit profile`): as
+ * sparsejit_mask_layout_of and sparsejit_mask_build, but head h keeps max(1,
+ * ceil(head_densities[h] * KB)) key blocks per query block. head_densities is host memory of
+ * head_count values in (0, 1], read during the call; head_count must equal q.heads;
+ * options->density is ignored and options->threshold must be 0. The layout's top_k is the
+ * largest per-head k, which sizes max_kv_blocks.
+ * Errors: those of the functions they extend; NULL_POINTER (head_densities);
+ * INVALID_ARGUMENT (head_count other than q.heads, a density outside (0, 1], a threshold). */
+SPARSEJIT_API sparsejit_status sparsejit_mask_layout_of_per_head(const sparsejit_mask_inputs* inputs,
+                                                                 const sparsejit_mask_options* options,
+                                                                 const double* head_densities, int32_t head_count,
+                                                                 sparsejit_mask_layout* layout);
+SPARSEJIT_API sparsejit_status sparsejit_mask_build_per_head(sparsejit_mask_builder* builder,
+                                                             const sparsejit_mask_inputs* inputs,
+                                                             const sparsejit_mask_options* options,
+                                                             const double* head_densities, int32_t head_count,
+                                                             sparsejit_stream stream, sparsejit_block_mask* mask,
+                                                             sparsejit_mask_layout* layout);
+
 /* Writes the bitmask form of the block-CSR mask `csr` (as built, with its `layout`) into the
  * caller's device buffer `bits` of layout->rows * layout->kv_block_words words, on `stream`,
  * and describes it in *bitmask (form BITMASK, the same fine bits and max_kv_blocks).

@@ -316,8 +316,15 @@ runtime::QueryKeyInputs mask_inputs(const sparsejit_mask_inputs* inputs, const s
   return result;
 }
 
-runtime::MaskBuildOptions mask_options(const sparsejit_mask_options& options) {
+// The C++ options; with head densities (NULL: none) their values, head_count of them.
+runtime::MaskBuildOptions mask_options(const sparsejit_mask_options& options, const double* head_densities = nullptr,
+                                       int32_t head_count = 0) {
   runtime::MaskBuildOptions result;
+  if (head_densities != nullptr) {
+    if (head_count < 1) fail(SPARSEJIT_ERROR_INVALID_ARGUMENT, "head_count = " + std::to_string(head_count) +
+                                                                  " must be positive (the heads of q)");
+    result.head_densities.assign(head_densities, head_densities + head_count);
+  }
   result.block_q = options.block_q;
   result.block_kv = options.block_kv;
   result.tile = options.tile;
@@ -345,6 +352,46 @@ runtime::Runtime& current(sparsejit_runtime* runtime) {
   require_pointer(runtime, "runtime");
   runtime->runtime.context().make_current();
   return runtime->runtime;
+}
+
+void layout_of(const sparsejit_mask_inputs* inputs, const sparsejit_mask_options* options,
+               const double* head_densities, int32_t head_count, sparsejit_mask_layout* layout) {
+  require_pointer(layout, "layout");
+  const runtime::QueryKeyInputs cpp_inputs = mask_inputs(inputs, options);
+  *layout = c_layout(runtime::MaskBuilder::layout(cpp_inputs, mask_options(*options, head_densities, head_count)));
+}
+
+void build(sparsejit_mask_builder* builder, const sparsejit_mask_inputs* inputs, const sparsejit_mask_options* options,
+           const double* head_densities, int32_t head_count, sparsejit_stream stream, sparsejit_block_mask* mask,
+           sparsejit_mask_layout* layout) {
+  require_pointer(builder, "builder");
+  require_pointer(mask, "mask");
+  const runtime::QueryKeyInputs cpp_inputs = mask_inputs(inputs, options);
+  check_tensor_data(inputs->q, "q");
+  check_tensor_data(inputs->k, "k");
+  require_alignment(mask->kv_block_count, 4, "mask->kv_block_count");
+  require_alignment(mask->kv_block_index, 4, "mask->kv_block_index");
+  require_alignment(mask->fine_bits, 8, "mask->fine_bits");
+  // The caller's buffers, written by the build (the struct is const for attention, which
+  // only reads them).
+  runtime::DeviceBlockMask output;
+  output.kv_block_count = const_cast<int*>(mask->kv_block_count);
+  output.kv_block_index = const_cast<int*>(mask->kv_block_index);
+  output.fine_bits = reinterpret_cast<unsigned long long*>(const_cast<uint64_t*>(mask->fine_bits));
+  builder->builder.runtime().context().make_current();
+  const runtime::DeviceBlockMask built = builder->builder.build_into(
+      cpp_inputs, mask_options(*options, head_densities, head_count), output, stream);
+  sparsejit_block_mask result{};
+  result.form = SPARSEJIT_MASK_BLOCK_CSR;
+  result.block_q = options->block_q;
+  result.block_kv = options->block_kv;
+  result.kv_block_count = built.kv_block_count;
+  result.kv_block_index = built.kv_block_index;
+  result.max_kv_blocks = built.layout.max_kv_blocks;
+  result.fine_n = options->fine_n;
+  result.fine_bits = reinterpret_cast<const uint64_t*>(built.fine_bits);
+  *mask = result;
+  if (layout != nullptr) *layout = c_layout(built.layout);
 }
 
 }  // namespace
@@ -489,10 +536,16 @@ void sparsejit_mask_options_init(sparsejit_mask_options* options) {
 
 sparsejit_status sparsejit_mask_layout_of(const sparsejit_mask_inputs* inputs, const sparsejit_mask_options* options,
                                           sparsejit_mask_layout* layout) {
+  return guarded(__func__, [&] { layout_of(inputs, options, nullptr, 0, layout); });
+}
+
+sparsejit_status sparsejit_mask_layout_of_per_head(const sparsejit_mask_inputs* inputs,
+                                                   const sparsejit_mask_options* options,
+                                                   const double* head_densities, int32_t head_count,
+                                                   sparsejit_mask_layout* layout) {
   return guarded(__func__, [&] {
-    require_pointer(layout, "layout");
-    const runtime::QueryKeyInputs cpp_inputs = mask_inputs(inputs, options);
-    *layout = c_layout(runtime::MaskBuilder::layout(cpp_inputs, mask_options(*options)));
+    require_pointer(head_densities, "head_densities");
+    layout_of(inputs, options, head_densities, head_count, layout);
   });
 }
 
@@ -518,35 +571,16 @@ void sparsejit_mask_builder_destroy(sparsejit_mask_builder* builder) {
 sparsejit_status sparsejit_mask_build(sparsejit_mask_builder* builder, const sparsejit_mask_inputs* inputs,
                                       const sparsejit_mask_options* options, sparsejit_stream stream,
                                       sparsejit_block_mask* mask, sparsejit_mask_layout* layout) {
+  return guarded(__func__, [&] { build(builder, inputs, options, nullptr, 0, stream, mask, layout); });
+}
+
+sparsejit_status sparsejit_mask_build_per_head(sparsejit_mask_builder* builder, const sparsejit_mask_inputs* inputs,
+                                               const sparsejit_mask_options* options, const double* head_densities,
+                                               int32_t head_count, sparsejit_stream stream, sparsejit_block_mask* mask,
+                                               sparsejit_mask_layout* layout) {
   return guarded(__func__, [&] {
-    require_pointer(builder, "builder");
-    require_pointer(mask, "mask");
-    const runtime::QueryKeyInputs cpp_inputs = mask_inputs(inputs, options);
-    check_tensor_data(inputs->q, "q");
-    check_tensor_data(inputs->k, "k");
-    require_alignment(mask->kv_block_count, 4, "mask->kv_block_count");
-    require_alignment(mask->kv_block_index, 4, "mask->kv_block_index");
-    require_alignment(mask->fine_bits, 8, "mask->fine_bits");
-    // The caller's buffers, written by the build (the struct is const for attention, which
-    // only reads them).
-    runtime::DeviceBlockMask output;
-    output.kv_block_count = const_cast<int*>(mask->kv_block_count);
-    output.kv_block_index = const_cast<int*>(mask->kv_block_index);
-    output.fine_bits = reinterpret_cast<unsigned long long*>(const_cast<uint64_t*>(mask->fine_bits));
-    builder->builder.runtime().context().make_current();
-    const runtime::DeviceBlockMask built =
-        builder->builder.build_into(cpp_inputs, mask_options(*options), output, stream);
-    sparsejit_block_mask result{};
-    result.form = SPARSEJIT_MASK_BLOCK_CSR;
-    result.block_q = options->block_q;
-    result.block_kv = options->block_kv;
-    result.kv_block_count = built.kv_block_count;
-    result.kv_block_index = built.kv_block_index;
-    result.max_kv_blocks = built.layout.max_kv_blocks;
-    result.fine_n = options->fine_n;
-    result.fine_bits = reinterpret_cast<const uint64_t*>(built.fine_bits);
-    *mask = result;
-    if (layout != nullptr) *layout = c_layout(built.layout);
+    require_pointer(head_densities, "head_densities");
+    build(builder, inputs, options, head_densities, head_count, stream, mask, layout);
   });
 }
 

@@ -84,6 +84,7 @@ void add_db_exchange_commands(CLI::App& db, GlobalOptions& global);  // under `d
 void add_bench_command(CLI::App& app, GlobalOptions& global);
 void add_order_command(CLI::App& app, GlobalOptions& global);
 void add_report_command(CLI::App& app, GlobalOptions& global);
+void add_profile_command(CLI::App& app, GlobalOptions& global);
 void add_bench_attention_command(CLI::App& bench, GlobalOptions& global);  // under `bench`
 void add_bench_mask_command(CLI::App& bench, GlobalOptions& global);       // under `bench`
 

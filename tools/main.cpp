@@ -23,6 +23,7 @@ int main(int argc, char** argv) {
   add_bench_command(app, global);
   add_order_command(app, global);
   add_report_command(app, global);
+  add_profile_command(app, global);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& error) {

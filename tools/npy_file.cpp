@@ -2,8 +2,8 @@
 
 #include <cstring>
 #include <fstream>
-#include <iterator>
 #include <stdexcept>
+#include <system_error>
 
 namespace sparsejit::tools {
 namespace {
@@ -28,15 +28,19 @@ std::string header_value(const std::string& header, const std::string& key, cons
   return first == std::string::npos ? std::string() : value.substr(first, last - first + 1);
 }
 
-std::size_t dtype_bytes(NpyDtype dtype) { return dtype == NpyDtype::float32 ? 4 : 2; }
-
-}  // namespace
-
-std::size_t NpyArray::elements() const {
+std::size_t element_count(const std::vector<std::size_t>& shape) {
   std::size_t count = 1;
   for (std::size_t size : shape) count *= size;
   return count;
 }
+
+}  // namespace
+
+std::size_t npy_dtype_bytes(NpyDtype dtype) { return dtype == NpyDtype::float32 ? 4 : 2; }
+
+std::size_t NpyHeader::data_bytes() const { return element_count(shape) * npy_dtype_bytes(dtype); }
+
+std::size_t NpyArray::elements() const { return element_count(shape); }
 
 std::vector<std::uint16_t> NpyArray::to_half(templates::HalfDtype to) const {
   using templates::HalfDtype;
@@ -61,36 +65,44 @@ std::vector<std::uint16_t> NpyArray::to_half(templates::HalfDtype to) const {
   return out;
 }
 
-NpyArray read_npy(const std::filesystem::path& path) {
+NpyHeader read_npy_header(const std::filesystem::path& path) {
   const std::string file = path.string();
   std::ifstream in(path, std::ios::binary);
   if (!in) throw std::runtime_error(file + ": cannot be opened");
-  const std::vector<std::uint8_t> bytes{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  std::error_code error;
+  const std::uintmax_t file_bytes = std::filesystem::file_size(path, error);
+  if (error) throw std::runtime_error(file + ": cannot be opened: " + error.message());
+  std::vector<std::uint8_t> prefix(12, 0);
+  in.read(reinterpret_cast<char*>(prefix.data()), static_cast<std::streamsize>(prefix.size()));
+  const auto prefix_bytes = static_cast<std::size_t>(in.gcount());
   static const std::uint8_t kMagic[6] = {0x93, 'N', 'U', 'M', 'P', 'Y'};
-  if (bytes.size() < 10 || std::memcmp(bytes.data(), kMagic, 6) != 0)
+  if (prefix_bytes < 10 || std::memcmp(prefix.data(), kMagic, 6) != 0)
     throw std::runtime_error(file + ": not an .npy file (its first bytes are not \\x93NUMPY)");
-  const int major = bytes[6];
+  const int major = prefix[6];
   if (major < 1 || major > 3)
     throw std::runtime_error(file + ": .npy format version " + std::to_string(major) + " is not supported (1 to 3)");
   const std::size_t length_bytes = major == 1 ? 2 : 4;
-  if (bytes.size() < 8 + length_bytes) throw std::runtime_error(file + ": the .npy header is cut short");
+  if (prefix_bytes < 8 + length_bytes) throw std::runtime_error(file + ": the .npy header is cut short");
   std::size_t header_length = 0;
-  for (std::size_t i = 0; i < length_bytes; ++i) header_length |= static_cast<std::size_t>(bytes[8 + i]) << (8 * i);
-  const std::size_t data_offset = 8 + length_bytes + header_length;
-  if (bytes.size() < data_offset)
+  for (std::size_t i = 0; i < length_bytes; ++i) header_length |= static_cast<std::size_t>(prefix[8 + i]) << (8 * i);
+  NpyHeader result;
+  result.data_offset = 8 + length_bytes + header_length;
+  if (file_bytes < result.data_offset)
     throw std::runtime_error(file + ": the .npy header is cut short (" + std::to_string(header_length) +
-                             " bytes announced, the file has " + std::to_string(bytes.size()) + ")");
-  const std::string header(bytes.begin() + static_cast<long>(8 + length_bytes), bytes.begin() + static_cast<long>(data_offset));
+                             " bytes announced, the file has " + std::to_string(file_bytes) + ")");
+  std::string header(header_length, '\0');
+  in.clear();
+  in.seekg(static_cast<std::streamoff>(8 + length_bytes));
+  in.read(header.data(), static_cast<std::streamsize>(header_length));
   if (header.find('{') == std::string::npos) throw std::runtime_error(file + ": the .npy header is not a dict");
 
-  NpyArray array;
   const std::string descr = header_value(header, "descr", file);
   if (descr == "'<f2'") {
-    array.dtype = NpyDtype::float16;
+    result.dtype = NpyDtype::float16;
   } else if (descr == "'<f4'") {
-    array.dtype = NpyDtype::float32;
+    result.dtype = NpyDtype::float32;
   } else if (descr == "'<V2'" || descr == "'|V2'" || descr == "'bfloat16'") {
-    array.dtype = NpyDtype::bfloat16;
+    result.dtype = NpyDtype::bfloat16;
   } else {
     throw std::runtime_error(file + ": dtype " + descr +
                              " is not supported (little-endian float16 '<f2', float32 '<f4' or bfloat16 '<V2')");
@@ -111,16 +123,28 @@ NpyArray read_npy(const std::filesystem::path& path) {
     } catch (const std::exception&) {
       throw std::runtime_error(file + ": the .npy shape " + shape + " is not a tuple of sizes");
     }
-    array.shape.push_back(static_cast<std::size_t>(size));
+    result.shape.push_back(static_cast<std::size_t>(size));
     position += used;
     while (position < shape.size() - 1 && shape[position] == 'L') ++position;  // Python 2's long suffix
   }
-  const std::size_t data_bytes = array.elements() * dtype_bytes(array.dtype);
-  if (bytes.size() - data_offset < data_bytes)
+  const std::size_t data_bytes = result.data_bytes();
+  if (file_bytes - result.data_offset < data_bytes)
     throw std::runtime_error(file + ": truncated: shape " + shape + " needs " + std::to_string(data_bytes) +
-                             " bytes of data, the file has " + std::to_string(bytes.size() - data_offset));
-  array.data.assign(bytes.begin() + static_cast<long>(data_offset),
-                    bytes.begin() + static_cast<long>(data_offset + data_bytes));
+                             " bytes of data, the file has " + std::to_string(file_bytes - result.data_offset));
+  return result;
+}
+
+NpyArray read_npy(const std::filesystem::path& path) {
+  const NpyHeader header = read_npy_header(path);
+  NpyArray array;
+  array.shape = header.shape;
+  array.dtype = header.dtype;
+  array.data.resize(header.data_bytes());
+  std::ifstream in(path, std::ios::binary);
+  in.seekg(static_cast<std::streamoff>(header.data_offset));
+  in.read(reinterpret_cast<char*>(array.data.data()), static_cast<std::streamsize>(array.data.size()));
+  if (static_cast<std::size_t>(in.gcount()) != array.data.size())
+    throw std::runtime_error(path.string() + ": truncated while reading (the file changed?)");
   return array;
 }
 

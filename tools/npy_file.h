@@ -25,10 +25,25 @@ struct NpyArray {
   std::vector<std::uint16_t> to_half(templates::HalfDtype to) const;
 };
 
-// Reads `path`. Throws std::runtime_error naming the file and the problem: unreadable, not
-// an .npy file (magic), an unknown format version, a header that is cut short or not a
-// dict with 'descr', 'fortran_order' and 'shape', a dtype other than the three above (or
-// big-endian), Fortran order, or data shorter than the shape needs (a truncated file).
+std::size_t npy_dtype_bytes(NpyDtype dtype);  // 2 or 4
+
+// An .npy file's header: what read_npy checks, without reading the data (to validate many
+// large dumps before any is loaded).
+struct NpyHeader {
+  std::vector<std::size_t> shape;
+  NpyDtype dtype = NpyDtype::float32;
+  std::size_t data_offset = 0;  // bytes before the data
+  std::size_t data_bytes() const;
+};
+
+// Reads the header of `path`. Throws std::runtime_error naming the file and the problem:
+// unreadable, not an .npy file (magic), an unknown format version, a header that is cut
+// short or not a dict with 'descr', 'fortran_order' and 'shape', a dtype other than the
+// three above (or big-endian), Fortran order, or data shorter than the shape needs (a
+// truncated file).
+NpyHeader read_npy_header(const std::filesystem::path& path);
+
+// Reads `path`: its header (read_npy_header, with the same errors), then its data.
 NpyArray read_npy(const std::filesystem::path& path);
 
 }  // namespace sparsejit::tools

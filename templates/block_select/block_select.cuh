@@ -4,8 +4,9 @@
 //  1. the row's KB scores become 64-bit keys (score bits high, always-kept blocks above every
 //     score; ~index low, so equal scores put the lower index first) and a bitonic sort in
 //     shared memory orders them, descending; KB <= kMaxSelectKvBlocks;
-//  2. the kept count: top_k, or (threshold mode) the number of sorted positions whose
-//     preceding scores sum to less than threshold * total (chunked scan, fixed order);
+//  2. the kept count: top_k (or the head's top_k_per_head), or (threshold mode) the number
+//     of sorted positions whose preceding scores sum to less than threshold * total
+//     (chunked scan, fixed order);
 //  3. the kept blocks are flagged by index and compacted in ascending order (chunked scan);
 //  4. with fine bits, each warp takes kept pairs in turn: it recomputes the pair's tile
 //     probabilities from the pooled tiles (one dot product of HeadDim per lane and tile
@@ -107,7 +108,7 @@ __global__ void __launch_bounds__(kSelectThreads) block_select(const BlockSelect
   const int chunk_last = min(chunk_first + chunk, kv_blocks);
   int wanted;
   if (p.top_k > 0) {
-    wanted = p.top_k;
+    wanted = p.top_k_per_head != nullptr ? p.top_k_per_head[head] : p.top_k;
   } else {
     float chunk_sum = 0.f;
     for (int i = chunk_first; i < chunk_last; ++i) chunk_sum += scores[block_at(i)];

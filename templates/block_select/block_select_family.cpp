@@ -104,6 +104,8 @@ void BlockSelectFamily::validate(const BlockSelectConfig& config, const BlockSel
   if (p.scores == nullptr || p.kv_block_count == nullptr || p.kv_block_index == nullptr)
     fail("scores, kv_block_count and kv_block_index must not be null");
   if (p.top_k < 0) fail("top_k = " + std::to_string(p.top_k) + " is negative (0 selects the threshold mode)");
+  if (p.top_k_per_head != nullptr && p.top_k == 0)
+    fail("top_k_per_head needs top_k > 0, the largest per-head k (top_k = 0 selects the threshold mode)");
   if (p.top_k == 0 && !(p.threshold >= 0.f && p.threshold <= 1.f))
     fail("threshold = " + std::to_string(p.threshold) + " is outside [0, 1] (threshold mode: top_k = 0)");
   if (p.text_blocks < 0 || p.text_blocks > kv_blocks)

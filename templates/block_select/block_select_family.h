@@ -63,10 +63,13 @@ class BlockSelectFamily final : public KernelFamily {
   static jit::KernelSpec render(const BlockSelectConfig& config, const jit::Target& target);
   // Throws std::invalid_argument for: an invalid config, null pointers (fine-bit inputs
   // only with fine bits; fine_bits given without), non-positive sizes, more than
-  // kMaxSelectKvBlocks key blocks, top_k < 0, a threshold outside [0, 1] in threshold mode,
+  // kMaxSelectKvBlocks key blocks, top_k < 0, top_k_per_head without top_k > 0, a threshold
+  // outside [0, 1] in threshold mode,
   // text_blocks outside 0..KB, max_kv_blocks outside block_select_min_row_pitch..KB, with
   // fine bits a fine_share outside (0, 1], a softmax_scale not positive and finite, or a
-  // pooled_k that is not 16-byte aligned. Does not read device memory.
+  // pooled_k that is not 16-byte aligned. Does not read device memory (so it cannot check
+  // the per-head ks: the kernel clips each to max_kv_blocks, the reference refuses any
+  // outside 1..top_k).
   static void validate(const BlockSelectConfig& config, const BlockSelectParams& params);
   static jit::LaunchConfig geometry(const BlockSelectConfig& config, const BlockSelectParams& params,
                                     CUstream stream);

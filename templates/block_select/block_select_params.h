@@ -7,9 +7,10 @@
 //  - always: the diagonal block min(qb * block_q / block_kv, KB - 1), the first block 0 and
 //    the last `text_blocks` blocks (text tokens sit after the video tokens);
 //  - then, in the order of descending score (equal scores: the lower block index first), the
-//    other blocks until the row keeps `top_k` blocks in all (top_k > 0), or until the kept
-//    blocks' scores reach `threshold` times the row's total score (top_k == 0; the always-
-//    kept blocks count); never more than max_kv_blocks.
+//    other blocks until the row keeps k blocks in all (top_k > 0: k = top_k, or
+//    top_k_per_head[head] when that array is given, SVOO's per-head densities), or until the
+//    kept blocks' scores reach `threshold` times the row's total score (top_k == 0; the
+//    always-kept blocks count); never more than max_kv_blocks.
 // Output: the block-CSR mask of sparse_attention (attention_params.h): kv_block_count
 // [B, H, QB], kv_block_index [B, H, QB, max_kv_blocks] ascending (entries past the count are
 // left as they were), and with fine sub-tiles of 16 queries x fine_n keys (fixed by the
@@ -39,12 +40,17 @@ struct BlockSelectParams {
   const void* pooled_k;               // [batch, heads, Tk, head_dim]
   const float* tile_lse;              // [batch, heads, Tq]
 
+  // Null: every head keeps top_k. Else [heads], each in 1..top_k: head h keeps
+  // top_k_per_head[h] blocks, and top_k is the largest of them (it sizes max_kv_blocks).
+  // Read only with top_k > 0.
+  const int* top_k_per_head;
+
   int max_kv_blocks;
   int batch;
   int heads;
   int tokens_q;
   int tokens_kv;
-  int top_k;         // > 0: blocks kept per row; 0: threshold mode
+  int top_k;         // > 0: blocks kept per row (the largest, with top_k_per_head); 0: threshold mode
   float threshold;   // threshold mode: the share of the row's score to keep, in [0, 1]
   int text_blocks;   // the last text_blocks key blocks are always kept (0 <= text_blocks <= KB)
   float fine_share;  // with fine bits: in (0, 1]

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <numeric>
 #include <stdexcept>
+#include <string>
 
 #include "templates/common/half_precision.h"
 
@@ -72,6 +73,12 @@ std::uint64_t fine_word_for(const std::vector<double>& masses, double share) {
 
 BlockMask block_select_reference(const BlockSelectParams& p, const BlockSelectConfig& c) {
   BlockSelectFamily::validate(c, p);
+  if (p.top_k_per_head != nullptr)
+    for (int h = 0; h < p.heads; ++h)
+      if (p.top_k_per_head[h] < 1 || p.top_k_per_head[h] > p.top_k)
+        throw std::invalid_argument("block_select_reference: top_k_per_head[" + std::to_string(h) + "] = " +
+                                    std::to_string(p.top_k_per_head[h]) + " is outside 1.." +
+                                    std::to_string(p.top_k) + " (top_k)");
   BlockMask mask;
   mask.batch = p.batch;
   mask.heads = p.heads;
@@ -106,7 +113,7 @@ BlockMask block_select_reference(const BlockSelectParams& p, const BlockSelectCo
           return !always(x) && rank_score(x) > rank_score(y);
         });
         const int always_count = static_cast<int>(std::count_if(order.begin(), order.end(), always));
-        int wanted = p.top_k;
+        int wanted = p.top_k_per_head != nullptr ? p.top_k_per_head[h] : p.top_k;
         if (p.top_k == 0) {
           double total = 0.0;
           for (int kb : order) total += scores[kb];

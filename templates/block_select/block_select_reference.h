@@ -12,10 +12,11 @@
 
 namespace sparsejit::templates {
 
-// The mask block_select writes, for host_params whose scores (and, with fine bits,
-// pooled_q, pooled_k, tile_lse) are HOST pointers; the output pointers are ignored. The
-// returned mask has max_kv_blocks = host_params.max_kv_blocks and unused index entries -1.
-// Throws std::invalid_argument where BlockSelectFamily::validate would.
+// The mask block_select writes, for host_params whose scores, top_k_per_head (when given)
+// and, with fine bits, pooled_q, pooled_k, tile_lse are HOST pointers; the output pointers
+// are ignored. The returned mask has max_kv_blocks = host_params.max_kv_blocks and unused
+// index entries -1. Throws std::invalid_argument where BlockSelectFamily::validate would,
+// and for a per-head k outside 1..top_k.
 BlockMask block_select_reference(const BlockSelectParams& host_params, const BlockSelectConfig& config);
 
 // The masses of the 16 x fine_n sub-tiles of pair (b, h, qb, kb), bit order (qs *

@@ -239,6 +239,73 @@ TEST_F(DatabaseTest, ListSparsityProfilesInKeyOrder) {
   EXPECT_DOUBLE_EQ(profiles[2].tau, 0.95);
 }
 
+SparsityProfile profile_row(const std::string& model, int step, int layer, int head, double density) {
+  return {.model = model, .step = step, .layer = layer, .head = head, .density = density, .tau = 0.95};
+}
+
+// A rerun replaces every head of the (model, step, layer) keys it writes (a head it no longer
+// has goes too) and keeps the model's other keys and other models.
+TEST_F(DatabaseTest, ReplaceSparsityProfilesReplacesTheKeysItWrites) {
+  Database database = Database::open(file);
+  database.replace_sparsity_profiles({profile_row("wan", 0, 0, 0, 0.5), profile_row("wan", 0, 0, 1, 0.25),
+                                      profile_row("wan", 0, 0, 2, 0.125), profile_row("wan", 10, 0, 0, 0.75),
+                                      profile_row("cog", 0, 0, 0, 1.0)});
+  database.replace_sparsity_profiles({profile_row("wan", 0, 0, 0, 0.0625), profile_row("wan", 0, 0, 1, 1.0)});
+  const std::vector<SparsityProfile> wan = database.list_sparsity_profiles("wan");
+  ASSERT_EQ(wan.size(), 3u);
+  EXPECT_EQ(wan[0].step, 0);
+  EXPECT_DOUBLE_EQ(wan[0].density, 0.0625);
+  EXPECT_EQ(wan[1].head, 1);
+  EXPECT_DOUBLE_EQ(wan[1].density, 1.0);
+  EXPECT_EQ(wan[2].step, 10);  // another step of the model: kept
+  EXPECT_DOUBLE_EQ(wan[2].density, 0.75);
+  EXPECT_EQ(database.list_sparsity_profiles("cog").size(), 1u);
+  EXPECT_TRUE(database.list_sparsity_profiles("nope").empty());
+}
+
+TEST_F(DatabaseTest, ReplaceSparsityProfilesRefusesBadRowsBeforeWriting) {
+  Database database = Database::open(file);
+  database.replace_sparsity_profiles({profile_row("wan", 0, 0, 0, 0.5)});
+  const struct {
+    SparsityProfile bad;
+    std::string words;
+  } cases[] = {{profile_row("", 0, 0, 0, 0.5), "model name is empty"},
+               {profile_row("wan", -1, 0, 0, 0.5), "must not be negative"},
+               {profile_row("wan", 0, 0, 1, 0.0), "must lie in (0, 1]"},
+               {profile_row("wan", 0, 0, 1, 1.5), "must lie in (0, 1]"},
+               {profile_row("wan", 0, 0, 0, 0.25), "given twice"}};
+  for (const auto& [bad, words] : cases) {
+    try {
+      database.replace_sparsity_profiles({profile_row("wan", 0, 0, 0, 0.25), bad});
+      ADD_FAILURE() << "expected a refusal mentioning '" << words << "'";
+    } catch (const std::invalid_argument& error) {
+      EXPECT_NE(std::string(error.what()).find(words), std::string::npos) << error.what();
+    }
+    const std::vector<SparsityProfile> stored = database.list_sparsity_profiles("wan");
+    ASSERT_EQ(stored.size(), 1u) << words;
+    EXPECT_DOUBLE_EQ(stored[0].density, 0.5) << "nothing was written for: " << words;
+  }
+}
+
+// One transaction: an insert that SQLite refuses half way (a trigger stands for any failure)
+// leaves the stored rows as they were, the deleted ones included.
+TEST_F(DatabaseTest, ReplaceSparsityProfilesIsOneTransaction) {
+  Database database = Database::open(file);
+  database.replace_sparsity_profiles({profile_row("wan", 0, 0, 0, 0.5), profile_row("wan", 0, 0, 1, 0.25)});
+  {
+    Connection connection = Connection::open(file, OpenMode::read_write_create);
+    connection.exec("CREATE TRIGGER refuse_head_3 BEFORE INSERT ON sparsity_profiles WHEN NEW.head = 3 "
+                    "BEGIN SELECT RAISE(ABORT, 'head 3 refused'); END");
+  }
+  EXPECT_THROW(database.replace_sparsity_profiles({profile_row("wan", 0, 0, 0, 1.0), profile_row("wan", 0, 0, 1, 1.0),
+                                                   profile_row("wan", 0, 0, 3, 1.0)}),
+               DatabaseError);
+  const std::vector<SparsityProfile> stored = database.list_sparsity_profiles("wan");
+  ASSERT_EQ(stored.size(), 2u);
+  EXPECT_DOUBLE_EQ(stored[0].density, 0.5);
+  EXPECT_DOUBLE_EQ(stored[1].density, 0.25);
+}
+
 TEST_F(DatabaseTest, RecordTrialRejectsAnOkTrialWithoutATime) {
   Database database = Database::open(file);
   TrialRecord trial = ok_trial(database.upsert_gpu(h100()), "{}", 1.0);

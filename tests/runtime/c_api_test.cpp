@@ -255,6 +255,38 @@ TEST_F(MaskArgs, BadInputsAndOptions) {
                     SPARSEJIT_ERROR_NULL_POINTER, "builder is NULL");
 }
 
+// Per-head densities: KB = 6, so ks 2, 3, 6 and 1 (at least one block), the pitch sized by 6.
+TEST_F(MaskArgs, PerHeadDensitiesAndTheirErrors) {
+  const double densities[] = {0.2, 0.5, 1.0, 0.01};
+  ASSERT_EQ(sparsejit_mask_layout_of_per_head(&inputs, &options, densities, 4, &layout), SPARSEJIT_OK)
+      << sparsejit_last_error_message();
+  EXPECT_EQ(layout.top_k, 6);
+  EXPECT_EQ(layout.max_kv_blocks, 6);
+  const double lower[] = {0.2, 0.5, 0.2, 0.01};
+  ASSERT_EQ(sparsejit_mask_layout_of_per_head(&inputs, &options, lower, 4, &layout), SPARSEJIT_OK);
+  EXPECT_EQ(layout.top_k, 3);
+  EXPECT_EQ(layout.max_kv_blocks, 3);
+
+  EXPECT_FAILS_WITH(sparsejit_mask_layout_of_per_head(&inputs, &options, nullptr, 4, &layout),
+                    SPARSEJIT_ERROR_NULL_POINTER, "head_densities is NULL");
+  EXPECT_FAILS_WITH(sparsejit_mask_layout_of_per_head(&inputs, &options, densities, 3, &layout),
+                    SPARSEJIT_ERROR_INVALID_ARGUMENT, "3 head_densities for 4 heads");
+  EXPECT_FAILS_WITH(sparsejit_mask_layout_of_per_head(&inputs, &options, densities, 0, &layout),
+                    SPARSEJIT_ERROR_INVALID_ARGUMENT, "head_count = 0 must be positive");
+  const double above_one[] = {0.2, 1.5, 1.0, 0.5};
+  EXPECT_FAILS_WITH(sparsejit_mask_layout_of_per_head(&inputs, &options, above_one, 4, &layout),
+                    SPARSEJIT_ERROR_INVALID_ARGUMENT, "head_densities[1] = 1.5");
+  options.density = 0.0;
+  options.threshold = 0.9;
+  EXPECT_FAILS_WITH(sparsejit_mask_layout_of_per_head(&inputs, &options, densities, 4, &layout),
+                    SPARSEJIT_ERROR_INVALID_ARGUMENT, "threshold must then be 0");
+  SetUp();
+  EXPECT_FAILS_WITH(sparsejit_mask_build_per_head(nullptr, &inputs, &options, densities, 4, nullptr, nullptr, nullptr),
+                    SPARSEJIT_ERROR_NULL_POINTER, "builder is NULL");
+  EXPECT_FAILS_WITH(sparsejit_mask_build_per_head(nullptr, &inputs, &options, nullptr, 4, nullptr, nullptr, nullptr),
+                    SPARSEJIT_ERROR_NULL_POINTER, "head_densities is NULL");
+}
+
 TEST(CApiTokenOrder, MatchesTheCppOrderAndChecksItsBuffer) {
   const std::vector<int> expected =
       sparsejit::runtime::token_order(sparsejit::runtime::TokenOrder::hilbert, {3, 5, 7}, 4);

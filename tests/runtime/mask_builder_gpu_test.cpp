@@ -1,10 +1,12 @@
 // MaskBuilder and MaskCache on a GPU: the builder's scores against the float64 block_score
 // reference and its masks against the block_select reference on its own scores (top-k with
-// text blocks, threshold, fine bits) on ragged lengths in [B,N,H,D] storage; the cache over
-// the steps of a short schedule (dense warm-up and dense layer, refresh, reuse with the device
-// pointer and contents unchanged, a layer first seen mid-window, separate masks per guidance
-// pass, a refresh at the next density into the same buffer, lazy allocation), then
-// Runtime::sparse_attention on the cached bitmask with its fine bits against the reference.
+// text blocks, threshold, fine bits, per-head densities) on ragged lengths in [B,N,H,D]
+// storage; the cache over the steps of a short schedule (dense warm-up and dense layer,
+// refresh, reuse with the device pointer and contents unchanged, a layer first seen
+// mid-window, separate masks per guidance pass, a refresh at the next density into the same
+// buffer, lazy allocation), then Runtime::sparse_attention on the cached bitmask with its
+// fine bits against the reference; the cache with a threshold schedule and with a sparsity
+// profile's per-head densities.
 #include <gtest/gtest.h>
 
 #include <bit>
@@ -16,6 +18,7 @@
 #include "runtime/mask_builder.h"
 #include "runtime/mask_cache.h"
 #include "runtime/runtime.h"
+#include "runtime/sparsity_profile.h"
 #include "templates/block_score/block_score_family.h"
 #include "templates/block_score/block_score_reference.h"
 #include "templates/block_select/block_select_reference.h"
@@ -122,6 +125,8 @@ TEST_F(MaskRuntimeGpuTest, BuilderMatchesTheScoreAndSelectReferences) {
       {"top-k 0.3, 1 text block", {.density = 0.3, .text_blocks = 1}},
       {"threshold 0.8, blocks 64x128", {.block_q = 64, .density = 0.0, .threshold = 0.8}},
       {"top-k 0.5, fine 16x16", {.density = 0.5, .fine_n = 16, .fine_share = 0.9}},
+      {"per-head densities 0.15 and 0.6, 1 text block",
+       {.density = 0.0, .text_blocks = 1, .head_densities = {0.15, 0.6}}},
   };
   for (const auto& [what, options] : cases) {
     SCOPED_TRACE(what);
@@ -176,6 +181,7 @@ TEST_F(MaskRuntimeGpuTest, BuilderMatchesTheScoreAndSelectReferences) {
     host_select.tokens_q = t.tokens_q;
     host_select.tokens_kv = t.tokens_kv;
     host_select.top_k = layout.top_k;
+    host_select.top_k_per_head = layout.head_top_k.empty() ? nullptr : layout.head_top_k.data();
     host_select.threshold = static_cast<float>(options.threshold);
     host_select.text_blocks = options.text_blocks;
     host_select.fine_share = static_cast<float>(options.fine_share);
@@ -321,6 +327,61 @@ TEST_F(MaskRuntimeGpuTest, CacheFollowsTheScheduleAndFeedsSparseAttention) {
   EXPECT_THROW(cache.prepare(1, 1, GuidancePass::conditional, other, stream), std::invalid_argument);
   EXPECT_THROW(cache.prepare(0, 1, GuidancePass::conditional, conditional.inputs(), stream).apply_to(device),
                std::invalid_argument);
+}
+
+// A threshold schedule builds each window at its threshold; a profile's per-head densities
+// replace the schedule's density where the profile covers (step, layer) (the nearest
+// profiled step at or before), and the schedule's density stays elsewhere.
+TEST_F(MaskRuntimeGpuTest, CacheBuildsThresholdWindowsAndProfiledHeads) {
+  const Tensors t(2, 1000, 1000, 64, /*bnhd=*/true, generator_);
+  const CUstream stream = stream_->handle();
+  MaskCacheConfig config;
+  config.layers = 2;
+  config.passes = 1;
+  config.heads = 2;
+  config.tokens_q = config.tokens_kv = 1000;
+  const auto bits_of = [&](const PreparedMask& prepared) {
+    stream_->synchronize();
+    return download<std::uint64_t>(prepared.kv_block_bits, MaskCache::footprint(config, MaskSchedule()).bitmask_bytes /
+                                                               sizeof(std::uint64_t));
+  };
+  const auto expected_bits = [&](MaskBuildOptions options) {
+    const DeviceBlockMask mask = builder_->build(t.inputs(), options, stream);
+    stream_->synchronize();
+    return templates::to_bitmask(downloaded(mask, 1, t.heads, options)).bits;
+  };
+
+  const MaskSchedule thresholds({.steps = 4, .dense_steps = 0, .refresh_interval = 2, .densities = {},
+                                 .dense_layers = {}, .thresholds = {0.8, 0.5}});
+  MaskCache by_threshold(*builder_, thresholds, config);
+  const PreparedMask first = by_threshold.prepare(0, 1, GuidancePass::conditional, t.inputs(), stream);
+  ASSERT_EQ(first.action, MaskAction::refresh);
+  EXPECT_EQ(first.threshold, 0.8);
+  EXPECT_EQ(first.density, 0.0);
+  EXPECT_EQ(first.max_kv_blocks, 8) << "threshold mode: the row pitch is KB";
+  EXPECT_EQ(bits_of(first), expected_bits({.density = 0.0, .threshold = 0.8}));
+  const PreparedMask second = by_threshold.prepare(2, 1, GuidancePass::conditional, t.inputs(), stream);
+  EXPECT_EQ(second.threshold, 0.5);
+  EXPECT_EQ(bits_of(second), expected_bits({.density = 0.0, .threshold = 0.5}));
+
+  const HeadDensityProfile profile({{.model = "m", .step = 2, .layer = 1, .head = 0, .density = 0.01, .tau = 0.95},
+                                    {.model = "m", .step = 2, .layer = 1, .head = 1, .density = 0.9, .tau = 0.95}});
+  config.profile = &profile;
+  const MaskSchedule densities({.steps = 6, .dense_steps = 0, .refresh_interval = 2, .densities = {0.5},
+                                .dense_layers = {}});
+  MaskCache profiled(*builder_, densities, config);
+  const PreparedMask before = profiled.prepare(0, 1, GuidancePass::conditional, t.inputs(), stream);
+  EXPECT_FALSE(before.profiled) << "no profiled step at or before step 0";
+  EXPECT_EQ(bits_of(before), expected_bits({.density = 0.5}));
+  const PreparedMask other_layer = profiled.prepare(4, 0, GuidancePass::conditional, t.inputs(), stream);
+  EXPECT_FALSE(other_layer.profiled) << "layer 0 has no profile";
+  const PreparedMask after = profiled.prepare(4, 1, GuidancePass::conditional, t.inputs(), stream);
+  ASSERT_EQ(after.action, MaskAction::refresh);
+  EXPECT_TRUE(after.profiled) << "step 4 takes step 2's profile";
+  // Head 0's 0.01 is clipped to the default floor of 0.05 (1 of 8 blocks either way).
+  const std::vector<std::uint64_t> profiled_bits = bits_of(after);
+  EXPECT_EQ(profiled_bits, expected_bits({.density = 0.0, .head_densities = {0.05, 0.9}}));
+  EXPECT_NE(profiled_bits, expected_bits({.density = 0.5})) << "the heads' densities differ from the schedule's";
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 // MaskCache and MaskBuilder without a GPU: the cache's footprint, from the function its
 // allocations use, for Wan2.1-14B at 720p (the DESIGN.md budget of 200 MB), with fine bits
-// and with one guidance pass; the layouts and refusals of the builder and the cache config.
+// and with one guidance pass, with a threshold schedule and with a profile's ceiling; the
+// layouts (per-head densities too) and refusals of the builder and the cache config.
 #include <gtest/gtest.h>
 
 #include <iostream>
@@ -58,6 +59,34 @@ TEST(MaskCacheFootprint, FineBitsAddAWordPerKeptPairAtTheHighestDensity) {
   EXPECT_EQ(MaskCache::footprint(config, MaskSchedule()).entries, 40u);
 }
 
+// A threshold schedule may keep every key block: the bitmask is the same, fine bits take a
+// word per key block (591 a row): 40 x 591 x 591 x 8 bytes per entry.
+TEST(MaskCacheFootprint, ThresholdSchedulesSizeFineBitsAtEveryKeyBlock) {
+  const MaskSchedule thresholds({.densities = {}, .thresholds = {0.95, 0.9}});
+  MaskCacheConfig config = wan_720p();
+  EXPECT_EQ(MaskCache::footprint(config, thresholds).total_bytes(), 151'296'000u);
+  config.build.fine_n = 16;
+  const MaskCacheFootprint footprint = MaskCache::footprint(config, thresholds);
+  EXPECT_EQ(footprint.fine_bits_bytes, 40u * 591u * 591u * 8u);
+  std::cout << "[ figure   ] mask cache with fine bits, threshold schedule, Wan2.1-14B 720p: " << footprint.total_bytes()
+            << " bytes (" << footprint.total_bytes() / 1e6 << " MB)\n";
+}
+
+// With a profile, fine bits are sized by the higher of the schedule's densities and the
+// profile's ceiling: ceil(0.5 * 591) = 296 pairs a row.
+TEST(MaskCacheFootprint, AProfileSizesFineBitsAtItsCeiling) {
+  std::vector<db::SparsityProfile> rows;
+  for (int head = 0; head < 40; ++head)
+    rows.push_back({.model = "wan", .step = 12, .layer = 1, .head = head, .density = 0.2, .tau = 0.95});
+  const HeadDensityProfile profile(rows, {.min_density = 0.05, .max_density = 0.5});
+  MaskCacheConfig config = wan_720p();
+  config.build.fine_n = 16;
+  config.profile = &profile;
+  EXPECT_EQ(MaskCache::footprint(config, MaskSchedule()).fine_bits_bytes, 40u * 591u * 296u * 8u);
+  config.heads = 12;
+  EXPECT_NE(refusal(config).find("the profile of model 'wan' has 40 heads, the cache 12"), std::string::npos);
+}
+
 TEST(MaskCacheFootprint, InvalidConfigsSayWhy) {
   MaskCacheConfig config = wan_720p();
   config.layers = 0;
@@ -110,6 +139,21 @@ TEST(MaskBuilderLayout, TopKAndThresholdLayouts) {
   EXPECT_EQ(layout.max_kv_blocks, 8);
 }
 
+// Per-head densities: k_h = max(1, ceil(d_h x KB)) per head, the row pitch sized by the
+// largest; density is ignored.
+TEST(MaskBuilderLayout, PerHeadDensitiesGiveEachHeadItsK) {
+  MaskBuildOptions options;
+  options.head_densities = {0.05, 0.3, 1e-12};
+  const MaskLayout layout = MaskBuilder::layout(shape(1000, 75600), options);
+  EXPECT_EQ(layout.head_top_k, (std::vector<int>{30, 178, 1}));
+  EXPECT_EQ(layout.top_k, 178);
+  EXPECT_EQ(layout.max_kv_blocks, 178);
+  options.density = 0.0;
+  options.head_densities = {1.0, 0.5, 0.5};
+  EXPECT_EQ(MaskBuilder::layout(shape(1000, 75600), options).max_kv_blocks, 591);
+  EXPECT_TRUE(MaskBuilder::layout(shape(1000, 75600), MaskBuildOptions()).head_top_k.empty());
+}
+
 TEST(MaskBuilderLayout, RefusalsSayWhich) {
   const auto message = [](const MaskBuildOptions& options) {
     try {
@@ -127,6 +171,12 @@ TEST(MaskBuilderLayout, RefusalsSayWhich) {
   EXPECT_NE(message({.fine_n = 12}).find("fine sub-tiles"), std::string::npos);
   EXPECT_NE(message({.tile = 12, .fine_n = 16}).find("tiles of 12 tokens"), std::string::npos);
   EXPECT_NE(message({.text_blocks = -1}).find("text_blocks = -1"), std::string::npos);
+  EXPECT_NE(message({.head_densities = {0.5, 0.5}}).find("2 head_densities for 3 heads"), std::string::npos);
+  EXPECT_NE(message({.head_densities = {0.5, 0.0, 0.5}}).find("head_densities[1] = 0.0"), std::string::npos);
+  EXPECT_NE(message({.head_densities = {0.5, 0.5, 1.5}}).find("head_densities[2] = 1.5"), std::string::npos);
+  EXPECT_NE(message({.density = 0.0, .threshold = 0.9, .head_densities = {0.5, 0.5, 0.5}})
+                .find("threshold must then be 0"),
+            std::string::npos);
   EXPECT_EQ(message({.density = 1.0}), "accepted");
 }
 

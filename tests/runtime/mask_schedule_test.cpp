@@ -1,6 +1,6 @@
 // MaskSchedule without a GPU: every step of the default (DFSAttn) schedule for a sparse and
 // a dense layer, custom schedules, the edges (refresh every step, no warm-up, all warm-up,
-// steps past the end) and the config's refusals.
+// steps past the end), threshold schedules and the config's refusals.
 #include <gtest/gtest.h>
 
 #include <stdexcept>
@@ -117,12 +117,39 @@ TEST(MaskSchedule, InvalidConfigsSayWhichField) {
   EXPECT_NE(message({.steps = 10, .dense_steps = 11}).find("dense_steps = 11"), std::string::npos);
   EXPECT_NE(message({.dense_steps = -1}).find("dense_steps = -1"), std::string::npos);
   EXPECT_NE(message({.refresh_interval = 0}).find("refresh_interval = 0"), std::string::npos);
-  EXPECT_NE(message({.densities = {}}).find("densities is empty"), std::string::npos);
+  EXPECT_NE(message({.densities = {}}).find("densities and thresholds are both empty"), std::string::npos);
+  EXPECT_NE(message({.thresholds = {0.9}}).find("densities and thresholds are both given"), std::string::npos);
+  EXPECT_NE(message({.densities = {}, .thresholds = {0.9, 1.5}}).find("thresholds[1] = 1.5"), std::string::npos);
+  EXPECT_NE(message({.densities = {}, .thresholds = {0.0}}).find("thresholds[0]"), std::string::npos);
   EXPECT_NE(message({.densities = {0.3, 0.0}}).find("densities[1]"), std::string::npos);
   EXPECT_NE(message({.densities = {1.5}}).find("densities[0]"), std::string::npos);
   EXPECT_NE(message({.dense_layers = {2, -4}}).find("negative layer -4"), std::string::npos);
   EXPECT_NE(message({.dense_layers = {1, 5, 1}}).find("layer 1 twice"), std::string::npos);
   EXPECT_EQ(message({.steps = 1, .dense_steps = 1, .refresh_interval = 1, .densities = {1.0}}), "accepted");
+}
+
+// A threshold schedule: the same steps and windows, each window's threshold (the last
+// repeats), density 0; the row pitch it needs is KB (max_density 1).
+TEST(MaskSchedule, ThresholdScheduleGivesEachWindowItsThreshold) {
+  const MaskSchedule schedule({.steps = 20, .dense_steps = 4, .refresh_interval = 5, .densities = {},
+                               .dense_layers = {0}, .thresholds = {0.95, 0.9}});
+  EXPECT_TRUE(schedule.by_threshold());
+  const auto by_threshold = [](MaskAction action, double threshold, int window) {
+    return MaskDecision{.action = action, .density = 0.0, .window = window, .threshold = threshold};
+  };
+  EXPECT_EQ(schedule.decide(3, 1), dense());
+  EXPECT_EQ(schedule.decide(4, 1), by_threshold(MaskAction::refresh, 0.95, 0));
+  EXPECT_EQ(schedule.decide(8, 1), by_threshold(MaskAction::reuse, 0.95, 0));
+  EXPECT_EQ(schedule.decide(9, 1), by_threshold(MaskAction::refresh, 0.9, 1));
+  EXPECT_EQ(schedule.decide(14, 1), by_threshold(MaskAction::refresh, 0.9, 2));  // the last repeats
+  EXPECT_EQ(schedule.decide(18, 1), by_threshold(MaskAction::reuse, 0.9, 2));
+  EXPECT_EQ(schedule.decide(19, 1), by_threshold(MaskAction::refresh, 0.9, 3));
+  EXPECT_EQ(schedule.decide(9, 0), dense());
+  EXPECT_TRUE(schedule.decide(9, 1).by_threshold());
+  EXPECT_FALSE(schedule.decide(9, 0).by_threshold());
+  EXPECT_DOUBLE_EQ(schedule.max_density(), 1.0);
+  EXPECT_FALSE(MaskSchedule().by_threshold());
+  EXPECT_FALSE(MaskSchedule().decide(12, 1).by_threshold());
 }
 
 TEST(MaskSchedule, ActionsHaveNames) {

@@ -2,10 +2,11 @@
 // inputs with poisoned (NaN / 0xff) outputs: every dtype x head dim x tile with the block
 // pairs and layouts in rotation on ragged lengths, every CTA of the score space, the model
 // lengths (32,760 whole; 75,600 on sampled query blocks), selection in both modes with ties
-// and fine bits for every block pair and fine width. (The mask build's speed is measured by
-// `sparsejit bench mask`, not here.)
+// and fine bits for every block pair and fine width, and with per-head k. (The mask build's
+// speed is measured by `sparsejit bench mask`, not here.)
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <numeric>
@@ -285,6 +286,17 @@ struct SelectCase {
     device.tile_lse = static_cast<const float*>(dlse.pointer());
   }
 
+  // Per-head k: head h keeps ks[h] (each in 1..top_k, the case's top_k being the largest,
+  // which sized the row pitch).
+  void use_head_top_k(std::vector<int> ks) {
+    head_top_k = std::move(ks);
+    dhead_top_k = jit::DeviceBuffer::from_host(head_top_k);
+    host.top_k_per_head = head_top_k.data();
+    device.top_k_per_head = static_cast<const int*>(dhead_top_k.pointer());
+  }
+  std::vector<int> head_top_k;
+  jit::DeviceBuffer dhead_top_k;
+
   BlockMask device_mask() const {
     BlockMask mask;
     mask.batch = host.batch;
@@ -365,6 +377,31 @@ TEST_F(BlockMaskGpuTest, SelectionMatchesTheReference) {
                                      " text " + std::to_string(mode.text_blocks));
       }
     }
+}
+
+// Per-head k (SVOO's per-head densities): random ks per head in 1..KB + 2 (some at or past
+// KB, one head at 1), with text blocks, both key block sizes, and once with fine bits.
+TEST_F(BlockMaskGpuTest, SelectionWithPerHeadTopKMatchesTheReference) {
+  const struct {
+    BlockSelectConfig config;
+    int tokens;
+  } cases[] = {{block_select_config(128, 64, 0), 3000},
+               {block_select_config(64, 128, 0), 3000},
+               {block_select_config(128, 128, 16, HalfDtype::bf16, 128, 16), 1000}};
+  for (const auto& [config, tokens] : cases) {
+    const int heads = 6, kv_blocks = (tokens + config.block_kv - 1) / config.block_kv;
+    std::uniform_int_distribution<int> k_of_head(1, kv_blocks + 2);
+    std::vector<int> ks(heads);
+    for (int& k : ks) k = k_of_head(generator_);
+    ks[0] = 1;
+    const int top_k = *std::max_element(ks.begin(), ks.end());
+    SelectCase c(config, 2, heads, tokens, top_k, 0.f, 1, generator_);
+    c.use_head_top_k(ks);
+    run_select(config, c.device);
+    std::string label = "per-head k";
+    for (int k : ks) label += " " + std::to_string(k);
+    expect_select_matches(c, label);
+  }
 }
 
 // Fine bits: every valid block pair x fine width, the dtypes, head dims and tiles in rotation.

@@ -1,9 +1,11 @@
 // block_select without a GPU: the float64 reference's rules on small hand-made rows (top-k,
-// ties, k >= KB, the always-kept blocks, the threshold's edges, the row cap), fine bits from
-// sub-tile masses (ties, shares, tiles larger and smaller than sub-tiles, ragged ends), the
-// descriptor's space and validation, and NVRTC compiles of a stratified subset.
+// ties, k >= KB, the always-kept blocks, the threshold's edges, the row cap, per-head k),
+// fine bits from sub-tile masses (ties, shares, tiles larger and smaller than sub-tiles,
+// ragged ends), the descriptor's space and validation, and NVRTC compiles of a stratified
+// subset.
 #include <gtest/gtest.h>
 
+#include <array>
 #include <bit>
 #include <cmath>
 #include <numeric>
@@ -119,6 +121,76 @@ TEST(BlockSelectReference, ThresholdKeepsTheSmallestSetReachingIt) {
   // A cap of max_kv_blocks keeps the best that fit.
   SelectCase capped(300, scores, 0, 1.f, 0, 3);
   EXPECT_EQ(capped.kept(block_select_reference(capped.params, capped.config), 3), (std::vector<int>{0, 2, 3}));
+}
+
+// Per-head k (SVOO's per-head densities): 3 heads of 5 blocks of 64 (300 tokens), all scores
+// tied within a head, so each head keeps its always-kept blocks and then the lowest indices.
+TEST(BlockSelectReference, PerHeadTopKKeepsEachHeadsOwnCount) {
+  std::vector<float> scores(3 * 25, 0.5f);
+  SelectCase c(300, scores, 5, 0.f, 0, 5);
+  c.params.heads = 3;
+  const int head_top_k[] = {1, 3, 5};
+  c.params.top_k_per_head = head_top_k;
+  const BlockMask mask = block_select_reference(c.params, c.config);
+  validate_block_mask(mask, 300, 300);
+  const auto kept = [&](int h, int qb) {
+    const std::span<const int> blocks = mask.kept_blocks(0, h, qb);
+    return std::vector<int>(blocks.begin(), blocks.end());
+  };
+  EXPECT_EQ(kept(0, 3), (std::vector<int>{0, 3}));  // k = 1: first and diagonal only
+  EXPECT_EQ(kept(0, 0), (std::vector<int>{0}));     // first = diagonal
+  EXPECT_EQ(kept(1, 3), (std::vector<int>{0, 1, 3}));  // ties: the lower index
+  EXPECT_EQ(kept(1, 0), (std::vector<int>{0, 1, 2}));
+  for (int qb = 0; qb < 5; ++qb) EXPECT_EQ(kept(2, qb), (std::vector<int>{0, 1, 2, 3, 4})) << "k = KB";
+
+  // Distinct scores: head 1 keeps its 3 best (with first and diagonal), head 0 only those two.
+  std::vector<float> ranked(3 * 25, 0.f);
+  const float row2[] = {0.01f, 0.4f, 0.02f, 0.3f, 0.27f};
+  for (int h = 0; h < 3; ++h) std::copy(std::begin(row2), std::end(row2), ranked.begin() + h * 25 + 10);
+  c.scores = ranked;
+  c.params.scores = c.scores.data();
+  const BlockMask by_score = block_select_reference(c.params, c.config);
+  EXPECT_EQ(std::vector<int>(by_score.kept_blocks(0, 0, 2).begin(), by_score.kept_blocks(0, 0, 2).end()),
+            (std::vector<int>{0, 2}));
+  EXPECT_EQ(std::vector<int>(by_score.kept_blocks(0, 1, 2).begin(), by_score.kept_blocks(0, 1, 2).end()),
+            (std::vector<int>{0, 1, 2}));
+
+  // A k past KB keeps every block; the row pitch stays KB.
+  const int past_the_end[] = {7, 2, 6};
+  c.params.top_k = 7;
+  c.params.top_k_per_head = past_the_end;
+  const BlockMask wide = block_select_reference(c.params, c.config);
+  EXPECT_EQ(wide.kept_blocks(0, 0, 1).size(), 5u);
+  EXPECT_EQ(wide.kept_blocks(0, 2, 4).size(), 5u);
+  EXPECT_EQ(wide.kept_blocks(0, 1, 4).size(), 2u);  // first and diagonal
+}
+
+// Short rows: a single key block (50 tokens) keeps it, whatever each head asks for.
+TEST(BlockSelectReference, PerHeadTopKOnAOneBlockRow) {
+  SelectCase c(50, std::vector<float>(2, 0.25f), 2, 0.f, 0, 1);
+  c.params.heads = 2;
+  const int head_top_k[] = {1, 2};
+  c.params.top_k_per_head = head_top_k;
+  const BlockMask mask = block_select_reference(c.params, c.config);
+  for (int h = 0; h < 2; ++h) {
+    ASSERT_EQ(mask.kept_blocks(0, h, 0).size(), 1u) << "head " << h;
+    EXPECT_EQ(mask.kept_blocks(0, h, 0)[0], 0) << "head " << h;
+  }
+}
+
+TEST(BlockSelectReference, PerHeadTopKOutsideOneToTopKIsRefused) {
+  SelectCase c(300, std::vector<float>(2 * 25, 1.f), 3, 0.f, 0, 3);
+  c.params.heads = 2;
+  for (const auto& [ks, words] : {std::pair{std::array<int, 2>{0, 2}, "top_k_per_head[0] = 0 is outside 1..3"},
+                                 std::pair{std::array<int, 2>{3, 4}, "top_k_per_head[1] = 4 is outside 1..3"}}) {
+    c.params.top_k_per_head = ks.data();
+    try {
+      block_select_reference(c.params, c.config);
+      ADD_FAILURE() << "expected a refusal mentioning '" << words << "'";
+    } catch (const std::invalid_argument& error) {
+      EXPECT_NE(std::string(error.what()).find(words), std::string::npos) << error.what();
+    }
+  }
 }
 
 TEST(BlockSelectReference, FineWordKeepsTheFewestSubtilesReachingTheShare) {
@@ -277,6 +349,11 @@ TEST(BlockSelectValidate, RefusesBadParamsWithTheReason) {
   bad = p;
   bad.scores = nullptr;
   expect_refused(fine, bad, "must not be null");
+  bad = p;
+  const int head_top_k[] = {2};
+  bad.top_k_per_head = head_top_k;
+  bad.top_k = 0;
+  expect_refused(fine, bad, "top_k_per_head needs top_k > 0");
 }
 
 // A stratified subset compiles for sm_80 and sm_90: every block pair without fine bits, and
