@@ -155,9 +155,16 @@ AttentionConfig default_attention_config(HalfDtype dtype, int head_dim, int bloc
   // (its CTAs drift apart over the heads, and K/V leave L2), equal below: D <= 64 only.
   // 64-row tiles (one consumer warpgroup) take 2 stages: the tuner's slice at density 0.1
   // (same file) found 3 stages of them 1.25-1.68x slower, two CTAs no longer sharing an SM.
+  // With fine bits at D = 64 the full default grid (BENCHMARKS.md, fourth session) chose, in
+  // all 24 problems of each kind: for 128 x 128 blocks 64-row wgmma tiles, 1.07-1.11x the
+  // 128-row ones (a warpgroup skips its work where none of its 64 rows keeps a tile); for
+  // 64 x 64 blocks the mma.sync tile, 1.03-1.05x the wgmma one (its 16-row warps skip
+  // sub-tiles).
+  const bool fine_narrow_head = fine_n > 0 && head_dim <= 64;
   const int max_shared = max_shared_bytes_for(target);
-  if (wgmma_target(target) && table_contains(kWgmmaHeadDims, head_dim))
-    for (int block_m = std::min(128, block_q), stages = block_m == 128 ? 3 : 2; stages >= 2; --stages) {
+  if (wgmma_target(target) && table_contains(kWgmmaHeadDims, head_dim) && !(fine_narrow_head && block_q <= 64))
+    for (int block_m = std::min(fine_narrow_head ? 64 : 128, block_q), stages = block_m == 128 ? 3 : 2; stages >= 2;
+         --stages) {
       const AttentionConfig config{dtype, head_dim, block_q, block_kv, block_m, std::min(128, block_kv),
                                    wgmma_warps(block_m), fine_n, false, true, stages, head_dim <= 64};
       if (attention_config_problem(config, max_shared).empty()) return config;

@@ -56,13 +56,26 @@ TEST(AttentionSpace, TargetDefaultsPreferWgmmaOnHopper) {
   EXPECT_EQ(wide.block_n, 128);
   EXPECT_EQ(wide.stages, 3);
   EXPECT_FALSE(wide.persistent);
-  const AttentionConfig narrow = default_attention_config(HalfDtype::fp16, 64, 64, 64, 16, sm90);
+  const AttentionConfig narrow = default_attention_config(HalfDtype::fp16, 64, 64, 64, 0, sm90);
   EXPECT_TRUE(narrow.wgmma);
   EXPECT_EQ(narrow.block_m, 64);
   EXPECT_EQ(narrow.warps, 8);
   EXPECT_EQ(narrow.stages, 2);  // 64-row tiles: two CTAs an SM
   EXPECT_TRUE(narrow.persistent);
   EXPECT_EQ(attention_config_problem(narrow, kHopperShared), "");
+  // D = 64 with fine bits, as the full grid chose: 64-row wgmma tiles for blocks of 128, the
+  // mma.sync tile (16-row warps skip sub-tiles) for blocks of 64.
+  const AttentionConfig fine_wide_blocks = default_attention_config(HalfDtype::bf16, 64, 128, 128, 16, sm90);
+  EXPECT_TRUE(fine_wide_blocks.wgmma);
+  EXPECT_EQ(fine_wide_blocks.block_m, 64);
+  EXPECT_EQ(fine_wide_blocks.block_n, 128);
+  EXPECT_EQ(fine_wide_blocks.stages, 2);
+  const AttentionConfig fine_narrow_blocks = default_attention_config(HalfDtype::fp16, 64, 64, 64, 16, sm90);
+  EXPECT_FALSE(fine_narrow_blocks.wgmma);
+  EXPECT_EQ(fine_narrow_blocks.block_m, 64);
+  EXPECT_EQ(fine_narrow_blocks.block_n, 64);
+  EXPECT_EQ(fine_narrow_blocks.warps, 4);
+  EXPECT_TRUE(default_attention_config(HalfDtype::bf16, 128, 64, 64, 16, sm90).wgmma);  // D = 128 keeps wgmma
   EXPECT_FALSE(default_attention_config(HalfDtype::bf16, 96, 128, 128, 0, sm90).wgmma);
   EXPECT_EQ(default_attention_config(HalfDtype::bf16, 128, 128, 128, 0, sm80),
             default_attention_config(HalfDtype::bf16, 128, 128, 128, 0, max_shared_bytes_for(sm80)));
