@@ -115,6 +115,12 @@ std::string format_fixed(double value, int decimals) {
   return buffer;
 }
 
+double median_of(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  const std::size_t middle = values.size() / 2;
+  return values.size() % 2 == 1 ? values[middle] : (values[middle - 1] + values[middle]) / 2;
+}
+
 std::optional<std::int64_t> selected_gpu(const db::Database& database, const std::string& selector) {
   if (selector.empty()) return std::nullopt;
   for (const db::StoredGpu& gpu : database.list_gpus())

@@ -57,6 +57,8 @@ CLI::Validator shape_validator();
 std::string format_bytes(std::int64_t bytes);  // "1.5 MiB"
 void print_json(const nlohmann::json& json);   // to stdout, indented, with a final newline
 std::string format_fixed(double value, int decimals);
+// The median of `values` (the mean of the middle two for an even count); not empty.
+double median_of(std::vector<double> values);
 
 // `elements` random 16-bit values for the benches' inputs: a block of 4 Mi random values
 // (never zeros) repeated, as drawing every element of a 387 M-element tensor takes minutes.

@@ -1,6 +1,7 @@
 // sparsejit db: inspect a tuning database (gpus, cubins, stats, problems, best, trials).
 // Tables for people, --json for scripts. The commands that move rows between databases or
 // remove them are in db_exchange_command.cpp.
+#include <algorithm>
 #include <iostream>
 #include <map>
 #include <optional>
@@ -228,6 +229,38 @@ int run_trials(const GlobalOptions& global, const ListingOptions& options) {
   return kExitOk;
 }
 
+// The sparsity profiles of `sparsejit profile`: per (model, step, layer) for people, every
+// head's density for scripts.
+int run_profiles(const GlobalOptions& global, const std::string& model, bool json) {
+  db::Database database = open_existing_database(database_path(global));
+  const std::vector<db::SparsityProfile> profiles =
+      model.empty() ? database.list_sparsity_profiles() : database.list_sparsity_profiles(model);
+  nlohmann::json rows = nlohmann::json::array();
+  Table table({"model", "step", "layer", "heads", "min density", "median density", "max density", "tau"});
+  for (std::size_t first = 0; first < profiles.size();) {  // rows are ordered by model, step, layer, head
+    const db::SparsityProfile& key = profiles[first];
+    std::size_t end = first;
+    std::vector<double> densities;
+    for (; end < profiles.size() && profiles[end].model == key.model && profiles[end].step == key.step &&
+           profiles[end].layer == key.layer;
+         ++end)
+      densities.push_back(profiles[end].density);
+    rows.push_back({{"model", key.model}, {"step", key.step}, {"layer", key.layer}, {"tau", key.tau},
+                    {"densities", densities}});
+    table.add({key.model, std::to_string(key.step), std::to_string(key.layer), std::to_string(densities.size()),
+               format_fixed(*std::min_element(densities.begin(), densities.end()), 3),
+               format_fixed(median_of(densities), 3),
+               format_fixed(*std::max_element(densities.begin(), densities.end()), 3), format_fixed(key.tau, 3)});
+    first = end;
+  }
+  if (json) print_json(rows);
+  else if (rows.empty())
+    std::cout << "no sparsity profiles" << (model.empty() ? "" : " of model '" + model + "'") << " in "
+              << database.path().string() << " ('sparsejit profile' writes them)\n";
+  else std::cout << table.render();
+  return kExitOk;
+}
+
 }  // namespace
 
 void add_db_command(CLI::App& app, GlobalOptions& global) {
@@ -278,6 +311,16 @@ void add_db_command(CLI::App& app, GlobalOptions& global) {
   trials->add_option("--gpu", trials_options->gpu, "only this GPU (id or fingerprint, see 'db gpus')");
   trials->add_flag("--json", trials_options->json, "print JSON");
   trials->callback([&global, trials_options] { global.exit_code = run_trials(global, *trials_options); });
+
+  auto profiles_model = std::make_shared<std::string>();
+  auto profiles_json = std::make_shared<bool>(false);
+  CLI::App* profiles = db->add_subcommand(
+      "profiles", "sparsity profiles (sparsejit profile): per model, step and layer, the heads' densities");
+  profiles->add_option("--model", *profiles_model, "only this model");
+  profiles->add_flag("--json", *profiles_json, "print JSON: every head's density");
+  profiles->callback([&global, profiles_model, profiles_json] {
+    global.exit_code = run_profiles(global, *profiles_model, *profiles_json);
+  });
 
   add_db_exchange_commands(*db, global);
 }

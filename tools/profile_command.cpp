@@ -104,8 +104,10 @@ DumpSet find_dumps(const ProfileOptions& o) {
     for (const fs::directory_entry& entry : fs::directory_iterator(root / prompt)) {
       std::smatch match;
       const std::string file = entry.path().filename().string();
-      if (entry.is_regular_file() && std::regex_match(file, match, dump_name))
-        keys.insert({std::stoi(match[1]), std::stoi(match[2])});
+      if (!entry.is_regular_file() || !std::regex_match(file, match, dump_name)) continue;
+      if (match[1].length() > 9 || match[2].length() > 9)
+        throw std::runtime_error((root / prompt / file).string() + ": the step or layer number has more than 9 digits");
+      keys.insert({std::stoi(match[1]), std::stoi(match[2])});
     }
   if (keys.empty())
     throw std::runtime_error("no step<S>_layer<L>_q.npy / _k.npy files in the prompt folders of " + o.dumps);
@@ -170,12 +172,6 @@ std::vector<double> profile_pair(runtime::Runtime& runtime, const jit::Stream& s
   return runtime::profiled_head_densities(masses, pair.batch, pair.heads, q_blocks, kv_blocks, pair.tokens, o.tau);
 }
 
-double median_of(std::vector<double> values) {
-  std::sort(values.begin(), values.end());
-  const std::size_t middle = values.size() / 2;
-  return values.size() % 2 == 1 ? values[middle] : (values[middle - 1] + values[middle]) / 2;
-}
-
 int run_profile(const GlobalOptions& global, const ProfileOptions& o) {
   const DumpSet dumps = find_dumps(o);
   std::string why;
@@ -192,7 +188,8 @@ int run_profile(const GlobalOptions& global, const ProfileOptions& o) {
   std::map<ProfileKey, std::vector<double>> densities;  // per head, the max over prompts
   for (const auto& [key, pairs] : dumps.pairs) {
     for (const DumpPair& pair : pairs) runtime::keep_densest(densities[key], profile_pair(runtime, stream, pair, o));
-    std::fprintf(stderr, "profiled step %d layer %d (%zu prompts)\n", key.step, key.layer, pairs.size());
+    std::fprintf(stderr, "profiled step %d layer %d (%zu prompt%s)\n", key.step, key.layer, pairs.size(),
+                 pairs.size() == 1 ? "" : "s");
   }
   std::vector<db::SparsityProfile> rows;
   for (const auto& [key, heads] : densities)
@@ -217,7 +214,7 @@ int run_profile(const GlobalOptions& global, const ProfileOptions& o) {
   }
   std::cout << "model " << o.model << ": " << rows.size() << " rows (step, layer, head) written to "
             << database.path().string() << "; recall " << format_fixed(o.tau, 3) << " of the exact softmax mass, "
-            << dumps.prompts.size() << " prompts (max over them), blocks " << o.block_q << "x" << o.block_kv << "\n";
+            << dumps.prompts.size() << (dumps.prompts.size() == 1 ? " prompt" : " prompts (max over them)") << ", blocks " << o.block_q << "x" << o.block_kv << "\n";
   Table table({"step", "layer", "heads", "min density", "median density", "max density"});
   for (const auto& [key, heads] : densities)
     table.add({std::to_string(key.step), std::to_string(key.layer), std::to_string(heads.size()),

@@ -94,6 +94,28 @@ TEST_F(DbCliTest, BestListsTheBestConfigsWithFilters) {
   EXPECT_EQ(sxm[0]["median_ms"], 1.25);
 }
 
+TEST_F(DbCliTest, ProfilesListsEachLayerAndEveryHeadInJson) {
+  const CliResult table = db(sample_, {"profiles"});
+  ASSERT_EQ(table.exit_code, 0) << table.describe();
+  const std::vector<std::string> lines = lines_of(table.out);
+  ASSERT_EQ(lines.size(), 3u) << table.describe();  // header, rule, one (model, step, layer)
+  EXPECT_TRUE(has(lines[2], "wan2.1-14b") && has(lines[2], "0.125") && has(lines[2], "0.212") &&
+              has(lines[2], "0.300") && has(lines[2], "0.950"))
+      << table.describe();
+
+  const json all = parse_json(db(sample_, {"profiles", "--json"}));
+  ASSERT_EQ(all.size(), 1u);
+  EXPECT_EQ(all[0]["model"], "wan2.1-14b");
+  EXPECT_EQ(all[0]["step"], 12);
+  EXPECT_EQ(all[0]["layer"], 0);
+  EXPECT_EQ(all[0]["densities"], json::array({0.3, 0.125}));  // head 0, head 1
+
+  const CliResult other = db(sample_, {"profiles", "--model", "hunyuan"});
+  ASSERT_EQ(other.exit_code, 0) << other.describe();
+  EXPECT_TRUE(has(other.out, "no sparsity profiles of model 'hunyuan'")) << other.describe();
+  EXPECT_EQ(parse_json(db(sample_, {"profiles", "--json", "--model", "hunyuan"})).size(), 0u);
+}
+
 TEST_F(DbCliTest, TrialsListsOkAndFailedTrialsWithTheirMessages) {
   const CliResult table = db(sample_, {"trials", "--problem", kD128});
   ASSERT_EQ(table.exit_code, 0) << table.describe();

@@ -173,6 +173,9 @@ TEST_F(ProfileCliTest, BadDumpsAreNamedBeforeAnyGpuWork) {
   expect_input_error(profile_args(), "truncated");
   write_dump("dog", "step0_layer1_q.npy", "<i4", "(1, 2, 8, 64)", raw_bytes(std::vector<int>(2 * 8 * 64)));
   expect_input_error(profile_args(), "dtype '<i4' is not supported");
+  // A step number no int holds.
+  write_float_pair("dog", "step12345678901_layer1", "(1, 2, 8, 64)", "(1, 2, 8, 64)", 2 * 8 * 64);
+  expect_input_error(profile_args(), "step12345678901_layer1_q.npy: the step or layer number has more than 9 digits");
 }
 
 // Two prompts x (step 0, layer 2) and (step 10, layer 2), [1, N, H, D] bf16 dumps (bnhd): each
