@@ -31,7 +31,7 @@
 #include "templates/permute/permute_family.h"
 #include "templates/registry.h"
 #include "templates/sparse_attention/attention_tuning.h"
-#include "templates/sparse_attention/block_mask.h"
+#include "tests/bench/attention_call.h"
 #include "tests/db/sample_records.h"
 #include "tests/support/test_support.h"
 
@@ -312,30 +312,8 @@ void BM_SparseAttentionHostCall(benchmark::State& state) {
   runtime.context().make_current();
   jit::Stream stream;
   constexpr int kHeads = 2, kTokens = 1024, kHeadDim = 128, kBlock = 128;
-  std::mt19937_64 generator(7);
-  const templates::BlockMask mask =
-      templates::random_block_mask(1, kHeads, kTokens, kTokens, kBlock, kBlock, 1.0, generator);
-  const std::size_t bytes = static_cast<std::size_t>(kHeads) * kTokens * kHeadDim * 2;
-  jit::DeviceBuffer q(bytes), k(bytes), v(bytes), o(bytes);
-  for (jit::DeviceBuffer* buffer : {&q, &k, &v}) buffer->fill(0x3c);
-  const jit::DeviceBuffer count = jit::DeviceBuffer::from_host(mask.count);
-  const jit::DeviceBuffer index = jit::DeviceBuffer::from_host(mask.index);
-  SparseAttentionParams params{};
-  params.q = q.pointer();
-  params.k = k.pointer();
-  params.v = v.pointer();
-  params.o = o.pointer();
-  const long long head = static_cast<long long>(kTokens) * kHeadDim;
-  params.q_batch_stride = params.k_batch_stride = params.v_batch_stride = params.o_batch_stride = kHeads * head;
-  params.q_head_stride = params.k_head_stride = params.v_head_stride = params.o_head_stride = head;
-  params.q_token_stride = params.k_token_stride = params.v_token_stride = params.o_token_stride = kHeadDim;
-  params.kv_block_count = static_cast<const int*>(count.pointer());
-  params.kv_block_index = static_cast<const int*>(index.pointer());
-  params.max_kv_blocks = mask.max_kv_blocks;
-  params.batch = 1;
-  params.heads = kHeads;
-  params.tokens_q = params.tokens_kv = kTokens;
-  params.softmax_scale = 0.088f;
+  const AttentionCall call(kHeads, kTokens, kHeadDim, kBlock, 1.0, 7);
+  const SparseAttentionParams& params = call.params;
   const runtime::AttentionProblem problem{templates::HalfDtype::bf16, kHeadDim, kBlock, kBlock, 0};
   runtime.sparse_attention(params, problem, stream.handle());  // compiles and loads the kernel
   stream.synchronize();

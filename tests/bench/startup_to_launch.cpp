@@ -29,7 +29,6 @@
 #include <cstdlib>
 #include <ctime>
 #include <filesystem>
-#include <random>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -41,7 +40,7 @@
 #include "jit/nvrtc_compiler.h"
 #include "runtime/runtime.h"
 #include "templates/sparse_attention/attention_tuning.h"
-#include "templates/sparse_attention/block_mask.h"
+#include "tests/bench/attention_call.h"
 
 namespace {
 
@@ -83,32 +82,10 @@ int run_child(const std::filesystem::path& database, int tokens, long long start
   runtime::Runtime runtime(runtime::RuntimeOptions{.device = 0, .database_path = database, .use_database = true});
   marks.push_back(monotonic_ns());
 
-  constexpr int kHeads = 12, kHeadDim = 128, kBlock = 128;
-  std::mt19937_64 generator(11);
-  const templates::BlockMask mask =
-      templates::random_block_mask(1, kHeads, tokens, tokens, kBlock, kBlock, 0.3, generator);
-  const std::size_t bytes = static_cast<std::size_t>(kHeads) * tokens * kHeadDim * 2;
-  jit::DeviceBuffer q(bytes), k(bytes), v(bytes), o(bytes);
-  for (jit::DeviceBuffer* buffer : {&q, &k, &v}) buffer->fill(0x3c);  // bf16 1.16, finite
-  const jit::DeviceBuffer count = jit::DeviceBuffer::from_host(mask.count);
-  const jit::DeviceBuffer index = jit::DeviceBuffer::from_host(mask.index);
+  constexpr int kHeadDim = 128, kBlock = 128;
+  const bench::AttentionCall call(12, tokens, kHeadDim, kBlock, 0.3, 11);
+  const SparseAttentionParams& params = call.params;
   jit::Stream stream;
-  SparseAttentionParams params{};
-  params.q = q.pointer();
-  params.k = k.pointer();
-  params.v = v.pointer();
-  params.o = o.pointer();
-  const long long head = static_cast<long long>(tokens) * kHeadDim;
-  params.q_batch_stride = params.k_batch_stride = params.v_batch_stride = params.o_batch_stride = kHeads * head;
-  params.q_head_stride = params.k_head_stride = params.v_head_stride = params.o_head_stride = head;
-  params.q_token_stride = params.k_token_stride = params.v_token_stride = params.o_token_stride = kHeadDim;
-  params.kv_block_count = static_cast<const int*>(count.pointer());
-  params.kv_block_index = static_cast<const int*>(index.pointer());
-  params.max_kv_blocks = mask.max_kv_blocks;
-  params.batch = 1;
-  params.heads = kHeads;
-  params.tokens_q = params.tokens_kv = tokens;
-  params.softmax_scale = 0.088f;
   marks.push_back(monotonic_ns());
 
   jit::nvrtc_version();  // read once per process, here on its own
