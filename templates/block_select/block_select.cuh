@@ -1,13 +1,15 @@
 #pragma once
 // block_select: block-CSR mask (and fine bits) from block scores (block_select_params.h has
-// the rules and formats). One CTA of kThreads per (batch, head, query block):
-//  1. the row's KB scores become 64-bit keys (score bits high, always-kept blocks above every
-//     score; ~index low, so equal scores put the lower index first) and a bitonic sort in
-//     shared memory orders them, descending; KB <= kMaxSelectKvBlocks;
-//  2. the kept count: top_k (or the head's top_k_per_head), or (threshold mode) the number
-//     of sorted positions whose preceding scores sum to less than threshold * total
-//     (chunked scan, fixed order);
-//  3. the kept blocks are flagged by index and compacted in ascending order (chunked scan);
+// the rules and formats). One CTA of kThreads per (batch, head, query block). Each key block
+// has a rank word: its score's bits, always-kept blocks above every score; equal words rank
+// the lower index first. KB <= kMaxSelectKvBlocks.
+//  1. top-k without fine bits: a radix select over the rank words flags the kept blocks by
+//     index (no order is needed: the output is ascending by index);
+//  1'. otherwise a bitonic sort in shared memory orders 64-bit keys (rank word high, ~index
+//     low), descending; the kept count is top_k (or the head's top_k_per_head), or
+//     (threshold mode) the number of sorted positions whose preceding scores sum to less
+//     than threshold * total (chunked scan, fixed order); the kept blocks are flagged;
+//  3. the flagged blocks are compacted in ascending order (chunked scan);
 //  4. with fine bits, each warp takes kept pairs in turn: it recomputes the pair's tile
 //     probabilities from the pooled tiles (one dot product of HeadDim per lane and tile
 //     pair), spreads them over the 16 x FineN sub-tiles by real tokens, ranks the sub-tiles
@@ -45,6 +47,8 @@ __device__ __forceinline__ T block_exclusive_sum(T value, T* scratch, T& total) 
   return before + inclusive - value;
 }
 
+static_assert(kSelectThreads == 256 && kSelectWarps >= 2, "the radix select gives each thread one of 256 bins");
+
 template <int BlockQ, int BlockKV, int FineN, int Dtype, int HeadDim, int Tile>
 __global__ void __launch_bounds__(kSelectThreads) block_select(const BlockSelectParams p) {
   static_assert(FineN == 0 || ((BlockQ / 16) * (BlockKV / FineN) <= 64 && BlockKV % FineN == 0),
@@ -58,6 +62,7 @@ __global__ void __launch_bounds__(kSelectThreads) block_select(const BlockSelect
   __shared__ unsigned char kept_flag[kMaxSelectKvBlocks];
   __shared__ float float_scratch[kSelectWarps];
   __shared__ int int_scratch[kSelectWarps];
+  __shared__ unsigned histogram[256];  // the radix select's, one bin per thread
   __shared__ float pooled_q_rows[FineN > 0 ? kRows : 1][FineN > 0 ? HeadDim + 4 : 1];
   __shared__ float row_lse2[kRows];
   __shared__ float tile_probability[kSelectWarps][kRows * kCols];
@@ -73,64 +78,115 @@ __global__ void __launch_bounds__(kSelectThreads) block_select(const BlockSelect
   const auto always_kept = [&](int kb) { return kb == 0 || kb == diagonal || kb >= text_first; };
   const int always_count = p.text_blocks + (text_first > 0 ? 1 : 0) + (diagonal != 0 && diagonal < text_first ? 1 : 0);
 
-  // 1. Sort keys, descending.
-  int padded = 1;
-  while (padded < kv_blocks) padded *= 2;
-  for (int i = threadIdx.x; i < padded; i += kSelectThreads) {
-    unsigned long long key = 0;  // padding sorts last
-    if (i < kv_blocks) {
-      const float score = scores[i];
-      const unsigned high = always_kept(i) ? 0xffffffffu : (score > 0.f ? __float_as_uint(score) : 0u);
-      key = (static_cast<unsigned long long>(high) << 32) | (0xffffffffu - static_cast<unsigned>(i));
-    }
-    keys[i] = key;
-  }
-  __syncthreads();
-  for (int size = 2; size <= padded; size *= 2)
-    for (int stride = size / 2; stride > 0; stride /= 2) {
-      for (int i = threadIdx.x; i < padded / 2; i += kSelectThreads) {
-        const int a = 2 * stride * (i / stride) + i % stride;
-        const int b = a + stride;
-        const bool descending = (a & size) == 0;
-        const unsigned long long x = keys[a], y = keys[b];
-        if ((x < y) == descending) {
-          keys[a] = y;
-          keys[b] = x;
-        }
-      }
-      __syncthreads();
-    }
-  const auto block_at = [&](int position) { return static_cast<int>(0xffffffffu - static_cast<unsigned>(keys[position])); };
-
-  // 2. How many sorted positions are kept.
+  // Each thread owns a chunk of consecutive key blocks (the scans below go in index order).
   const int chunk = (kv_blocks + kSelectThreads - 1) / kSelectThreads;
   const int chunk_first = threadIdx.x * chunk;
   const int chunk_last = min(chunk_first + chunk, kv_blocks);
-  int wanted;
-  if (p.top_k > 0) {
-    wanted = p.top_k_per_head != nullptr ? p.top_k_per_head[head] : p.top_k;
-  } else {
-    float chunk_sum = 0.f;
-    for (int i = chunk_first; i < chunk_last; ++i) chunk_sum += scores[block_at(i)];
-    float total;
-    float before = block_exclusive_sum(chunk_sum, float_scratch, total);
-    const float target = p.threshold * total;
-    int below = 0;
-    for (int i = chunk_first; i < chunk_last; ++i) {
-      below += before < target ? 1 : 0;
-      before += scores[block_at(i)];
+  // A block's rank word: always-kept blocks above every score, non-positive scores equal (0).
+  const auto rank_word = [&](int kb) {
+    const float score = scores[kb];
+    return always_kept(kb) ? 0xffffffffu : (score > 0.f ? __float_as_uint(score) : 0u);
+  };
+  int kept;
+  if (FineN == 0 && p.top_k > 0) {
+    // Top-k without fine bits: the output lists blocks by index, so only the kept set matters.
+    // A radix select over the rank words (4 passes of 8 bits, a histogram each) finds the
+    // kept-th largest word T; the blocks above T are kept, and of those equal to T the lowest
+    // indices (the order the sort below gives ties). 20 barriers where the sort takes 55 at
+    // 591 key blocks.
+    const int wanted = p.top_k_per_head != nullptr ? p.top_k_per_head[head] : p.top_k;
+    kept = min(min(max(wanted, always_count), kv_blocks), p.max_kv_blocks);
+    constexpr int kMaxChunk = kMaxSelectKvBlocks / kSelectThreads;
+    unsigned words[kMaxChunk];
+#pragma unroll
+    for (int c = 0; c < kMaxChunk; ++c) words[c] = chunk_first + c < chunk_last ? rank_word(chunk_first + c) : 0u;
+    unsigned prefix = 0, prefix_mask = 0;
+    int remaining = kept;  // >= 1: block 0 is always kept
+    for (int shift = 24; shift >= 0; shift -= 8) {
+      histogram[threadIdx.x] = 0;
+      __syncthreads();
+#pragma unroll
+      for (int c = 0; c < kMaxChunk; ++c)
+        if (chunk_first + c < chunk_last && (words[c] & prefix_mask) == prefix)
+          atomicAdd(&histogram[(words[c] >> shift) & 255u], 1u);
+      __syncthreads();
+      const int digit = 255 - static_cast<int>(threadIdx.x);  // thread t holds the t-th bin from the top
+      const int count = static_cast<int>(histogram[digit]);
+      int total;
+      const int above = block_exclusive_sum(count, int_scratch, total);  // matching words in higher bins
+      if (above < remaining && above + count >= remaining) {
+        int_scratch[0] = digit;  // exactly one thread; block_exclusive_sum is done with it
+        int_scratch[1] = above;
+      }
+      __syncthreads();
+      prefix |= static_cast<unsigned>(int_scratch[0]) << shift;
+      prefix_mask |= 255u << shift;
+      remaining -= int_scratch[1];
+      __syncthreads();  // int_scratch is read before the next pass writes it
     }
-    int below_total;
-    block_exclusive_sum(below, int_scratch, below_total);
-    wanted = below_total;
-  }
-  const int kept = min(min(max(wanted, always_count), kv_blocks), p.max_kv_blocks);
+    int ties = 0;
+#pragma unroll
+    for (int c = 0; c < kMaxChunk; ++c) ties += chunk_first + c < chunk_last && words[c] == prefix;
+    int ties_total;
+    int tie_rank = block_exclusive_sum(ties, int_scratch, ties_total);
+#pragma unroll
+    for (int c = 0; c < kMaxChunk; ++c)
+      if (chunk_first + c < chunk_last)
+        kept_flag[chunk_first + c] = words[c] > prefix || (words[c] == prefix && tie_rank++ < remaining);
+    __syncthreads();
+  } else {
+    // 1. Sort keys, descending: the rank word high, ~index low (equal words: lower index first).
+    int padded = 1;
+    while (padded < kv_blocks) padded *= 2;
+    for (int i = threadIdx.x; i < padded; i += kSelectThreads)
+      keys[i] = i < kv_blocks ? (static_cast<unsigned long long>(rank_word(i)) << 32) | (0xffffffffu - static_cast<unsigned>(i))
+                              : 0ull;  // padding sorts last
+    __syncthreads();
+    for (int size = 2; size <= padded; size *= 2)
+      for (int stride = size / 2; stride > 0; stride /= 2) {
+        for (int i = threadIdx.x; i < padded / 2; i += kSelectThreads) {
+          const int a = 2 * stride * (i / stride) + i % stride;
+          const int b = a + stride;
+          const bool descending = (a & size) == 0;
+          const unsigned long long x = keys[a], y = keys[b];
+          if ((x < y) == descending) {
+            keys[a] = y;
+            keys[b] = x;
+          }
+        }
+        __syncthreads();
+      }
+    const auto block_at = [&](int position) { return static_cast<int>(0xffffffffu - static_cast<unsigned>(keys[position])); };
 
-  // 3. Flag by index, compact ascending.
-  for (int i = threadIdx.x; i < kv_blocks; i += kSelectThreads) kept_flag[i] = 0;
-  __syncthreads();
-  for (int i = threadIdx.x; i < kept; i += kSelectThreads) kept_flag[block_at(i)] = 1;
-  __syncthreads();
+    // 2. How many sorted positions are kept.
+    int wanted;
+    if (p.top_k > 0) {
+      wanted = p.top_k_per_head != nullptr ? p.top_k_per_head[head] : p.top_k;
+    } else {
+      float chunk_sum = 0.f;
+      for (int i = chunk_first; i < chunk_last; ++i) chunk_sum += scores[block_at(i)];
+      float total;
+      float before = block_exclusive_sum(chunk_sum, float_scratch, total);
+      const float target = p.threshold * total;
+      int below = 0;
+      for (int i = chunk_first; i < chunk_last; ++i) {
+        below += before < target ? 1 : 0;
+        before += scores[block_at(i)];
+      }
+      int below_total;
+      block_exclusive_sum(below, int_scratch, below_total);
+      wanted = below_total;
+    }
+    kept = min(min(max(wanted, always_count), kv_blocks), p.max_kv_blocks);
+
+    // 3. Flag the kept ones by index.
+    for (int i = threadIdx.x; i < kv_blocks; i += kSelectThreads) kept_flag[i] = 0;
+    __syncthreads();
+    for (int i = threadIdx.x; i < kept; i += kSelectThreads) kept_flag[block_at(i)] = 1;
+    __syncthreads();
+  }
+
+  // Compact the flagged blocks, ascending.
   int flagged = 0;
   for (int i = chunk_first; i < chunk_last; ++i) flagged += kept_flag[i];
   int flagged_total;

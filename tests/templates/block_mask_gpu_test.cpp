@@ -211,7 +211,8 @@ TEST_F(BlockMaskGpuTest, ScoresAtModelLengths) {
 
 // Selection inputs: per row a random permutation of 1..KB times 2^-12 (distinct scores whose
 // sums are exact in float, so the threshold's cut is the same on both sides), every 7th row
-// all equal (ties); with fine bits random pooled tiles and their exact normalizers.
+// all equal (ties), another every 7th zeros, negatives and runs of equal scores; with fine
+// bits random pooled tiles and their exact normalizers.
 struct SelectCase {
   BlockSelectConfig config;
   std::vector<float> scores;
@@ -229,7 +230,12 @@ struct SelectCase {
     for (std::size_t r = 0; r < rows; ++r) {
       std::iota(permutation.begin(), permutation.end(), 1);
       std::shuffle(permutation.begin(), permutation.end(), generator);
-      for (int value : permutation) scores.push_back(r % 7 == 3 ? 0.25f : std::ldexp(static_cast<float>(value), -12));
+      for (int value : permutation) {
+        // Most rows distinct scores; every 7th all equal; another every 7th zeros, negatives
+        // (both rank as 0) and runs of 4 equal positive scores: ties the selection breaks by index.
+        const float mixed = value % 3 == 0 ? 0.f : value % 3 == 1 ? -0.5f : std::ldexp(static_cast<float>(value / 4), -10);
+        scores.push_back(r % 7 == 3 ? 0.25f : r % 7 == 5 ? mixed : std::ldexp(static_cast<float>(value), -12));
+      }
     }
     for (BlockSelectParams* p : {&host, &device}) {
       p->max_kv_blocks = top_k > 0 ? block_select_min_row_pitch(kv_blocks, top_k, text_blocks) : kv_blocks;
