@@ -177,6 +177,9 @@ struct OpenOptions {
   int busy_timeout_ms = kDefaultBusyTimeoutMs;  // how long to wait for another process's lock
 };
 
+// One SQLite connection in serialized mode: several threads may call one Database at once
+// (each call is atomic; a write's transaction is this connection's, so concurrent writers of
+// one Database must take turns, as the CUBIN store's lock makes them).
 class Database {
  public:
   // Opens or creates the database at `path`.

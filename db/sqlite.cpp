@@ -201,8 +201,14 @@ Connection::Connection(sqlite3* connection, std::shared_ptr<const ConnectionOrig
 
 Connection Connection::open(const std::filesystem::path& path, OpenMode mode, int busy_timeout_ms) {
   auto origin = std::make_shared<const ConnectionOrigin>(ConnectionOrigin{path, busy_timeout_ms});
-  const int flags =
-      mode == OpenMode::read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
+  // Serialized: one connection may be used by several threads at once (the runtime's lookups
+  // and its CUBIN store share one), whatever threading mode the library defaults to.
+  if (sqlite3_threadsafe() == 0)
+    throw DatabaseError(DatabaseError::Kind::other, path, 0, {},
+                        path.string() + ": this SQLite library was built without thread support "
+                                        "(SQLITE_THREADSAFE=0); sparsejit needs a thread-safe one");
+  const int flags = SQLITE_OPEN_FULLMUTEX |
+                    (mode == OpenMode::read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
   sqlite3* handle = nullptr;
   const int rc = sqlite3_open_v2(path.c_str(), &handle, flags, nullptr);
   // Even a failed open usually returns a handle, which must be closed.

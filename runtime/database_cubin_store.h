@@ -18,7 +18,9 @@ class DatabaseCubinStore final : public jit::CubinStore {
 
  private:
   db::Database& database_;
-  std::mutex mutex_;  // one SQLite connection, used by one thread at a time
+  // Orders this store's reads and writes (the compile pool's threads put concurrently); the
+  // connection itself is serialized, so other users of the database need not take it.
+  std::mutex mutex_;
 };
 
 }  // namespace sparsejit::runtime

@@ -3,9 +3,15 @@
 // not fit passed over, and memoization (no database read after the first call for a key).
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <cstdio>
+#include <thread>
+#include <vector>
+
 #include "db/database.h"
 #include "db/sqlite.h"
 #include "runtime/attention_lookup.h"
+#include "runtime/database_cubin_store.h"
 #include "tests/db/sample_records.h"
 #include "tests/support/test_support.h"
 
@@ -196,6 +202,50 @@ TEST_F(AttentionLookupTest, AnInvalidProblemIsRefused) {
   AttentionConfigLookup lookup = this->lookup();
   EXPECT_THROW(lookup.find({HalfDtype::bf16, 80, 128, 128, 0}, kCall), std::invalid_argument);
   EXPECT_THROW(lookup.find({HalfDtype::bf16, 128, 128, 128, 64}, kCall), std::invalid_argument);
+}
+
+// The runtime's uses of its one connection from many threads at once: lookups that read the
+// database (fresh lookups, nothing memoized) while a CUBIN store writes into the same Database.
+// Every answer is the stored best, every CUBIN is there afterwards.
+TEST_F(AttentionLookupTest, ConcurrentLookupsAndCubinWritesShareTheConnection) {
+  for (std::size_t density = 0; density < templates::kAttentionDensityBuckets.size(); ++density)
+    for (int tokens = 0; tokens < static_cast<int>(templates::kAttentionTokenBuckets.size()); ++tokens)
+      store_best(this_gpu_, key_at(templates::kAttentionDensityBuckets[density], tokens), tile(64, 64, 4));
+  DatabaseCubinStore store(database_);
+  constexpr int kThreads = 8, kCubinsPerThread = 100;
+  std::atomic<int> wrong{0};
+  {
+    std::vector<std::jthread> threads;
+    for (int t = 0; t < kThreads; ++t)
+      threads.emplace_back([&, t] {
+        for (int i = 0; i < kCubinsPerThread; ++i) {
+          jit::KernelSpec spec;
+          spec.family = "sparse_attention";
+          spec.label = "thread " + std::to_string(t) + " cubin " + std::to_string(i);
+          spec.request.target = jit::Target::parse("sm_90");
+          jit::CompiledBinary binary;
+          binary.cubin.assign(64, static_cast<std::uint8_t>(t + 1));
+          binary.lowered_names = {{"kernel", "_Z6kernelv"}};
+          char key[65];
+          std::snprintf(key, sizeof key, "%032x%032x", t + 1, i + 1);
+          store.put(key, spec, binary);
+          // Each thread walks the keys in its own order, so the first lookups of a key race.
+          const std::size_t density = static_cast<std::size_t>(t + i) % templates::kAttentionDensityBuckets.size();
+          AttentionCallShape shape = kCall;
+          shape.density = templates::kAttentionDensityBuckets[density];
+          shape.tokens_q = shape.tokens_kv = templates::kAttentionTokenBuckets[(t + 3 * i) % 4].representative;
+          AttentionConfigLookup fresh = lookup();  // not memoized: every find reads the database
+          const AttentionChoice& choice = fresh.find(kProblem, shape);
+          if (choice.level != LookupLevel::exact || choice.config.tuning_json() != tile(64, 64, 4)) ++wrong;
+        }
+      });
+  }
+  EXPECT_EQ(wrong.load(), 0);
+  EXPECT_EQ(database_.stats().cubins, kThreads * kCubinsPerThread);
+  char first[65];
+  std::snprintf(first, sizeof first, "%032x%032x", 1, 1);
+  ASSERT_TRUE(store.find(first).has_value());
+  EXPECT_EQ(store.find(first)->cubin, std::vector<std::uint8_t>(64, 1));
 }
 
 }  // namespace
