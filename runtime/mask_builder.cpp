@@ -43,7 +43,8 @@ MaskLayout MaskBuilder::layout(const QueryKeyInputs& inputs, const MaskBuildOpti
   } else if (by_density == by_threshold)
     fail("exactly one of density (top-k) and threshold (cumulative share) must be positive (got density " +
          std::to_string(options.density) + ", threshold " + std::to_string(options.threshold) + ")");
-  if (by_density && !(options.density <= 1.0)) fail("density " + std::to_string(options.density) + " is above 1");
+  if (by_density && !per_head && !(options.density <= 1.0))  // head_densities replace density
+    fail("density " + std::to_string(options.density) + " is above 1");
   if (by_threshold && !(options.threshold <= 1.0))
     fail("threshold " + std::to_string(options.threshold) + " is above 1");
   if (const std::string problem = templates::block_select_config_problem(templates::block_select_config(

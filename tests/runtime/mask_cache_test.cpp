@@ -151,6 +151,8 @@ TEST(MaskBuilderLayout, PerHeadDensitiesGiveEachHeadItsK) {
   options.density = 0.0;
   options.head_densities = {1.0, 0.5, 0.5};
   EXPECT_EQ(MaskBuilder::layout(shape(1000, 75600), options).max_kv_blocks, 591);
+  options.density = 2.0;  // ignored, even where it would be refused on its own
+  EXPECT_EQ(MaskBuilder::layout(shape(1000, 75600), options).top_k, 591);
   EXPECT_TRUE(MaskBuilder::layout(shape(1000, 75600), MaskBuildOptions()).head_top_k.empty());
 }
 
