@@ -43,6 +43,10 @@ nlohmann::json timing_json(const tuner::Timing& timing) {
 
 int run_bench_mask(const GlobalOptions& global, const MaskBenchOptions& o) {
   using namespace templates;
+  const HalfDtype dtype = o.dtype == "fp16" ? HalfDtype::fp16 : HalfDtype::bf16;
+  const BlockSelectConfig select_config = block_select_config(o.block, o.block, o.fine_n, dtype, o.head_dim, o.tile);
+  if (const std::string problem = block_select_config_problem(select_config); !problem.empty())
+    throw CLI::ValidationError("--fine-n", problem);  // before any GPU work, not as NVRTC's static assertion
   std::string why;
   if (!jit::driver_available(&why)) {
     std::fprintf(stderr, "sparsejit: %s; bench needs a GPU\n", why.c_str());
@@ -50,13 +54,11 @@ int run_bench_mask(const GlobalOptions& global, const MaskBenchOptions& o) {
   }
   runtime::Runtime runtime(runtime_options(global, !o.no_database));
   runtime.context().make_current();
-  const HalfDtype dtype = o.dtype == "fp16" ? HalfDtype::fp16 : HalfDtype::bf16;
   const int max_shared = runtime.device().max_shared_bytes_per_block;
   const BlockScoreConfig score_config =
       default_block_score_config(dtype, o.head_dim, o.tile, o.block, o.block, max_shared);
   const BlockScoreShape shape = block_score_shape(o.tokens, o.tokens, o.tile, o.block, o.block);
   const int top_k = kept_blocks_per_row(o.density, shape.kv_blocks);
-  const BlockSelectConfig select_config = block_select_config(o.block, o.block, o.fine_n, dtype, o.head_dim, o.tile);
 
   // Q and K in the models' [B, N, H, D] layout, B = 1; K is Q's values rotated by a third.
   std::mt19937_64 generator(o.seed);

@@ -168,6 +168,8 @@ INSTANTIATE_TEST_SUITE_P(
                                 "applies only to --order tile3d"},
                       UsageCase{"bench_mask_tile_not_in_space", {"bench", "mask", "--tile", "12"}, "12"},
                       UsageCase{"bench_mask_density_above_one", {"bench", "mask", "--density", "1.5"}, "1.5"},
+                      UsageCase{"bench_mask_fine_sub_tiles_past_64", {"bench", "mask", "--fine-n", "8"},
+                                "fine sub-tiles of 16x8 do not fit one 64-bit word for 128x128 blocks"},
                       UsageCase{"bench_mask_quality_grid_of_two_dims", {"bench", "mask", "--quality", "--grid", "21x45"},
                                 "'21x45' is not FxHxW"},
                       UsageCase{"bench_mask_quality_unknown_mix", {"bench", "mask", "--quality", "--mix", "smooth"},
