@@ -11,9 +11,10 @@
 //     than threshold * total (chunked scan, fixed order); the kept blocks are flagged;
 //  3. the flagged blocks are compacted in ascending order (chunked scan);
 //  4. with fine bits, each warp takes kept pairs in turn: it recomputes the pair's tile
-//     probabilities from the pooled tiles (one dot product of HeadDim per lane and tile
-//     pair), spreads them over the 16 x FineN sub-tiles by real tokens, ranks the sub-tiles
-//     by mass and keeps the fewest that reach fine_share.
+//     probabilities from the pooled tiles (the lanes split the head dims where a block pair
+//     has 64 tile pairs or more, else one dot product of HeadDim per lane and tile pair),
+//     spreads them over the 16 x FineN sub-tiles by real tokens, ranks the sub-tiles by mass
+//     and keeps the fewest that reach fine_share.
 // Grid: x = QB, y = heads, z = batch. Block: kThreads. Static shared memory only (< 48 KB).
 // Without fine bits (FineN = 0) Dtype, HeadDim and Tile are unused and 0.
 #include "block_select/block_select_params.h"
@@ -222,6 +223,23 @@ __global__ void __launch_bounds__(kSelectThreads) block_select(const BlockSelect
 
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const float scale_log2 = p.softmax_scale * 1.4426950408889634f;
+    // How a pair's tile dot products are computed. With 64 tile pairs or more to a block pair
+    // the lanes split the head dims (coalesced loads, 32 dot products reduced at once by a
+    // butterfly of shuffles); with fewer, each lane computes whole dot products, as the
+    // butterfly would reduce mostly zeros. Measured on the H100 (BENCHMARKS.md, fourth
+    // session): 1.17x at 64 pairs (128 x 128 blocks, tiles of 16), 1.03x at 256, 0.45-0.54x
+    // at 16 (64 x 64 blocks, tiles of 16; 128 x 128, tiles of 32).
+    constexpr bool kLaneSplitDots = kRows * kCols >= 64;
+    static_assert(HeadDim % 32 == 0, "the lanes split the head dims evenly");
+    constexpr int kDimsPerLane = HeadDim / 32;
+    // The block's pooled query tiles, lane l holding dims l, l + 32, ...
+    float query[kLaneSplitDots ? kRows : 1][kDimsPerLane];
+    if constexpr (kLaneSplitDots) {
+#pragma unroll
+      for (int r = 0; r < kRows; ++r)
+#pragma unroll
+        for (int i = 0; i < kDimsPerLane; ++i) query[r][i] = pooled_q_rows[r][lane + 32 * i];
+    }
     unsigned long long* fine_row = p.fine_bits + row * p.max_kv_blocks;
     // Real tokens of tile `first_token`.. inside [from, from + width), over the tile's real tokens.
     const auto share_of_tile = [](int first_token, int tokens, int from, int width) {
@@ -236,27 +254,74 @@ __global__ void __launch_bounds__(kSelectThreads) block_select(const BlockSelect
         continue;
       }
       const int tile_k0 = kb * kCols;
-      for (int e = lane; e < kRows * kCols; e += 32) {
-        const int r = e / kCols, c = e % kCols;
-        float probability = 0.f;
-        if (tile_k0 + c < tiles_k) {
-          const uint4* key_row =
-              reinterpret_cast<const uint4*>(static_cast<const char*>(p.pooled_k) + (slice * tiles_k + tile_k0 + c) * HeadDim * 2);
-          float dot = 0.f;
-#pragma unroll 4
-          for (int v = 0; v < HeadDim / 8; ++v) {
-            const uint4 packed = key_row[v];
-            const u32 words[4] = {packed.x, packed.y, packed.z, packed.w};
+      if constexpr (kLaneSplitDots) {
+        // The pair's K tiles, lane l holding dims l, l + 32, ... (coalesced 64-byte loads).
+        float key[kCols][kDimsPerLane];
 #pragma unroll
-            for (int w = 0; w < 4; ++w) {
-              float low, high;
-              unpack_pair<Dtype>(words[w], low, high);
-              dot += pooled_q_rows[r][v * 8 + 2 * w] * low + pooled_q_rows[r][v * 8 + 2 * w + 1] * high;
+        for (int c = 0; c < kCols; ++c) {
+          const unsigned short* key_row = static_cast<const unsigned short*>(p.pooled_k) +
+                                          (slice * tiles_k + min(tile_k0 + c, tiles_k - 1)) * HeadDim;
+#pragma unroll
+          for (int i = 0; i < kDimsPerLane; ++i) {
+            float value, unused;
+            unpack_pair<Dtype>(key_row[lane + 32 * i], value, unused);
+            key[c][i] = value;
+          }
+        }
+        // Each group of 32 tile pairs e = r * kCols + c: every lane sums its dims of all 32,
+        // then a butterfly over the lanes leaves pair 32 * group + lane's whole dot product in
+        // lane `lane` (31 shuffles for 32 sums).
+#pragma unroll
+        for (int group = 0; group < (kRows * kCols + 31) / 32; ++group) {
+          float partial[32];
+#pragma unroll
+          for (int j = 0; j < 32; ++j) {
+            const int e = 32 * group + j;
+            partial[j] = 0.f;
+            if (e < kRows * kCols) {
+#pragma unroll
+              for (int i = 0; i < kDimsPerLane; ++i) partial[j] += query[e / kCols][i] * key[e % kCols][i];
             }
           }
-          probability = fast_exp2(dot * scale_log2 - row_lse2[r]);
+#pragma unroll
+          for (int width = 16; width >= 1; width /= 2) {
+            const bool upper = (lane & width) != 0;
+#pragma unroll
+            for (int j = 0; j < width; ++j) {
+              const float send = upper ? partial[j] : partial[j + width];
+              partial[j] = (upper ? partial[j + width] : partial[j]) + __shfl_xor_sync(0xffffffffu, send, width);
+            }
+          }
+          const int e = 32 * group + lane;
+          if (e < kRows * kCols) {
+            const int r = e / kCols, c = e % kCols;
+            tile_probability[warp][e] =
+                tile_k0 + c < tiles_k ? fast_exp2(partial[0] * scale_log2 - row_lse2[r]) : 0.f;
+          }
         }
-        tile_probability[warp][e] = probability;
+      } else {
+        for (int e = lane; e < kRows * kCols; e += 32) {
+          const int r = e / kCols, c = e % kCols;
+          float probability = 0.f;
+          if (tile_k0 + c < tiles_k) {
+            const uint4* key_row =
+                reinterpret_cast<const uint4*>(static_cast<const char*>(p.pooled_k) + (slice * tiles_k + tile_k0 + c) * HeadDim * 2);
+            float dot = 0.f;
+#pragma unroll 4
+            for (int v = 0; v < HeadDim / 8; ++v) {
+              const uint4 packed = key_row[v];
+              const u32 words[4] = {packed.x, packed.y, packed.z, packed.w};
+#pragma unroll
+              for (int w = 0; w < 4; ++w) {
+                float low, high;
+                unpack_pair<Dtype>(words[w], low, high);
+                dot += pooled_q_rows[r][v * 8 + 2 * w] * low + pooled_q_rows[r][v * 8 + 2 * w + 1] * high;
+              }
+            }
+            probability = fast_exp2(dot * scale_log2 - row_lse2[r]);
+          }
+          tile_probability[warp][e] = probability;
+        }
       }
       __syncwarp();
       for (int s = lane; s < kSubtiles; s += 32) {
