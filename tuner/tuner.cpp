@@ -139,10 +139,12 @@ ProblemReport tune_problem(templates::TuningProblem& problem, const TuneEnvironm
 
   // After the first round: the candidates clearly slower than the fastest are done.
   const auto cut_slow_ones = [&] {
-    double fastest = std::numeric_limits<double>::infinity();
-    for (const Measured& entry : measured) fastest = std::min(fastest, summarize(entry.samples).median_ms);
-    for (Measured& entry : measured) {
-      const double ratio = summarize(entry.samples).median_ms / fastest;
+    std::vector<double> medians;
+    for (const Measured& entry : measured) medians.push_back(summarize(entry.samples).median_ms);
+    const double fastest = *std::min_element(medians.begin(), medians.end());
+    for (std::size_t i = 0; i < measured.size(); ++i) {
+      Measured& entry = measured[i];
+      const double ratio = medians[i] / fastest;
       if (ratio > options.cut_ratio) {
         char why[96];
         std::snprintf(why, sizeof why, "timed in the first of %d rounds only: %.2fx the fastest there",
@@ -169,7 +171,7 @@ ProblemReport tune_problem(templates::TuningProblem& problem, const TuneEnvironm
             options.measure_ms / options.rounds, 3, 10000);
         entry.samples.insert(entry.samples.end(), samples.begin(), samples.end());
       }
-      if (round == 0 && options.cut_ratio > 0 && round + 1 < options.rounds) cut_slow_ones();
+      if (round == 0 && options.cut_ratio > 0 && round + 1 < options.rounds && !measured.empty()) cut_slow_ones();
     }
     return true;
   };

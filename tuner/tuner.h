@@ -2,9 +2,9 @@
 // Tunes one problem of a kernel family on one GPU: every candidate is compiled (or loaded
 // from the database), gated against the CPU reference, timed by the protocol of
 // tuner/timing.h with the candidates interleaved (the clearly slower ones only in the first
-// round), and stored as a trial; the fastest correct
-// one becomes the problem's best. Candidates with a stored trial are skipped, so a run that
-// was interrupted resumes where it stopped.
+// round), and stored as a trial; the fastest correct one becomes the problem's best.
+// Candidates with a stored trial are skipped, so a run that was interrupted resumes where it
+// stopped.
 #include <atomic>
 #include <functional>
 #include <optional>

@@ -24,7 +24,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
@@ -41,6 +40,7 @@
 #include "runtime/runtime.h"
 #include "templates/sparse_attention/attention_tuning.h"
 #include "tests/bench/attention_call.h"
+#include "tuner/timing.h"
 
 namespace {
 
@@ -143,11 +143,7 @@ ChildOutcome start_child(const std::string& self, const std::filesystem::path& d
   return outcome;
 }
 
-double median(std::vector<double> values) {
-  std::sort(values.begin(), values.end());
-  const std::size_t n = values.size();
-  return n % 2 == 1 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2;
-}
+double median(const std::vector<double>& values) { return tuner::summarize(values).median_ms; }
 
 int usage() {
   std::fprintf(stderr, "usage: startup_to_launch [--db PATH] [--runs N] [--tokens N]\n"
