@@ -50,9 +50,9 @@ struct TuneCommandOptions {
   double budget_s = 0;  // 0: no budget, every candidate of every problem
   unsigned jobs = std::max(1u, std::thread::hardware_concurrency());
   bool json = false;
-  // Keep the losers' CUBINs after a complete run (by default only those the best configs need
-  // stay; the losers' trials always do). --devices children keep them: the parent prunes once
-  // every GPU is done.
+  // Keep the losers' CUBINs after a run no signal stopped (by default only those the best
+  // configs need stay; the losers' trials always do). --devices children keep them: the
+  // parent prunes once every GPU is done.
   bool keep_losers = false;
 };
 
@@ -264,9 +264,9 @@ std::vector<int> compile_candidates(jit::KernelProvider& kernels, const db::Data
   return candidate_counts;
 }
 
-// After a run that no signal stopped: drops the binaries no run loads again (Database::prune_cubins: the
-// losers', and those of another NVRTC), then compacts the file. Their trials stay, so a
-// rerun resumes with nothing to measure or compile.
+// After a run that no signal stopped: drops the binaries no run loads again
+// (Database::prune_cubins: the losers', and those of another NVRTC), then compacts the file.
+// Their trials stay, so a rerun resumes with nothing to measure or compile.
 void prune_losers(db::Database& database) {
   const db::PruneReport pruned = database.prune_cubins(jit::nvrtc_version().to_string(), /*dry_run=*/false);
   const db::VacuumReport vacuumed = database.vacuum();
@@ -587,8 +587,8 @@ void add_tune_command(CLI::App& app, GlobalOptions& global) {
   command->add_option("-j,--jobs", options->jobs, "parallel NVRTC compiles")->check(CLI::Range(1u, 256u));
   command->add_flag("--json", options->json, "print the per-problem results as JSON");
   command->add_flag("--keep-losers", options->keep_losers,
-                    "keep every candidate's CUBIN after a complete run (by default only the binaries the\n"
-                    "best configs need stay, as `db prune` leaves them; every trial stays either way)");
+                    "keep every candidate's CUBIN at the end (by default a run that no signal stopped keeps\n"
+                    "only the binaries the best configs need, as `db prune` leaves them; every trial stays)");
   command->callback([&global, options] { global.exit_code = run_tune(global, *options); });
 }
 
