@@ -180,9 +180,9 @@ int run_profile(const GlobalOptions& global, const ProfileOptions& o) {
                  why.c_str());
     return kExitNoGpu;
   }
-  db::Database database = db::Database::open(database_path(global));  // before the work: a bad path fails now
-  runtime::Runtime runtime(runtime_options(global, true));
+  runtime::Runtime runtime(runtime_options(global, true));  // opens the database: a bad path fails now
   runtime.context().make_current();
+  db::Database& database = *runtime.database();
   const jit::Stream stream;
 
   std::map<ProfileKey, std::vector<double>> densities;  // per head, the max over prompts
