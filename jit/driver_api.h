@@ -36,6 +36,7 @@ namespace sparsejit::jit {
   X(cuCtxGetCurrent, 4000)            \
   X(cuCtxGetDevice, 2000)             \
   X(cuCtxSynchronize, 2000)           \
+  X(cuCtxGetId, 12000)                \
   X(cuModuleLoadData, 2000)           \
   X(cuModuleUnload, 2000)             \
   X(cuModuleGetFunction, 2000)        \
@@ -55,6 +56,14 @@ namespace sparsejit::jit {
   X(cuStreamCreate, 2000)             \
   X(cuStreamDestroy, 4000)            \
   X(cuStreamSynchronize, 2000)        \
+  X(cuStreamGetId, 12000)             \
+  X(cuStreamIsCapturing, 10000)       \
+  X(cuStreamBeginCapture, 10010)      \
+  X(cuStreamEndCapture, 10000)        \
+  X(cuGraphInstantiateWithFlags, 11040) \
+  X(cuGraphLaunch, 10000)             \
+  X(cuGraphExecDestroy, 10000)        \
+  X(cuGraphDestroy, 10000)            \
   X(cuEventCreate, 2000)              \
   X(cuEventRecord, 2000)              \
   X(cuEventSynchronize, 2000)         \

@@ -9,6 +9,7 @@
 #include <stdexcept>
 
 #include "jit/driver_api.h"
+#include "jit/work_counters.h"
 #include "templates/sparse_attention/attention_tuning.h"
 #include "templates/sparse_attention/block_mask.h"
 
@@ -33,10 +34,16 @@ std::string AttentionConfig::label() const {
 
 int AttentionConfig::shared_bytes() const {
   // mma.sync: Q and two K and V tiles, rows padded by 16 bytes. wgmma
-  // (wgmma_attention_tile::kSharedBytes): 1024 bytes of alignment slack, Q and `stages` K and
-  // V tiles unpadded (swizzled), and 2 + 4 * stages mbarriers (Q full and empty, K and V full
-  // and empty per stage).
-  if (wgmma) return 1024 + (block_m + 2 * stages * block_n) * head_dim * 2 + (2 + 4 * stages) * 8;
+  // (wgmma_attention_tile::kSharedBytes): 1024 bytes of alignment slack, Q buffers and
+  // `stages` K and V tiles unpadded (swizzled), and per Q buffer two mbarriers (full, empty)
+  // and the 8-byte item index handed to the consumers, per stage four (K and V full and
+  // empty). Two Q buffers where they fit sm_90's 227 KB, else one.
+  if (wgmma) {
+    const auto bytes = [&](int q_buffers) {
+      return 1024 + (q_buffers * block_m + 2 * stages * block_n) * head_dim * 2 + (3 * q_buffers + 4 * stages) * 8;
+    };
+    return bytes(2) <= 227 * 1024 ? bytes(2) : bytes(1);
+  }
   return (block_m + 4 * block_n) * (head_dim + 8) * 2;
 }
 
@@ -358,6 +365,7 @@ void SparseAttentionFamily::launch(const jit::Kernel& kernel, const AttentionCon
   validate(config, params, max_shared_bytes);
   kernel.allow_dynamic_shared_bytes(static_cast<unsigned>(config.shared_bytes()));
   SparseAttentionParams copy = params;
+  copy.work_counter = nullptr;  // the launch's own (below)
   if (!config.wgmma) {
     void* args[] = {&copy};
     kernel.launch(geometry(config, params, stream), args);
@@ -371,13 +379,19 @@ void SparseAttentionFamily::launch(const jit::Kernel& kernel, const AttentionCon
   CUtensorMap v_map = encode_tensor_map(p.v, config.dtype, config.head_dim, p.tokens_kv, p.heads, p.batch,
                                         p.v_token_stride, p.v_head_stride, p.v_batch_stride, config.block_n);
   void* args[] = {&copy, &q_map, &k_map, &v_map};
-  // The kernel walks the work items along x: one wave of CTAs, or a CTA per item.
+  // The kernel walks the work items along x: one wave of CTAs that take them from this
+  // stream's counter, or a CTA per item (also while a graph capture has no counter left).
   jit::LaunchConfig launch = geometry(config, params, stream);
   const long long work_items = static_cast<long long>(launch.grid.x) * launch.grid.y * launch.grid.z;
-  if (!config.persistent && work_items > 0x7fffffffLL)
+  copy.work_counter =
+      config.persistent ? reinterpret_cast<unsigned long long*>(jit::work_counter(stream)) : nullptr;
+  if (copy.work_counter == nullptr && work_items > 0x7fffffffLL)
     throw std::invalid_argument("sparse_attention: " + std::to_string(work_items) +
-                                " work items are more than one grid holds; use the persistent grid");
-  launch.grid = {config.persistent ? persistent_ctas(kernel, config, work_items) : static_cast<unsigned>(work_items),
+                                " work items are more than one grid holds; " +
+                                (config.persistent ? "this graph capture has no work counter left (jit/work_counters.h)"
+                                                   : "use the persistent grid"));
+  launch.grid = {copy.work_counter != nullptr ? persistent_ctas(kernel, config, work_items)
+                                              : static_cast<unsigned>(work_items),
                  1, 1};
   kernel.launch(launch, args);
 }

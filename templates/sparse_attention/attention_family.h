@@ -61,8 +61,8 @@ struct AttentionConfig {
   bool bitmask = false;  // the mask form the kernel reads: block bitmask, else block-CSR
   bool wgmma = false;    // the sm_90a kernel (wgmma + TMA), else mma.sync
   int stages = 2;        // wgmma: K/V pipeline stages (mma.sync double-buffers, fixed)
-  // wgmma: one wave of CTAs that walk the work items (else a CTA per item). The same CUBIN
-  // either way; only the launch differs.
+  // wgmma: one wave of CTAs that take the work items from a counter (the dynamic scheduler),
+  // else a CTA per item. The same CUBIN either way; only the launch differs.
   bool persistent = true;
 
   std::string name_expression() const;  // "sparsejit::sparse_attention_forward<0, 128, ...>"
@@ -120,8 +120,9 @@ class SparseAttentionFamily final : public KernelFamily {
   // missing or given against the config. Does not read the mask (see validate_block_mask).
   static void validate(const AttentionConfig& config, const SparseAttentionParams& params,
                        int max_shared_bytes);
-  // One CTA per query tile, head and batch (grid x, y, z). The wgmma kernel is persistent:
-  // launch() folds these work items into one wave of resident CTAs along x.
+  // One CTA per query tile, head and batch (grid x, y, z). The wgmma kernel walks work items:
+  // launch() lays these out along x, as a CTA each or, on the persistent grid, one wave of
+  // resident CTAs that take them from the stream's work counter (jit/work_counters.h).
   static jit::LaunchConfig geometry(const AttentionConfig& config,
                                     const SparseAttentionParams& params, CUstream stream);
   // validate, raise the kernel's shared-memory limit, launch on `stream`.

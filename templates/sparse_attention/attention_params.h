@@ -55,6 +55,12 @@ struct SparseAttentionParams {
   int tokens_q;
   int tokens_kv;
   float softmax_scale;                      // usually 1 / sqrt(head_dim)
+
+  // The wgmma kernel's dynamic tile scheduler, set by SparseAttentionFamily::launch (callers
+  // leave it null): two zeroed counters (items handed out, CTAs finished) that the launch's
+  // CTAs take work items from, left zeroed at its end (jit/work_counters.h). Null: CTA c
+  // walks the items c, c + gridDim.x, ... (a CTA per item, or any grid).
+  unsigned long long* work_counter;
 };
 
 }  // namespace sparsejit

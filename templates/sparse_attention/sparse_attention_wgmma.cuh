@@ -3,9 +3,14 @@
 // semantics, formats and limits (attention_params.h), after FlashAttention-3's scheme.
 //
 // Persistent: each CTA walks work items (query tiles of BlockM = 64 or 128 rows of one query
-// block, of one batch and head) blockIdx.x, blockIdx.x + gridDim.x, ..., query tiles fastest,
-// so the CTAs running at once share a head's K and V in L2. A CTA has one producer warpgroup
-// and BlockM / 64 consumer warpgroups of 64 rows each. The producer (one thread) walks each
+// block, of one batch and head; numbered query tiles fastest, then heads, then batches). On
+// the persistent grid a dynamic scheduler hands them out in that order (an atomic counter,
+// params.work_counter), so the CTAs running at once stay on neighbouring tiles of one head
+// and share its K and V in L2, however long each item takes; without a counter CTA c walks
+// the items c, c + gridDim.x, ... (a CTA per item). A CTA has one producer warpgroup and
+// BlockM / 64 consumer warpgroups of 64 rows each. The producer (one thread) takes the items,
+// hands each to the consumers through shared memory with its Q (an empty item's Q barrier
+// completes with no copy; -1 ends the walk), walks each
 // item's kept key blocks and loads Q and each BlockN-key tile of K and V by TMA into a ring of
 // Stages shared-memory stages that runs on across items, each stage with a "full" mbarrier
 // (bytes landed) and an "empty" one (every consumer warp is done with it); Q has its own pair.
@@ -20,9 +25,10 @@
 // warpgroup may need it). Inside a computed tile, keys a row does not keep are masked to
 // -inf; wgmma has no finer skip.
 //
-// Shared memory (1024-byte aligned for the 128-byte swizzle): Q as HeadDim / 64 panels of
-// [BlockM][64], then Stages K tiles and Stages V tiles as panels of [BlockN][64], then the
-// barriers. TMA zero-fills rows past the end of the tensors.
+// Shared memory (1024-byte aligned for the 128-byte swizzle): one or two Q buffers
+// (kQBuffers), each HeadDim / 64 panels of [BlockM][64], then Stages K tiles and Stages V
+// tiles as panels of [BlockN][64], then the barriers and the handed-over item index per Q
+// buffer. TMA zero-fills rows past the end of the tensors.
 //
 // Grid: x = at most the work items (query blocks * (BlockQ / BlockM) * heads * batch), a
 // full wave of resident CTAs; y = z = 1. Block: the Tile's kThreads. Dynamic shared memory:
@@ -51,11 +57,21 @@ struct wgmma_attention_tile {
           : ((65536 / kMinBlocks - kProducerRegisters * 128) / (kConsumers * 128)) / 8 * 8;
   static constexpr int kPanels = HeadDim / 64;  // 64-column panels of 128-byte rows
   static constexpr int kQBytes = BlockM * HeadDim * 2;
+  // Q is double-buffered where the shared memory of an sm_90 CTA (227 KB) allows, so that the
+  // next item's Q loads while this item runs instead of after its last S = Q K^T; that is
+  // all but D = 128 with 128-row tiles and 3 stages.
+  static constexpr int kMaxSharedBytes = 227 * 1024;
+  static constexpr int kQBuffers =
+      1024 + 2 * kQBytes + 2 * Stages * BlockN * HeadDim * 2 + (4 + 4 * Stages) * 8 + 16 <= kMaxSharedBytes ? 2 : 1;
   static constexpr int kTileBytes = BlockN * HeadDim * 2;  // one K or V tile
   static constexpr int kScoreTiles = BlockN / 8;
   static constexpr int kOutTiles = HeadDim / 8;
-  static constexpr int kBarriers = 2 + 4 * Stages;  // Q full, Q empty; K full, V full, K empty, V empty
-  static constexpr int kSharedBytes = 1024 + kQBytes + 2 * Stages * kTileBytes + kBarriers * 8;
+  // Q full and Q empty per Q buffer; K full, V full, K empty, V empty per stage.
+  static constexpr int kBarriers = 2 * kQBuffers + 4 * Stages;
+  // + the item index the producer hands over with each Q buffer.
+  static constexpr int kSharedBytes =
+      1024 + kQBuffers * kQBytes + 2 * Stages * kTileBytes + kBarriers * 8 + kQBuffers * 8;
+  static_assert(kSharedBytes <= kMaxSharedBytes, "the tile does not fit an sm_90 CTA's shared memory");
   static_assert(BlockM == 64 || BlockM == 128, "64 rows per consumer warpgroup, one or two of them");
   static_assert(BlockN == 64 || BlockN == 128, "wgmma shapes of this kernel: n64 and n128");
   static_assert(HeadDim == 64 || HeadDim == 128, "head dims in whole 64-column panels");
@@ -84,14 +100,18 @@ __global__ void __launch_bounds__(wgmma_attention_tile<HeadDim, BlockM, BlockN, 
   // instruction).
   if (dynamic_shared_bytes() < Tile::kSharedBytes) __trap();
   unsigned char* q_tile = shared_raw + ((1024u - (shared_address(shared_raw) & 1023u)) & 1023u);
-  unsigned char* k_tiles = q_tile + Tile::kQBytes;  // [Stages][kPanels][BlockN][64]
+  unsigned char* k_tiles = q_tile + Tile::kQBuffers * Tile::kQBytes;  // [Stages][kPanels][BlockN][64]
   unsigned char* v_tiles = k_tiles + Stages * Tile::kTileBytes;
   unsigned long long* q_full = reinterpret_cast<unsigned long long*>(v_tiles + Stages * Tile::kTileBytes);
-  unsigned long long* q_empty = q_full + 1;
-  unsigned long long* k_full = q_full + 2;
+  unsigned long long* q_empty = q_full + Tile::kQBuffers;
+  unsigned long long* k_full = q_empty + Tile::kQBuffers;
   unsigned long long* v_full = k_full + Stages;
   unsigned long long* k_empty = v_full + Stages;
   unsigned long long* v_empty = k_empty + Stages;
+  // Per Q buffer, the item whose Q its q_full barrier announces, written by the producer before
+  // it arrives there; -1: no more items. Item h (counting from 0 in this CTA) uses buffer
+  // h % kQBuffers, in that buffer's phase (h / kQBuffers) & 1.
+  long long* handed_item = reinterpret_cast<long long*>(v_empty + Stages);
 
   // One work item: a query tile of one (batch, head), and its mask row.
   const int q_blocks = (params.tokens_q + BlockQ - 1) / BlockQ;
@@ -114,8 +134,10 @@ __global__ void __launch_bounds__(wgmma_attention_tile<HeadDim, BlockM, BlockN, 
   };
 
   if (threadIdx.x == 0) {
-    barrier_init(q_full, 1);
-    barrier_init(q_empty, Tile::kConsumers * 4);  // one arrival per consumer warp
+    for (int b = 0; b < Tile::kQBuffers; ++b) {
+      barrier_init(&q_full[b], 1);
+      barrier_init(&q_empty[b], Tile::kConsumers * 4);  // one arrival per consumer warp
+    }
     for (int s = 0; s < Stages; ++s) {
       barrier_init(&k_full[s], 1);
       barrier_init(&v_full[s], 1);
@@ -133,19 +155,35 @@ __global__ void __launch_bounds__(wgmma_attention_tile<HeadDim, BlockM, BlockN, 
     release_registers<Tile::kProducerRegisters>();
     if (threadIdx.x != 0) return;
     int ring = 0;        // tiles loaded so far, over all items: the ring position
-    int q_loads = 0;     // Q tiles loaded so far
-    for (long long item = blockIdx.x; item < items; item += gridDim.x) {
+    int q_loads = 0;     // items handed over so far
+    long long static_item = blockIdx.x;
+    const auto take_item = [&]() -> long long {
+      if (params.work_counter == nullptr) {
+        const long long item = static_item;
+        static_item += gridDim.x;
+        return item;
+      }
+      return static_cast<long long>(atomicAdd(params.work_counter, 1ull));
+    };
+    for (long long item = take_item(); item < items; item = take_item()) {
       const WorkItem w = work_item(item);
       if (w.m0 >= params.tokens_q) continue;  // a tile past the ragged end of the last block
       KeptBlocks<MaskBits> kept_blocks(params, w.mask_row);
       const int tiles = kept_blocks.count * kTilesPerKvBlock;
-      if (tiles == 0) continue;  // the consumers write zeros
-      barrier_wait(q_empty, (q_loads & 1) ^ 1);
-      barrier_arrive_expect_bytes(q_full, Tile::kQBytes);
+      const int buffer = q_loads % Tile::kQBuffers;
+      // The buffer's last item has been read and its Q used.
+      barrier_wait(&q_empty[buffer], ((q_loads / Tile::kQBuffers) & 1) ^ 1);
+      handed_item[buffer] = item;
+      ++q_loads;
+      if (tiles == 0) {  // the consumers write zeros
+        barrier_arrive(&q_full[buffer]);
+        continue;
+      }
+      barrier_arrive_expect_bytes(&q_full[buffer], Tile::kQBytes);
 #pragma unroll
       for (int p = 0; p < Tile::kPanels; ++p)
-        tensor_load_4d(q_tile + p * BlockM * 128, q_map, q_full, p * 64, w.m0, w.head, w.batch);
-      ++q_loads;
+        tensor_load_4d(q_tile + buffer * Tile::kQBytes + p * BlockM * 128, q_map, &q_full[buffer], p * 64, w.m0,
+                       w.head, w.batch);
       int block = 0;
       for (int t = 0; t < tiles; ++t, ++ring) {
         if (t % kTilesPerKvBlock == 0) block = kept_blocks.kept(t / kTilesPerKvBlock);
@@ -166,6 +204,19 @@ __global__ void __launch_bounds__(wgmma_attention_tile<HeadDim, BlockM, BlockN, 
           tensor_load_4d(v_tile + p * BlockN * 128, v_map, &v_full[stage], p * 64, n0, w.head, w.batch);
       }
     }
+    const int buffer = q_loads % Tile::kQBuffers;
+    barrier_wait(&q_empty[buffer], ((q_loads / Tile::kQBuffers) & 1) ^ 1);
+    handed_item[buffer] = -1;
+    barrier_arrive(&q_full[buffer]);
+    if (params.work_counter != nullptr) {
+      // The last CTA to finish taking items sets the counters back to zero for the next
+      // launch on this stream: every other CTA took its last item before counting itself.
+      __threadfence();
+      if (atomicAdd(params.work_counter + 1, 1ull) == gridDim.x - 1) {
+        atomicExch(params.work_counter, 0ull);
+        atomicExch(params.work_counter + 1, 0ull);
+      }
+    }
     return;
   }
 
@@ -176,9 +227,8 @@ __global__ void __launch_bounds__(wgmma_attention_tile<HeadDim, BlockM, BlockN, 
   const int lane = threadIdx.x % 32;
   const int quad = lane % 4;
   const float scale_log2 = params.softmax_scale * 1.4426950408889634f;
-  const unsigned char* q_rows = q_tile + consumer * 64 * 128;  // this warpgroup's 64 rows
   int ring = 0;     // the producer's ring position of the item's first tile
-  int q_loads = 0;  // Q tiles consumed so far
+  int q_loads = 0;  // items handed over so far
 
   // Ping-pong (FlashAttention-3): two consumer warpgroups take turns to issue their products,
   // named barrier 1 + c being consumer c's turn, so that one's softmax runs under the other's
@@ -190,9 +240,14 @@ __global__ void __launch_bounds__(wgmma_attention_tile<HeadDim, BlockM, BlockN, 
   constexpr int kPingPongThreads = 2 * 128;
   if (kPingPong && consumer == 1) named_barrier_arrive(1, kPingPongThreads);
 
-  for (long long item = blockIdx.x; item < items; item += gridDim.x) {
+  for (;;) {
+    const int buffer = q_loads % Tile::kQBuffers;
+    barrier_wait(&q_full[buffer], (q_loads / Tile::kQBuffers) & 1);
+    ++q_loads;
+    const long long item = handed_item[buffer];
+    if (item < 0) break;
+    const unsigned char* q_rows = q_tile + buffer * Tile::kQBytes + consumer * 64 * 128;  // this warpgroup's 64 rows
     const WorkItem w = work_item(item);
-    if (w.m0 >= params.tokens_q) continue;
     KeptBlockWalk<MaskBits, FineN> walk(params, w.mask_row);  // the consumer's own walk
     const int tiles = walk.count() * kTilesPerKvBlock;
     const int first_subtile = (w.m_in_block + consumer * 64) / 16;  // the warpgroup's first 16 rows
@@ -211,8 +266,9 @@ __global__ void __launch_bounds__(wgmma_attention_tile<HeadDim, BlockM, BlockN, 
 
     if (tiles > 0) {
       walk.start();
-      barrier_wait(q_full, q_loads & 1);
-      ++q_loads;
+    } else {  // the item is read: the producer may hand over the next
+      __syncwarp();
+      if (lane == 0) barrier_arrive(&q_empty[buffer]);
     }
 
     // Software pipeline across tiles (FlashAttention-3's intra-warpgroup overlap): tile t's
@@ -328,7 +384,7 @@ __global__ void __launch_bounds__(wgmma_attention_tile<HeadDim, BlockM, BlockN, 
 
       if (t == tiles - 1) {  // the item's last S has landed (or was skipped): Q goes back
         __syncwarp();
-        if (lane == 0) barrier_arrive(q_empty);
+        if (lane == 0) barrier_arrive(&q_empty[buffer]);
       }
 
       if (tile_in_block + 1 == kTilesPerKvBlock) walk.next_block();

@@ -11,6 +11,7 @@
 #include "jit/device_memory.h"
 #include "jit/driver_api.h"
 #include "jit/kernel_provider.h"
+#include "jit/work_counters.h"
 #include "runtime/runtime.h"
 #include "templates/sparse_attention/attention_family.h"
 #include "templates/sparse_attention/attention_reference.h"
@@ -385,6 +386,65 @@ TEST_F(AttentionGpuTest, WgmmaEveryTile) {
           ++tested;
         }
   EXPECT_EQ(tested, 3 * 8);  // fine 0, 16, 32 (8-key sub-tiles of 128x128 blocks need 128 bits)
+}
+
+// The persistent grid's dynamic scheduler: launches on two streams at once, each taking its
+// items from its own stream's counter, correct round after round (a counter not left at zero
+// would hand the next launch no items: its poisoned output fails); the counters are distinct
+// and zero afterwards. Then a launch captured into a graph (a counter of its own) replayed on
+// the second stream while the first runs its own launch.
+TEST_F(AttentionGpuTest, WgmmaPersistentGridOnSeveralStreamsAndInAGraph) {
+  if (const std::string why = wgmma_missing(); !why.empty()) GTEST_SKIP() << why;
+  const AttentionConfig config{HalfDtype::bf16, 128, 128, 128, 128, 128, wgmma_warps(128), 0, false, true, 3};
+  ASSERT_TRUE(config.persistent);
+  const jit::Kernel kernel = provider_.kernel(context(), SparseAttentionFamily::render(config, runtime_->target()));
+  const int max_shared = runtime_->device().max_shared_bytes_per_block;
+  // Enough items for several per CTA: 3 heads x 40 query blocks per case.
+  AttentionCase first(1, 3, 5000, 5000, 128, HalfDtype::bf16, Storage::bnhd,
+                      with_empty_rows(random_block_mask(1, 3, 5000, 5000, 128, 128, 0.3, generator_), 0.1, generator_),
+                      generator_);
+  AttentionCase second(1, 3, 5000, 4000, 128, HalfDtype::bf16, Storage::bhnd,
+                       random_block_mask(1, 3, 5000, 4000, 128, 128, 0.1, generator_), generator_);
+  jit::Stream one, two;
+  for (int round = 0; round < 3; ++round) {
+    for (AttentionCase* c : {&first, &second}) {
+      c->dout.fill(0xff);
+      c->dlse.fill(0xff);
+    }
+    SparseAttentionFamily::launch(kernel, config, first.device, max_shared, one.handle());
+    SparseAttentionFamily::launch(kernel, config, second.device, max_shared, two.handle());
+    one.synchronize();
+    two.synchronize();
+    expect_matches(first, "first stream, round " + std::to_string(round));
+    expect_matches(second, "second stream, round " + std::to_string(round));
+  }
+  const CUdeviceptr counter_one = jit::work_counter(one.handle()), counter_two = jit::work_counter(two.handle());
+  EXPECT_NE(counter_one, counter_two);
+  for (CUdeviceptr counter : {counter_one, counter_two})
+    EXPECT_EQ(jit::copy_device_to_host(reinterpret_cast<void*>(counter), jit::kWorkCounterBytes),
+              std::vector<std::uint8_t>(jit::kWorkCounterBytes, 0))
+        << "a finished launch leaves its counter at zero";
+
+  CUgraph graph = nullptr;
+  CUgraphExec replay = nullptr;
+  SJ_CU(cuStreamBeginCapture(two.handle(), CU_STREAM_CAPTURE_MODE_GLOBAL));
+  SparseAttentionFamily::launch(kernel, config, first.device, max_shared, two.handle());
+  SJ_CU(cuStreamEndCapture(two.handle(), &graph));
+  SJ_CU(cuGraphInstantiateWithFlags(&replay, graph, 0));
+  for (int round = 0; round < 2; ++round) {
+    for (AttentionCase* c : {&first, &second}) {
+      c->dout.fill(0xff);
+      c->dlse.fill(0xff);
+    }
+    SJ_CU(cuGraphLaunch(replay, two.handle()));
+    SparseAttentionFamily::launch(kernel, config, second.device, max_shared, one.handle());
+    one.synchronize();
+    two.synchronize();
+    expect_matches(first, "graph replay " + std::to_string(round));
+    expect_matches(second, "beside the replay " + std::to_string(round));
+  }
+  SJ_CU(cuGraphExecDestroy(replay));
+  SJ_CU(cuGraphDestroy(graph));
 }
 
 // The wgmma kernel at the model lengths (sampled query blocks, as ModelSequenceLengths).
