@@ -157,9 +157,10 @@ AttentionConfig default_attention_config(HalfDtype dtype, int head_dim, int bloc
   // Measured on the H100 (BENCHMARKS.md, 2026-11-22, wgmma versions 2 and 3, 12 heads x
   // 32,768 tokens): the wgmma kernel runs 1.4-2.1x the mma.sync default at densities 1.0 and
   // 0.1 and with fine bits; 128-key steps beat 64 (624 against 471 TFLOP/s at D = 128), and a
-  // third stage adds 2-15%. The persistent grid pays at D = 64 (+5% at density 0.1, +13% at
-  // 0.05: short items, whose start it overlaps) and costs 4-6% at D = 128 and density 1.0
-  // (its CTAs drift apart over the heads, and K/V leave L2), equal below: D <= 64 only.
+  // third stage adds 2-15%. The persistent grid pays at D = 64 (+4% at density 0.1, +10% at
+  // 0.05: short items, whose start it overlaps); with the dynamic scheduler (fifth session)
+  // it equals a CTA per item at D = 128 (it lost 4-6% dense with static striding, its CTAs
+  // drifting apart over the heads): persistent everywhere.
   // 64-row tiles (one consumer warpgroup) take 2 stages: the tuner's slice at density 0.1
   // (same file) found 3 stages of them 1.25-1.68x slower, two CTAs no longer sharing an SM.
   // With fine bits at D = 64 the full default grid (BENCHMARKS.md, fourth session) chose, in
@@ -173,7 +174,7 @@ AttentionConfig default_attention_config(HalfDtype dtype, int head_dim, int bloc
     for (int block_m = std::min(fine_narrow_head ? 64 : 128, block_q), stages = block_m == 128 ? 3 : 2; stages >= 2;
          --stages) {
       const AttentionConfig config{dtype, head_dim, block_q, block_kv, block_m, std::min(128, block_kv),
-                                   wgmma_warps(block_m), fine_n, false, true, stages, head_dim <= 64};
+                                   wgmma_warps(block_m), fine_n, false, true, stages, true};
       if (attention_config_problem(config, max_shared).empty()) return config;
     }
   return default_attention_config(dtype, head_dim, block_q, block_kv, fine_n, max_shared);

@@ -99,7 +99,7 @@ AttentionConfig default_attention_config(HalfDtype dtype, int head_dim, int bloc
                                          int block_kv, int fine_n, int max_shared_bytes);
 // The built-in default on `target`: where the target has the wgmma kernel (wgmma_target) and
 // the head dim fits it, its widest tile (BlockM and BlockN up to 128) with 3 stages where
-// they fit, else 2, on the persistent grid for D = 64 only; otherwise the mma.sync default
+// they fit, else 2, on the persistent grid; otherwise the mma.sync default
 // above for the target's shared memory.
 AttentionConfig default_attention_config(HalfDtype dtype, int head_dim, int block_q,
                                          int block_kv, int fine_n, const jit::Target& target);

@@ -55,7 +55,7 @@ TEST(AttentionSpace, TargetDefaultsPreferWgmmaOnHopper) {
   EXPECT_EQ(wide.block_m, 128);
   EXPECT_EQ(wide.block_n, 128);
   EXPECT_EQ(wide.stages, 3);
-  EXPECT_FALSE(wide.persistent);
+  EXPECT_TRUE(wide.persistent);
   const AttentionConfig narrow = default_attention_config(HalfDtype::fp16, 64, 64, 64, 0, sm90);
   EXPECT_TRUE(narrow.wgmma);
   EXPECT_EQ(narrow.block_m, 64);
