@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "db/database.h"
+#include "db/schema.h"
 #include "db/sqlite.h"
 #include "jit/device.h"
 #include "jit/driver_api.h"
@@ -312,7 +313,7 @@ TEST_F(CliTest, PrecompileCompilesOnceThenFindsEverythingStored) {
     ASSERT_EQ(result.exit_code, 0) << result.describe();
     const json stats = parse_json(result);
     EXPECT_EQ(stats.value("cubins", -1), 108) << result.describe();
-    EXPECT_EQ(stats.value("schema_version", -1), 2) << result.describe();
+    EXPECT_EQ(stats.value("schema_version", -1), db::kCurrentSchemaVersion) << result.describe();
     EXPECT_EQ(stats.value("gpus", -1), 0) << "precompile records no GPU\n" << result.describe();
     EXPECT_GT(stats.value("cubin_bytes", 0), 108 * 1000) << result.describe();
     EXPECT_EQ(stats.value("path", ""), database.string()) << result.describe();
@@ -323,7 +324,8 @@ TEST_F(CliTest, PrecompileCompilesOnceThenFindsEverythingStored) {
     ASSERT_EQ(result.exit_code, 0) << result.describe();
     EXPECT_TRUE(std::regex_search(result.out, std::regex("CUBINs +108 ")))
         << result.describe();
-    EXPECT_TRUE(std::regex_search(result.out, std::regex("schema version +2\n"))) << result.describe();
+    const std::regex version("schema version +" + std::to_string(db::kCurrentSchemaVersion) + "\n");
+    EXPECT_TRUE(std::regex_search(result.out, version)) << result.describe();
   }
   {
     SCOPED_TRACE("db cubins --json");
@@ -548,7 +550,7 @@ TEST_F(CliTest, DbOnAFreshDatabaseHasNoGpusAndNoCubins) {
   const json report = parse_json(stats);
   EXPECT_EQ(report.value("cubins", -1), 0) << stats.describe();
   EXPECT_EQ(report.value("gpus", -1), 0) << stats.describe();
-  EXPECT_EQ(report.value("schema_version", -1), 2) << stats.describe();
+  EXPECT_EQ(report.value("schema_version", -1), db::kCurrentSchemaVersion) << stats.describe();
 }
 
 // ---------------------------------------------------------------------- database location
