@@ -260,6 +260,31 @@ TEST_F(CliTest, InfoJsonHasNvrtcDatabaseAndGpusOrTheReasonThereAreNone) {
   }
 }
 
+// Without NVRTC (SPARSEJIT_NVRTC_LIBRARY names no file): info still reports, saying why there is
+// no NVRTC; what needs it fails with exit 1 and the one clear error.
+TEST_F(CliTest, WithoutNvrtcInfoSaysWhyAndPrecompileFailsClearly) {
+  const EnvironmentOverrides no_nvrtc = {{"SPARSEJIT_NVRTC_LIBRARY", (temp_ / "no" / "libnvrtc.so.13").string()}};
+  {
+    SCOPED_TRACE("info --json");
+    const CliResult result = run({"info", "--json"}, no_nvrtc);
+    EXPECT_EQ(result.exit_code, gpu_present() ? 0 : 2) << result.describe();
+    const json report = parse_json(result);
+    const std::string nvrtc = report.value("nvrtc", "");
+    EXPECT_TRUE(nvrtc.starts_with("unavailable: NVRTC is needed for reading NVRTC's version")) << nvrtc;
+    EXPECT_TRUE(has(nvrtc, (temp_ / "no" / "libnvrtc.so.13").string() + " (")) << nvrtc;
+    EXPECT_TRUE(report.contains("nvrtc_library") && report["nvrtc_library"].is_null()) << result.describe();
+  }
+  {
+    SCOPED_TRACE("precompile");
+    const CliResult result =
+        run({"--db", (temp_ / "p.db").string(), "precompile", "--arch", "sm_90", "--family", "permute_tokens"}, no_nvrtc);
+    EXPECT_EQ(result.exit_code, 1) << result.describe();
+    EXPECT_TRUE(has(result.err, "NVRTC is needed for checking the target 'sm_90'")) << result.describe();
+    EXPECT_TRUE(has(result.err, "No such file or directory")) << result.describe();
+    EXPECT_TRUE(has(result.err, "$SPARSEJIT_NVRTC_LIBRARY")) << result.describe();
+  }
+}
+
 // ----------------------------------------------------------------------------- precompile
 
 // Counts the rows of `db cubins --json` per target, checking the fields of every row.
