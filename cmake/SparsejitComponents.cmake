@@ -42,7 +42,7 @@ function(sparsejit_assemble_libraries)
       $<INSTALL_INTERFACE:${CMAKE_INSTALL_INCLUDEDIR}/sparsejit>
       $<INSTALL_INTERFACE:${CMAKE_INSTALL_INCLUDEDIR}>)
   endforeach()
-  set(private_deps CUDA::nvrtc SQLite::SQLite3 OpenSSL::Crypto Threads::Threads ${CMAKE_DL_LIBS})
+  set(private_deps SQLite::SQLite3 OpenSSL::Crypto Threads::Threads ${CMAKE_DL_LIBS})
   target_link_libraries(sparsejit_static PUBLIC ${private_deps} nlohmann_json::nlohmann_json)
   target_link_libraries(sparsejit PRIVATE ${private_deps} nlohmann_json::nlohmann_json)
   # Public headers name CUstream and friends from cuda.h (headers only; the driver is opened at run time).

@@ -60,6 +60,10 @@ void validate_cubin(const CubinRecord& cubin) {
   if (!is_sha256_hex(cubin.key)) {
     throw std::invalid_argument("cubin key must be 64 lowercase hex digits (SHA-256), got '" + cubin.key + "'");
   }
+  if (!cubin.source_key.empty() && !is_sha256_hex(cubin.source_key)) {
+    throw std::invalid_argument("cubin " + cubin.key + ": source key must be empty or 64 lowercase hex digits " +
+                                "(SHA-256), got '" + cubin.source_key + "'");
+  }
   if (!is_object_of_strings(cubin.lowered_names_json)) {
     throw std::invalid_argument("cubin " + cubin.key +
                                 ": lowered_names_json must be a JSON object of strings, got '" +
@@ -161,12 +165,14 @@ void Database::put_cubin(const CubinRecord& cubin) {
   Transaction transaction(connection_);
   Statement upsert = connection_.prepare(R"sql(
     INSERT INTO cubins (key, family, target, nvrtc_version, specialization, lowered_names_json, binary,
-                        compile_ms, created_at)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, coalesce(nullif(?9, ''), strftime('%Y-%m-%dT%H:%M:%fZ', 'now')))
+                        compile_ms, created_at, source_key)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, coalesce(nullif(?9, ''), strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+            nullif(?10, ''))
     ON CONFLICT (key) DO UPDATE SET
       family = excluded.family, target = excluded.target, nvrtc_version = excluded.nvrtc_version,
       specialization = excluded.specialization, lowered_names_json = excluded.lowered_names_json,
-      binary = excluded.binary, compile_ms = excluded.compile_ms, created_at = excluded.created_at)sql");
+      binary = excluded.binary, compile_ms = excluded.compile_ms, created_at = excluded.created_at,
+      source_key = coalesce(excluded.source_key, cubins.source_key))sql");
   upsert.bind_text(1, cubin.key);
   upsert.bind_text(2, cubin.family);
   upsert.bind_text(3, cubin.target);
@@ -176,18 +182,22 @@ void Database::put_cubin(const CubinRecord& cubin) {
   upsert.bind_blob(7, cubin.binary);
   upsert.bind_double(8, cubin.compile_ms);
   upsert.bind_text(9, cubin.created_at);
+  upsert.bind_text(10, cubin.source_key);
   upsert.step();
   transaction.commit();
 }
 
-std::optional<CubinRecord> Database::find_cubin(std::string_view key) const {
-  Statement query = connection_.prepare(R"sql(
-    SELECT key, family, target, nvrtc_version, specialization, lowered_names_json, binary, compile_ms, created_at
-    FROM cubins WHERE key = ?1)sql");
-  query.bind_text(1, key);
-  if (!query.step()) return std::nullopt;
+namespace {
+
+// The columns cubin_from_row reads.
+constexpr std::string_view kCubinColumns =
+    "SELECT key, family, target, nvrtc_version, specialization, lowered_names_json, binary, compile_ms, created_at, "
+    "coalesce(source_key, '') FROM cubins ";
+
+CubinRecord cubin_from_row(const Statement& query) {
   return CubinRecord{
       .key = query.column_text(0),
+      .source_key = query.column_text(9),
       .family = query.column_text(1),
       .target = query.column_text(2),
       .nvrtc_version = query.column_text(3),
@@ -199,16 +209,52 @@ std::optional<CubinRecord> Database::find_cubin(std::string_view key) const {
   };
 }
 
+}  // namespace
+
+std::optional<CubinRecord> Database::find_cubin(std::string_view key) const {
+  Statement query = connection_.prepare(std::string(kCubinColumns) + "WHERE key = ?1");
+  query.bind_text(1, key);
+  if (!query.step()) return std::nullopt;
+  return cubin_from_row(query);
+}
+
+std::optional<CubinRecord> Database::find_cubin_by_source(std::string_view source_key) const {
+  // cubins_by_source (source_key, created_at, key) answers this from the index's end.
+  Statement query = connection_.prepare(std::string(kCubinColumns) +
+                                        "WHERE source_key = ?1 ORDER BY created_at DESC, key DESC LIMIT 1");
+  query.bind_text(1, source_key);
+  if (!query.step()) return std::nullopt;
+  return cubin_from_row(query);
+}
+
+bool Database::record_cubin_source_key(std::string_view key, std::string_view source_key) {
+  if (!is_sha256_hex(source_key)) {
+    throw std::invalid_argument("cubin " + std::string(key) + ": source key must be 64 lowercase hex digits " +
+                                "(SHA-256), got '" + std::string(source_key) + "'");
+  }
+  Transaction transaction(connection_);
+  Statement update = connection_.prepare("UPDATE cubins SET source_key = ?2 WHERE key = ?1 AND source_key IS NULL");
+  update.bind_text(1, key);
+  update.bind_text(2, source_key);
+  update.step();
+  const bool changed = connection_.changes() == 1;
+  transaction.commit();
+  return changed;
+}
+
 namespace {
 
-// The columns cubin_summary_from_row reads, from the table `cubins` named c.
+// The columns cubin_summary_from_row reads, of the table `cubins` named c; kCubinSummaryFrom
+// names it (after any further columns).
 constexpr std::string_view kCubinSummaryColumns =
     "SELECT c.key, c.family, c.target, c.nvrtc_version, c.specialization, c.lowered_names_json, "
-    "length(c.binary), c.compile_ms, c.created_at FROM cubins c ";
+    "length(c.binary), c.compile_ms, c.created_at, coalesce(c.source_key, '') ";
+constexpr std::string_view kCubinSummaryFrom = "FROM cubins c ";
 
 CubinSummary cubin_summary_from_row(const Statement& query) {
   return CubinSummary{
       .key = query.column_text(0),
+      .source_key = query.column_text(9),
       .family = query.column_text(1),
       .target = query.column_text(2),
       .nvrtc_version = query.column_text(3),
@@ -223,7 +269,7 @@ CubinSummary cubin_summary_from_row(const Statement& query) {
 }  // namespace
 
 std::vector<CubinSummary> Database::list_cubins() const {
-  Statement query = connection_.prepare(std::string(kCubinSummaryColumns) +
+  Statement query = connection_.prepare(std::string(kCubinSummaryColumns) + std::string(kCubinSummaryFrom) +
                                         "ORDER BY c.family, c.target, c.specialization, c.key");
   std::vector<CubinSummary> cubins;
   while (query.step()) cubins.push_back(cubin_summary_from_row(query));
@@ -234,9 +280,16 @@ PruneReport Database::prune_cubins(std::string_view nvrtc_version, bool dry_run)
   std::optional<Transaction> transaction;  // a dry run only reads
   if (!dry_run) transaction.emplace(connection_);
   // A CUBIN is needed when a trial that measured it has the config, GPU and problem of a best
-  // config: that is the binary the runtime asks for (same render, target and NVRTC).
+  // config: that is the binary the runtime asks for (same render and target). Without a source
+  // key the runtime finds it only by its key, which holds the NVRTC version; with one, by the
+  // source key, which gives the newest CUBIN of that source (find_cubin_by_source's order).
   Statement query = connection_.prepare(std::string(kCubinSummaryColumns) + R"sql(
-    WHERE c.nvrtc_version <> ?1
+    , (c.source_key IS NULL AND c.nvrtc_version <> ?1) AS other_nvrtc,
+      EXISTS (SELECT 1 FROM cubins d
+              WHERE d.source_key = c.source_key
+                AND (d.created_at > c.created_at OR (d.created_at = c.created_at AND d.key > c.key))) AS superseded
+    )sql" + std::string(kCubinSummaryFrom) + R"sql(
+    WHERE other_nvrtc OR superseded
        OR (EXISTS (SELECT 1 FROM trials t WHERE t.cubin_key = c.key)
            AND NOT EXISTS (SELECT 1 FROM trials t
                            JOIN best_configs b USING (gpu_id, family, problem_key, config_json)
@@ -247,8 +300,9 @@ PruneReport Database::prune_cubins(std::string_view nvrtc_version, bool dry_run)
   while (query.step()) {
     PrunedCubin& pruned = report.cubins.emplace_back();
     pruned.cubin = cubin_summary_from_row(query);
-    pruned.reason = pruned.cubin.nvrtc_version != nvrtc_version ? PruneReason::other_nvrtc
-                                                                 : PruneReason::not_needed_by_best_configs;
+    pruned.reason = query.column_int64(10) != 0   ? PruneReason::other_nvrtc
+                    : query.column_int64(11) != 0 ? PruneReason::superseded
+                                                  : PruneReason::not_needed_by_best_configs;
     report.binary_bytes += pruned.cubin.binary_bytes;
   }
   if (dry_run) return report;

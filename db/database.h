@@ -41,6 +41,7 @@ struct StoredGpu {
 // One compiled specialization.
 struct CubinRecord {
   std::string key;             // hex SHA-256 of source, arguments, options, target, NVRTC version: 64 chars
+  std::string source_key;      // the same without the NVRTC version (64 hex chars); "" when unknown (rows of schema v2)
   std::string family;          // kernel family, e.g. "permute"
   std::string target;          // e.g. "sm_90a"
   std::string nvrtc_version;   // e.g. "13.0 (build cuda_13.0.r13.0/...)"
@@ -54,6 +55,7 @@ struct CubinRecord {
 // A CubinRecord without its binary, as listings show it.
 struct CubinSummary {
   std::string key;
+  std::string source_key;  // "" when unknown
   std::string family;
   std::string target;
   std::string nvrtc_version;
@@ -143,8 +145,9 @@ struct DatabaseStats {
 
 // Why prune_cubins removes a CUBIN.
 enum class PruneReason {
-  other_nvrtc,                // compiled by another NVRTC than the running one: its key is never asked for again
+  other_nvrtc,                // no source key and another NVRTC than the running one: its key is never asked for again
   not_needed_by_best_configs, // measured by trials, none of them a best config's: a loser's binary
+  superseded,                 // a newer CUBIN of the same source key is the one find_cubin_by_source returns
 };
 
 struct PrunedCubin {
@@ -166,9 +169,9 @@ struct VacuumReport {
 struct TuningSnapshot;  // db/snapshot.h
 struct ImportSummary;   // db/snapshot.h
 
-// Throw std::invalid_argument when the record could not be stored: a CUBIN whose key is
-// not 64 lowercase hex digits, whose lowered_names_json is not a JSON object of strings or
-// whose binary is empty; an ok trial without its median time.
+// Throw std::invalid_argument when the record could not be stored: a CUBIN whose key (or
+// source key, when given) is not 64 lowercase hex digits, whose lowered_names_json is not a
+// JSON object of strings or whose binary is empty; an ok trial without its median time.
 void validate_cubin(const CubinRecord& cubin);
 void validate_trial(const TrialRecord& trial);
 
@@ -198,19 +201,30 @@ class Database {
   std::int64_t upsert_gpu(const GpuRecord& gpu);
   std::vector<StoredGpu> list_gpus() const;  // ordered by id
 
-  // Inserts the CUBIN or replaces the one with the same key. Throws std::invalid_argument
-  // if the key is not 64 lowercase hex digits, lowered_names_json is not a JSON object of
-  // strings, or the binary is empty.
+  // Inserts the CUBIN or replaces the one with the same key (a replacement without a source
+  // key keeps the stored one). Throws std::invalid_argument if the key or the source key
+  // (unless empty) is not 64 lowercase hex digits, lowered_names_json is not a JSON object
+  // of strings, or the binary is empty.
   void put_cubin(const CubinRecord& cubin);
   std::optional<CubinRecord> find_cubin(std::string_view key) const;
+  // The CUBIN of `source_key`: where several are stored (compiled by several NVRTCs), the one
+  // created last, ties broken by the greater key. Rows without a source key (schema v2) are
+  // not found here, only by find_cubin, until record_cubin_source_key gives them theirs.
+  std::optional<CubinRecord> find_cubin_by_source(std::string_view source_key) const;
+  // Records `source_key` for the CUBIN `key` when it has none; the caller vouches that the
+  // two were computed from one request. Returns whether the row changed.
+  bool record_cubin_source_key(std::string_view key, std::string_view source_key);
   std::vector<CubinSummary> list_cubins() const;  // ordered by family, target, specialization, key
-  // Deletes, in one transaction, the CUBINs that no run will load again: those of another
-  // NVRTC version than `nvrtc_version` (jit::nvrtc_version().to_string() of the running
-  // build), and the losers' binaries: CUBINs that trials measured where no such trial has the
-  // config of its GPU's and problem's best config. CUBINs no trial refers to (compiled by
-  // `precompile` ahead of tuning, or by the runtime for a built-in default) are kept. Trials
-  // stay; their cubin_key becomes NULL. With `dry_run` nothing is deleted: the report lists
-  // what would go. The file does not shrink until vacuum().
+  // Deletes, in one transaction, the CUBINs that no run will load again: those without a
+  // source key (schema v2 rows, found only by their key) of another NVRTC version than
+  // `nvrtc_version` (jit::nvrtc_version().to_string() of the running build); those that a
+  // newer CUBIN of the same source key supersedes (find_cubin_by_source never returns them);
+  // and the losers' binaries: CUBINs that trials measured where no such trial has the
+  // config of its GPU's and problem's best config. A CUBIN with a source key that no other
+  // supersedes stays whichever NVRTC compiled it: the runtime loads it. CUBINs no trial
+  // refers to (compiled by `precompile` ahead of tuning, or by the runtime for a built-in
+  // default) are kept. Trials stay; their cubin_key becomes NULL. With `dry_run` nothing is
+  // deleted: the report lists what would go. The file does not shrink until vacuum().
   PruneReport prune_cubins(std::string_view nvrtc_version, bool dry_run);
   // Rebuilds the file without its free pages (VACUUM) and checkpoints the WAL into it.
   VacuumReport vacuum();

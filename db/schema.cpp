@@ -102,6 +102,13 @@ CREATE TABLE sparsity_profiles (
   UNIQUE (model, step, layer, head)
 );
 )sql"},
+    Migration{3, R"sql(
+-- SHA-256 of what the key hashes except the NVRTC version: the runtime finds a CUBIN by it
+-- without opening NVRTC (the most recently created one where several NVRTCs compiled the
+-- source). NULL for rows of older schemas until the runtime finds them by their key.
+ALTER TABLE cubins ADD COLUMN source_key TEXT;
+CREATE INDEX cubins_by_source ON cubins (source_key, created_at, key);
+)sql"},
 };
 
 static_assert(kMigrations.size() == kCurrentSchemaVersion);

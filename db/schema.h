@@ -6,6 +6,9 @@
 //   v1: meta, gpus (one row per GPU fingerprint), cubins (compiled code by SHA-256 key)
 //   v2: trials (every measured candidate), best_configs (winner per GPU and problem),
 //       sparsity_profiles (per model/step/layer/head density)
+//   v3: cubins.source_key (CompileRequest::source_key: the key without the NVRTC version, by
+//       which the runtime finds a CUBIN without opening NVRTC) and its index; NULL in rows
+//       of older schemas, which the runtime fills in when it finds them by their key
 #pragma once
 
 #include <filesystem>
@@ -15,7 +18,7 @@
 
 namespace sparsejit::db {
 
-inline constexpr int kCurrentSchemaVersion = 2;
+inline constexpr int kCurrentSchemaVersion = 3;
 inline constexpr std::string_view kApplicationMarker = "sparsejit";
 
 enum class DatabaseContent {

@@ -102,9 +102,12 @@ std::int64_t apply_gpu(Connection& connection, const StoredGpu& incoming, ApplyC
 void apply_cubins(Connection& connection, const std::vector<CubinRecord>& cubins, ApplyCounts& counts) {
   Statement insert = connection.prepare(R"sql(
     INSERT INTO cubins (key, family, target, nvrtc_version, specialization, lowered_names_json, binary,
-                        compile_ms, created_at)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                        compile_ms, created_at, source_key)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, nullif(?10, ''))
     ON CONFLICT (key) DO NOTHING)sql");
+  // A stored CUBIN of the same key without a source key (a schema v2 row) learns it.
+  Statement learn = connection.prepare(
+      "UPDATE cubins SET source_key = ?2 WHERE key = ?1 AND source_key IS NULL AND ?2 <> ''");
   for (const CubinRecord& cubin : cubins) {
     insert.bind_text(1, cubin.key);
     insert.bind_text(2, cubin.family);
@@ -115,9 +118,18 @@ void apply_cubins(Connection& connection, const std::vector<CubinRecord>& cubins
     insert.bind_blob(7, cubin.binary);
     insert.bind_double(8, cubin.compile_ms);
     insert.bind_text(9, cubin.created_at);
+    insert.bind_text(10, cubin.source_key);
     insert.step();
-    ++(connection.changes() == 1 ? counts.added : counts.unchanged);
     insert.reset();
+    if (connection.changes() == 1) {
+      ++counts.added;
+      continue;
+    }
+    learn.bind_text(1, cubin.key);
+    learn.bind_text(2, cubin.source_key);
+    learn.step();
+    learn.reset();
+    ++(connection.changes() == 1 ? counts.updated : counts.unchanged);
   }
 }
 

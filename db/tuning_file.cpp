@@ -110,15 +110,17 @@ ordered_json profile_json(const SparsityProfile& profile) {
 }
 
 ordered_json cubin_json(const CubinRecord& cubin) {
-  return {{"key", cubin.key},
-          {"family", cubin.family},
-          {"target", cubin.target},
-          {"nvrtc_version", cubin.nvrtc_version},
-          {"specialization", cubin.specialization},
-          {"lowered_names_json", cubin.lowered_names_json},
-          {"compile_ms", cubin.compile_ms},
-          {"created_at", cubin.created_at},
-          {"binary_base64", encode_base64(cubin.binary)}};
+  ordered_json row = {{"key", cubin.key}};
+  if (!cubin.source_key.empty()) row["source_key"] = cubin.source_key;  // absent when unknown, as before it existed
+  row["family"] = cubin.family;
+  row["target"] = cubin.target;
+  row["nvrtc_version"] = cubin.nvrtc_version;
+  row["specialization"] = cubin.specialization;
+  row["lowered_names_json"] = cubin.lowered_names_json;
+  row["compile_ms"] = cubin.compile_ms;
+  row["created_at"] = cubin.created_at;
+  row["binary_base64"] = encode_base64(cubin.binary);
+  return row;
 }
 
 template <typename Row, typename ToJson>
@@ -246,6 +248,7 @@ SparsityProfile read_profile(const Fields& fields) {
 CubinRecord read_cubin(const Fields& fields) {
   CubinRecord cubin;
   cubin.key = fields.text("key");
+  cubin.source_key = fields.optional_text("source_key");
   cubin.family = fields.text("family");
   cubin.target = fields.text("target");
   cubin.nvrtc_version = fields.text("nvrtc_version");

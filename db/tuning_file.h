@@ -11,7 +11,7 @@
 //                 "p80_ms", "rel_error", "sm_clock_khz", "cubin_key", "message", "created_at"}],
 //     "best_configs": [{"gpu", "family", "problem_key", "config_json", "median_ms", "updated_at"}],
 //     "sparsity_profiles": [{"model", "step", "layer", "head", "density", "tau"}],
-//     "cubins": [{"key", "family", "target", "nvrtc_version", "specialization",
+//     "cubins": [{"key", "source_key", "family", "target", "nvrtc_version", "specialization",
 //                 "lowered_names_json", "compile_ms", "created_at", "binary_base64"}]
 //   }
 //
@@ -23,7 +23,10 @@
 //   null when unknown ("median_ms" is required for an ok trial).
 // - Times are ISO 8601 UTC text with milliseconds ("2025-01-31T12:00:00.123Z").
 // - "cubins" is present only in an export with CUBINs; "binary_base64" is standard base64
-//   with padding (RFC 4648, no line breaks).
+//   with padding (RFC 4648, no line breaks). "source_key" (CompileRequest::source_key, 64
+//   hex digits) was added within version 1: it is written only where the database knows it
+//   (not for CUBINs stored before schema v3), and a file without it reads as unknown, so
+//   files of older sparsejits read and export as before.
 //
 // Stability: the same database always exports to the same bytes (rows in the order of
 // Database::read_snapshot, two-space indentation, numbers as the shortest text that reads

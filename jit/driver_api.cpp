@@ -8,6 +8,7 @@
 #include <type_traits>
 
 #include "jit/error.h"
+#include "jit/shared_library.h"
 
 namespace sparsejit::jit {
 namespace {
@@ -22,13 +23,13 @@ struct LoadedDriver {
 
 LoadedDriver load_driver() {
   LoadedDriver loaded;
-  void* library = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
-  if (library == nullptr) {
-    loaded.failure = "no CUDA driver: libcuda.so.1 could not be opened (" +
-                     std::string(dlerror()) + "); this machine has no NVIDIA GPU driver";
+  const OpenedLibrary library = open_first_library({"libcuda.so.1"});
+  if (library.handle == nullptr) {
+    loaded.failure = "no CUDA driver: libcuda.so.1 could not be opened (" + library.failed.at(0).error +
+                     "); this machine has no NVIDIA GPU driver";
     return loaded;
   }
-  auto get_proc = reinterpret_cast<GetProcAddress>(dlsym(library, "cuGetProcAddress_v2"));
+  auto get_proc = reinterpret_cast<GetProcAddress>(dlsym(library.handle, "cuGetProcAddress_v2"));
   if (get_proc == nullptr) {
     loaded.failure = "the CUDA driver is too old: libcuda.so.1 has no cuGetProcAddress_v2 "
                      "(a driver for CUDA 12.0 or newer is needed)";

@@ -52,4 +52,12 @@ class NvrtcError : public JitError {
   using JitError::JitError;
 };
 
+// NVRTC was needed (to compile, or for its version) but libnvrtc could not be opened or
+// lacks a function (jit/nvrtc_api.h). what() says what needed it, each library tried with
+// the loader's reason, and what to do.
+class NvrtcUnavailableError : public NvrtcError {
+ public:
+  using NvrtcError::NvrtcError;
+};
+
 }  // namespace sparsejit::jit

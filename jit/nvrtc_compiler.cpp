@@ -3,7 +3,6 @@
 #include <dlfcn.h>
 #include <elf.h>
 #include <fcntl.h>
-#include <nvrtc.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -14,17 +13,13 @@
 #include <utility>
 
 #include "jit/error.h"
+#include "jit/nvrtc_api.h"
 #include "jit/sha256.h"
 
 namespace sparsejit::jit {
 namespace {
 
 std::atomic<std::uint64_t> compile_counter{0};
-
-void check_nvrtc(nvrtcResult result, const char* call) {
-  if (result != NVRTC_SUCCESS)
-    throw NvrtcError(std::string(call) + " failed: " + nvrtcGetErrorString(result));
-}
 
 // The byte range of the ELF64 section `.rodata` of the file mapped at `image` (`size`
 // bytes), where a library keeps its string constants; the whole file when it is not a
@@ -58,13 +53,13 @@ std::pair<std::size_t, std::size_t> rodata_range(const unsigned char* image, std
 
 // nvrtcVersion() gives major.minor only; two NVRTCs of one minor version may still emit
 // different code. The library carries its build tag ("Build cuda_13.0.r13.0/compiler.N_0");
-// read it from the file the process actually loaded. Falls back to the file's size. Only
-// `.rodata` is searched (13 MB of the 109 MB libnvrtc of CUDA 13.0; the tag sits 93 MB in):
-// every process that computes a cache key reads it, so it is on the path from start to first
-// launch.
-std::string read_nvrtc_build() {
+// read it from the file the process actually loaded (the one `api` came from). Falls back to
+// the file's size. Only `.rodata` is searched (13 MB of the 109 MB libnvrtc of CUDA 13.0; the
+// tag sits 93 MB in): every process that computes a cache key reads it (3.7-4.4 ms measured),
+// which is why a warm start finds CUBINs by their source key and never gets here.
+std::string read_nvrtc_build(const NvrtcApi& api) {
   Dl_info info{};
-  if (dladdr(reinterpret_cast<void*>(&nvrtcVersion), &info) == 0 || info.dli_fname == nullptr)
+  if (dladdr(reinterpret_cast<void*>(api.nvrtcVersion), &info) == 0 || info.dli_fname == nullptr)
     return "unknown build";
   const int fd = ::open(info.dli_fname, O_RDONLY | O_CLOEXEC);
   if (fd < 0) return "unknown build";
@@ -94,18 +89,19 @@ std::string read_nvrtc_build() {
 }
 
 struct ProgramDeleter {
+  const NvrtcApi* api;
   void operator()(nvrtcProgram* program) const {
-    nvrtcDestroyProgram(program);
+    api->nvrtcDestroyProgram(program);
     delete program;
   }
 };
 using ProgramHandle = std::unique_ptr<nvrtcProgram, ProgramDeleter>;
 
-std::string program_log(nvrtcProgram program) {
+std::string program_log(const NvrtcApi& api, nvrtcProgram program) {
   std::size_t size = 0;
-  if (nvrtcGetProgramLogSize(program, &size) != NVRTC_SUCCESS || size <= 1) return {};
+  if (api.nvrtcGetProgramLogSize(program, &size) != NVRTC_SUCCESS || size <= 1) return {};
   std::string log(size, '\0');
-  if (nvrtcGetProgramLog(program, log.data()) != NVRTC_SUCCESS) return {};
+  if (api.nvrtcGetProgramLog(program, log.data()) != NVRTC_SUCCESS) return {};
   log.resize(size - 1);  // drop the terminating NUL
   return log;
 }
@@ -131,9 +127,10 @@ std::string NvrtcVersion::to_string() const {
 
 const NvrtcVersion& nvrtc_version() {
   static const NvrtcVersion version = [] {
+    const NvrtcApi& api = nvrtc("reading NVRTC's version (part of every CUBIN's cache key)");
     NvrtcVersion v;
-    check_nvrtc(nvrtcVersion(&v.major, &v.minor), "nvrtcVersion");
-    v.build = read_nvrtc_build();
+    check_nvrtc_result(api.nvrtcVersion(&v.major, &v.minor), "nvrtcVersion");
+    v.build = read_nvrtc_build(api);
     return v;
   }();
   return version;
@@ -145,20 +142,38 @@ std::vector<std::string> CompileRequest::all_options() const {
   return all;
 }
 
+namespace {
+
+// Everything of `request` that determines its binary, save the compiler: the fields both
+// keys hash after their own tag.
+void add_request_fields(Sha256& hash, const CompileRequest& request) {
+  hash.add_field(request.target.name()).add_field(request.program_name).add_field(request.source);
+  hash.add_field(std::to_string(request.headers.size()));
+  for (const SourceFile& header : request.headers) hash.add_field(header.name).add_field(header.content);
+  hash.add_field(std::to_string(request.name_expressions.size()));
+  for (const std::string& expression : request.name_expressions) hash.add_field(expression);
+  hash.add_field(std::to_string(request.options.size()));
+  for (const std::string& option : request.options) hash.add_field(option);
+}
+
+}  // namespace
+
 std::string CompileRequest::cache_key() const {
-  Sha256 hash;
+  Sha256 hash;  // unchanged since v1: the keys of stored CUBINs stay valid
   hash.add_field("sparsejit-cubin-key-v1").add_field(nvrtc_version().to_string());
-  hash.add_field(target.name()).add_field(program_name).add_field(source);
-  hash.add_field(std::to_string(headers.size()));
-  for (const SourceFile& header : headers) hash.add_field(header.name).add_field(header.content);
-  hash.add_field(std::to_string(name_expressions.size()));
-  for (const std::string& expression : name_expressions) hash.add_field(expression);
-  hash.add_field(std::to_string(options.size()));
-  for (const std::string& option : options) hash.add_field(option);
+  add_request_fields(hash, *this);
+  return hash.hex();
+}
+
+std::string CompileRequest::source_key() const {
+  Sha256 hash;
+  hash.add_field("sparsejit-source-key-v1");
+  add_request_fields(hash, *this);
   return hash.hex();
 }
 
 CompiledBinary compile(const CompileRequest& request) {
+  const NvrtcApi& api = nvrtc("compiling " + request.program_name);
   const auto start = std::chrono::steady_clock::now();
   std::vector<const char*> header_contents;
   std::vector<const char*> header_names;
@@ -166,39 +181,36 @@ CompiledBinary compile(const CompileRequest& request) {
     header_contents.push_back(header.content.c_str());
     header_names.push_back(header.name.c_str());
   }
-  ProgramHandle program(new nvrtcProgram(nullptr));
-  check_nvrtc(nvrtcCreateProgram(program.get(), request.source.c_str(),
-                                 request.program_name.c_str(),
-                                 static_cast<int>(request.headers.size()), header_contents.data(),
-                                 header_names.data()),
-              "nvrtcCreateProgram");
+  ProgramHandle program(new nvrtcProgram(nullptr), ProgramDeleter{&api});
+  check_nvrtc_result(api.nvrtcCreateProgram(program.get(), request.source.c_str(), request.program_name.c_str(),
+                                            static_cast<int>(request.headers.size()), header_contents.data(),
+                                            header_names.data()),
+                     "nvrtcCreateProgram");
   for (const std::string& expression : request.name_expressions)
-    check_nvrtc(nvrtcAddNameExpression(*program, expression.c_str()), "nvrtcAddNameExpression");
+    check_nvrtc_result(api.nvrtcAddNameExpression(*program, expression.c_str()), "nvrtcAddNameExpression");
 
   const std::vector<std::string> options = request.all_options();
   std::vector<const char*> option_pointers;
   for (const std::string& option : options) option_pointers.push_back(option.c_str());
 
   compile_counter.fetch_add(1, std::memory_order_relaxed);
-  const nvrtcResult result = nvrtcCompileProgram(
-      *program, static_cast<int>(option_pointers.size()), option_pointers.data());
+  const nvrtcResult result =
+      api.nvrtcCompileProgram(*program, static_cast<int>(option_pointers.size()), option_pointers.data());
   CompiledBinary binary;
-  binary.log = program_log(*program);
+  binary.log = program_log(api, *program);
   if (result != NVRTC_SUCCESS)
-    throw CompileError(request.program_name, options, binary.log, nvrtcGetErrorString(result));
+    throw CompileError(request.program_name, options, binary.log, api.nvrtcGetErrorString(result));
 
   std::size_t cubin_size = 0;
-  check_nvrtc(nvrtcGetCUBINSize(*program, &cubin_size), "nvrtcGetCUBINSize");
+  check_nvrtc_result(api.nvrtcGetCUBINSize(*program, &cubin_size), "nvrtcGetCUBINSize");
   if (cubin_size == 0)
     throw NvrtcError("NVRTC produced no CUBIN for " + request.program_name + " with " +
                      request.target.nvrtc_option());
   binary.cubin.resize(cubin_size);
-  check_nvrtc(nvrtcGetCUBIN(*program, reinterpret_cast<char*>(binary.cubin.data())),
-              "nvrtcGetCUBIN");
+  check_nvrtc_result(api.nvrtcGetCUBIN(*program, reinterpret_cast<char*>(binary.cubin.data())), "nvrtcGetCUBIN");
   for (const std::string& expression : request.name_expressions) {
     const char* lowered = nullptr;
-    check_nvrtc(nvrtcGetLoweredName(*program, expression.c_str(), &lowered),
-                "nvrtcGetLoweredName");
+    check_nvrtc_result(api.nvrtcGetLoweredName(*program, expression.c_str(), &lowered), "nvrtcGetLoweredName");
     binary.lowered_names.emplace(expression, lowered);
   }
   binary.compile_ms =

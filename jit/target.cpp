@@ -1,29 +1,30 @@
 #include "jit/target.h"
 
-#include <nvrtc.h>
-
 #include <algorithm>
 #include <charconv>
 #include <vector>
 
 #include "jit/error.h"
+#include "jit/nvrtc_api.h"
 
 namespace sparsejit::jit {
 namespace {
 
-std::vector<int> nvrtc_supported_architectures() {
+// Opens NVRTC (NvrtcUnavailableError when it cannot be; `arch` names what was checked).
+std::vector<int> nvrtc_supported_architectures(std::string_view arch) {
+  const NvrtcApi& api = nvrtc("checking the target '" + std::string(arch) + "' against the architectures NVRTC supports");
   int count = 0;
-  if (nvrtcGetNumSupportedArchs(&count) != NVRTC_SUCCESS) return {};
+  if (api.nvrtcGetNumSupportedArchs(&count) != NVRTC_SUCCESS) return {};
   std::vector<int> archs(static_cast<std::size_t>(count));
-  if (nvrtcGetSupportedArchs(archs.data()) != NVRTC_SUCCESS) return {};
+  if (api.nvrtcGetSupportedArchs(archs.data()) != NVRTC_SUCCESS) return {};
   return archs;
 }
 
-std::string supported_list() {
+std::string supported_list(std::string_view arch) {
   std::string list;
-  for (int arch : nvrtc_supported_architectures()) {
+  for (int supported : nvrtc_supported_architectures(arch)) {
     if (!list.empty()) list += ", ";
-    list += "sm_" + std::to_string(arch);
+    list += "sm_" + std::to_string(supported);
   }
   return list;
 }
@@ -33,7 +34,7 @@ std::string supported_list() {
 Target Target::parse(std::string_view arch) {
   const auto fail = [&](const std::string& why) -> Target {
     throw JitError("invalid target '" + std::string(arch) + "': " + why +
-                   " (this NVRTC supports " + supported_list() +
+                   " (this NVRTC supports " + supported_list(arch) +
                    "; append 'a' for the arch-specific variant of sm_90 and newer)");
   };
   if (!arch.starts_with("sm_") || arch.size() < 5) return fail("expected sm_<major><minor>[a]");
@@ -44,7 +45,7 @@ Target Target::parse(std::string_view arch) {
   auto [end, error] = std::from_chars(digits.data(), digits.data() + digits.size(), number);
   if (error != std::errc() || end != digits.data() + digits.size() || number < 10)
     return fail("expected sm_<major><minor>[a]");
-  const std::vector<int> supported = nvrtc_supported_architectures();
+  const std::vector<int> supported = nvrtc_supported_architectures(arch);
   if (std::find(supported.begin(), supported.end(), number) == supported.end())
     return fail("not supported by this NVRTC");
   if (specific && number < 90) return fail("arch-specific targets start at sm_90a");

@@ -8,7 +8,9 @@ namespace sparsejit::jit {
 class Target {
  public:
   // Parses "sm_80", "sm_86", "sm_89", "sm_90", "sm_90a", ... Throws JitError naming the
-  // architectures this NVRTC supports when the name is malformed or unsupported.
+  // architectures this NVRTC supports when the name is malformed or unsupported. Opens NVRTC
+  // (for that list; NvrtcUnavailableError when it cannot): the runtime, which must not,
+  // uses for_compute_capability.
   static Target parse(std::string_view arch);
   // The plain (not arch-specific) target of a device of compute capability major.minor.
   static Target for_compute_capability(int major, int minor);

@@ -1,5 +1,7 @@
 #pragma once
-// The database's CUBIN table as the jit layer's CubinStore.
+// The database's CUBIN table as the jit layer's CubinStore: find_by_source reads the newest
+// CUBIN of a source key without opening NVRTC; find by cache key gives a row stored before
+// there were source keys (schema v2) its source key on the way; put records both keys.
 #include <mutex>
 
 #include "db/database.h"
@@ -12,7 +14,9 @@ class DatabaseCubinStore final : public jit::CubinStore {
   // `database` must outlive the store.
   explicit DatabaseCubinStore(db::Database& database) : database_(database) {}
 
-  std::optional<jit::CompiledBinary> find(const std::string& key) override;
+  std::optional<jit::CompiledBinary> find(const std::string& key, const std::string& source_key) override;
+  std::optional<jit::StoredBinary> find_by_source(const std::string& source_key) override;
+  // Records the running NVRTC's version (opens NVRTC; a put follows a compile, which did).
   void put(const std::string& key, const jit::KernelSpec& spec,
            const jit::CompiledBinary& binary) override;
 

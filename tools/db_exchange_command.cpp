@@ -200,11 +200,21 @@ struct PruneOptions {
 };
 
 std::string_view reason_text(db::PruneReason reason) {
-  return reason == db::PruneReason::other_nvrtc ? "other NVRTC" : "no best config uses it";
+  switch (reason) {
+    case db::PruneReason::other_nvrtc: return "other NVRTC";
+    case db::PruneReason::superseded: return "a newer build of its source";
+    case db::PruneReason::not_needed_by_best_configs: break;
+  }
+  return "no best config uses it";
 }
 
 std::string_view reason_token(db::PruneReason reason) {
-  return reason == db::PruneReason::other_nvrtc ? "other_nvrtc" : "not_needed_by_best_configs";
+  switch (reason) {
+    case db::PruneReason::other_nvrtc: return "other_nvrtc";
+    case db::PruneReason::superseded: return "superseded";
+    case db::PruneReason::not_needed_by_best_configs: break;
+  }
+  return "not_needed_by_best_configs";
 }
 
 int run_prune(const GlobalOptions& global, const PruneOptions& options) {
@@ -296,8 +306,9 @@ void add_db_exchange_commands(CLI::App& db, GlobalOptions& global) {
 
   auto prune_options = std::make_shared<PruneOptions>();
   CLI::App* prune = db.add_subcommand(
-      "prune", "remove CUBINs no run will load (compiled by another NVRTC, or measured only by losing "
-               "trials), keep every trial, then compact the file");
+      "prune", "remove CUBINs no run will load (superseded by a newer build of their source, of another "
+               "NVRTC without a source key, or measured only by losing trials), keep every trial, then "
+               "compact the file");
   prune->add_flag("--dry-run", prune_options->dry_run, "only list what would be removed and the bytes freed");
   prune->add_flag("--json", prune_options->json, "print JSON");
   prune->callback([&global, prune_options] { global.exit_code = run_prune(global, *prune_options); });

@@ -1,10 +1,13 @@
-// sparsejit info: the GPUs, the driver, NVRTC and the database this machine would use.
+// sparsejit info: the GPUs, the driver, NVRTC (its version and library, or why it cannot be
+// opened) and the database this machine would use.
 #include <cstdio>
 #include <iostream>
 
 #include "db/paths.h"
 #include "jit/device.h"
 #include "jit/driver_api.h"
+#include "jit/error.h"
+#include "jit/nvrtc_api.h"
 #include "jit/nvrtc_compiler.h"
 #include "jit/target.h"
 #include "runtime/gpu_record.h"
@@ -19,7 +22,13 @@ struct InfoOptions {
 
 int run_info(const GlobalOptions& global, const InfoOptions& options) {
   nlohmann::json report;
-  report["nvrtc"] = jit::nvrtc_version().to_string();
+  try {
+    report["nvrtc"] = jit::nvrtc_version().to_string();
+    report["nvrtc_library"] = jit::nvrtc("sparsejit info").library;
+  } catch (const jit::NvrtcUnavailableError& error) {  // info still shows the rest
+    report["nvrtc"] = std::string("unavailable: ") + error.what();
+    report["nvrtc_library"] = nullptr;
+  }
   std::string database;
   try {
     database = database_path(global).string();

@@ -265,7 +265,8 @@ std::vector<int> compile_candidates(jit::KernelProvider& kernels, const db::Data
 }
 
 // After a run that no signal stopped: drops the binaries no run loads again
-// (Database::prune_cubins: the losers', and those of another NVRTC), then compacts the file.
+// (Database::prune_cubins: the losers', the superseded, and keyless ones of another NVRTC),
+// then compacts the file.
 // Their trials stay, so a rerun resumes with nothing to measure or compile.
 void prune_losers(db::Database& database) {
   const db::PruneReport pruned = database.prune_cubins(jit::nvrtc_version().to_string(), /*dry_run=*/false);

@@ -111,9 +111,9 @@ ProblemReport tune_problem(templates::TuningProblem& problem, const TuneEnvironm
     }
     db::TrialRecord trial = trial_of(problem, environment, candidate);
     try {
-      const std::string cubin_key = candidate.specialization.request.cache_key();
       const jit::Kernel kernel = environment.kernels.kernel(environment.context, candidate.specialization);
-      trial.cubin_key = environment.kernels.stored(candidate.specialization) ? cubin_key : "";
+      // The stored CUBIN the kernel came from (by its source key: possibly another NVRTC's).
+      trial.cubin_key = environment.kernels.stored_key(candidate.specialization).value_or("");
       const double error = problem.check(kernel, candidate, stream.handle());
       if (!(error <= problem.error_bound())) {  // NaN fails too
         trial.status = db::TrialStatus::incorrect;

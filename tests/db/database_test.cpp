@@ -4,9 +4,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <map>
 #include <set>
 
+#include "db/schema.h"
 #include "tests/db/sample_records.h"
 #include "tests/support/test_support.h"
 
@@ -31,7 +34,7 @@ TEST_F(DatabaseTest, StoresCubinsAndGpusAcrossReopening) {
   {
     Database database = Database::open(file);
     EXPECT_EQ(database.path(), file);
-    EXPECT_EQ(database.schema_version(), 2);
+    EXPECT_EQ(database.schema_version(), kCurrentSchemaVersion);
     database.put_cubin(first);
     database.put_cubin(second);
     database.upsert_gpu(h100());
@@ -66,7 +69,7 @@ TEST_F(DatabaseTest, StoresCubinsAndGpusAcrossReopening) {
   EXPECT_FALSE(gpus[0].first_seen.empty());
 
   const DatabaseStats stats = database.stats();
-  EXPECT_EQ(stats.schema_version, 2);
+  EXPECT_EQ(stats.schema_version, kCurrentSchemaVersion);
   EXPECT_EQ(stats.gpus, 1);
   EXPECT_EQ(stats.cubins, 2);
   EXPECT_EQ(stats.cubin_bytes, static_cast<std::int64_t>(first.binary.size() + second.binary.size()));
@@ -93,6 +96,46 @@ TEST_F(DatabaseTest, PutCubinReplacesTheRowWithTheSameKey) {
   EXPECT_EQ(found->created_at, "2025-01-01T00:00:00.000Z");
 }
 
+// The source key: stored with the CUBIN, kept when a replacement does not carry one, the way
+// find_cubin_by_source finds it (the newest of a source), and learned by a keyless row.
+TEST_F(DatabaseTest, CubinsAreFoundByTheirSourceKey) {
+  Database database = Database::open(file);
+  const std::string source = cubin_key(7, 7);
+  CubinRecord older = sample_cubin(1, 1);
+  older.source_key = source;
+  older.created_at = "2025-01-01T00:00:00.000Z";
+  CubinRecord newer = sample_cubin(1, 2);
+  newer.source_key = source;
+  newer.created_at = "2025-02-01T00:00:00.000Z";
+  CubinRecord keyless = sample_cubin(1, 3);
+  keyless.created_at = "2025-03-01T00:00:00.000Z";
+  for (const CubinRecord& cubin : {older, newer, keyless}) database.put_cubin(cubin);
+
+  std::optional<CubinRecord> found = database.find_cubin_by_source(source);
+  ASSERT_TRUE(found.has_value());
+  EXPECT_EQ(found->key, newer.key);
+  EXPECT_EQ(found->source_key, source);
+  EXPECT_EQ(found->binary, newer.binary);
+  EXPECT_EQ(database.find_cubin(older.key)->source_key, source);
+  EXPECT_EQ(database.find_cubin(keyless.key)->source_key, "");
+  EXPECT_FALSE(database.find_cubin_by_source(cubin_key(8, 8)).has_value());
+
+  CubinRecord replacement = newer;  // a put without a source key keeps the stored one
+  replacement.source_key.clear();
+  replacement.binary = {9, 9};
+  database.put_cubin(replacement);
+  EXPECT_EQ(database.find_cubin(newer.key)->source_key, source);
+  EXPECT_EQ(database.find_cubin_by_source(source)->binary, (std::vector<std::uint8_t>{9, 9}));
+
+  // A keyless row learns its source key once; a keyed row keeps its own.
+  EXPECT_TRUE(database.record_cubin_source_key(keyless.key, source));
+  EXPECT_FALSE(database.record_cubin_source_key(keyless.key, cubin_key(8, 8)));
+  EXPECT_FALSE(database.record_cubin_source_key(older.key, cubin_key(8, 8)));
+  EXPECT_EQ(database.find_cubin_by_source(source)->key, keyless.key) << "now the newest of the source";
+  EXPECT_EQ(database.list_cubins()[2].source_key, source);
+  EXPECT_THROW(database.record_cubin_source_key(keyless.key, "not hex"), std::invalid_argument);
+}
+
 TEST_F(DatabaseTest, PutCubinRejectsMalformedRecords) {
   Database database = Database::open(file);
   const auto expect_rejected = [&](CubinRecord cubin) {
@@ -110,6 +153,9 @@ TEST_F(DatabaseTest, PutCubinRejectsMalformedRecords) {
   expect_rejected(cubin);
   cubin = sample_cubin(1, 1);
   cubin.binary.clear();
+  expect_rejected(cubin);
+  cubin = sample_cubin(1, 1);
+  cubin.source_key = "abc";  // a source key, when given, is a SHA-256 too
   expect_rejected(cubin);
   EXPECT_TRUE(database.list_cubins().empty());
 }
@@ -316,7 +362,7 @@ TEST_F(DatabaseTest, RecordTrialRejectsAnOkTrialWithoutATime) {
 
 TEST_F(DatabaseTest, CreatesMissingParentDirectories) {
   const std::filesystem::path nested = directory / "cache/sparsejit/tuning.db";
-  EXPECT_EQ(Database::open(nested).schema_version(), 2);
+  EXPECT_EQ(Database::open(nested).schema_version(), kCurrentSchemaVersion);
   EXPECT_TRUE(std::filesystem::is_regular_file(nested));
 }
 
@@ -538,6 +584,42 @@ TEST_F(DatabaseTest, ConcurrentTrialWritersLoseNothingAndKeepTheFastest) {
     EXPECT_EQ(best->config_json, R"({"writer":2,"trial":)" + std::to_string(kTrialsPerProblem - 1) + "}");
     EXPECT_DOUBLE_EQ(best->median_ms, 0.5 + problem);
   }
+}
+
+// With source keys the runtime loads the newest CUBIN of a source whichever NVRTC compiled
+// it: that one stays, the ones it supersedes go; keyless rows of another NVRTC go as before.
+TEST_F(DatabaseTest, PruneKeepsTheNewestOfASourceWhicheverNvrtcAndDropsWhatItSupersedes) {
+  const std::string current = "13.0 (cuda_13.0.r13.0/compiler.36424714_0)";
+  const std::string old = "12.4 (cuda_12.4.r12.4/compiler.34097967_0)";
+  Database database = Database::open(file);
+  const auto put = [&](int index, const std::string& source, const std::string& nvrtc, const std::string& created) {
+    CubinRecord cubin = sample_cubin(2, index);
+    cubin.source_key = source;
+    cubin.nvrtc_version = nvrtc;
+    cubin.created_at = created;
+    database.put_cubin(cubin);
+    return cubin.key;
+  };
+  const std::string a = cubin_key(5, 1), b = cubin_key(5, 2);
+  const std::string a_old = put(1, a, old, "2025-01-01T00:00:00.000Z");         // superseded by a_current
+  const std::string a_current = put(2, a, current, "2025-02-01T00:00:00.000Z");  // kept
+  const std::string b_old = put(3, b, old, "2025-01-01T00:00:00.000Z");          // kept: the newest of b
+  const std::string keyless_old = put(4, "", old, "2025-01-01T00:00:00.000Z");   // found by key only: goes
+  const std::string keyless_current = put(5, "", current, "2025-01-01T00:00:00.000Z");  // kept
+  const std::string tie_low = put(6, cubin_key(5, 3), current, "2025-01-01T00:00:00.000Z");
+  const std::string tie_high = put(7, cubin_key(5, 3), current, "2025-01-01T00:00:00.000Z");
+  const auto [lower, higher] = std::minmax(tie_low, tie_high);
+
+  const PruneReport report = database.prune_cubins(current, /*dry_run=*/false);
+  std::map<std::string, PruneReason> reasons;
+  for (const PrunedCubin& pruned : report.cubins) reasons[pruned.cubin.key] = pruned.reason;
+  EXPECT_EQ(reasons, (std::map<std::string, PruneReason>{{a_old, PruneReason::superseded},
+                                                         {keyless_old, PruneReason::other_nvrtc},
+                                                         {lower, PruneReason::superseded}}));
+  std::set<std::string> kept;
+  for (const CubinSummary& cubin : database.list_cubins()) kept.insert(cubin.key);
+  EXPECT_EQ(kept, (std::set<std::string>{a_current, b_old, keyless_current, higher}));
+  EXPECT_EQ(database.find_cubin_by_source(b)->key, b_old);
 }
 
 }  // namespace

@@ -74,7 +74,7 @@ TEST_F(SchemaTest, MigratesAVersion1DatabaseKeepingItsData) {
   }
 
   Database database = Database::open(file);
-  EXPECT_EQ(database.schema_version(), 2);
+  EXPECT_EQ(database.schema_version(), kCurrentSchemaVersion);
   EXPECT_EQ(database.stats().trials, 0) << "v2 tables exist";
 
   const std::vector<StoredGpu> gpus = database.list_gpus();
@@ -89,6 +89,43 @@ TEST_F(SchemaTest, MigratesAVersion1DatabaseKeepingItsData) {
   EXPECT_EQ(cubin->specialization, "permute<bf16,128>");
   EXPECT_EQ(cubin->binary, (std::vector<std::uint8_t>{0x00, 0xff, 0x10}));
   EXPECT_EQ(cubin->compile_ms, 42.5);
+}
+
+// v2 -> v3: cubins gain source_key (NULL in the old rows, which still load by their key) and
+// the index find_cubin_by_source uses.
+TEST_F(SchemaTest, MigratesAVersion2DatabaseItsCubinsWithoutSourceKeys) {
+  {
+    Connection connection = Connection::open(file, OpenMode::read_write_create);
+    ASSERT_EQ(migrate(connection, 2), 2);
+    Statement columns = connection.prepare("SELECT count(*) FROM pragma_table_info('cubins') WHERE name = 'source_key'");
+    ASSERT_TRUE(columns.step());
+    EXPECT_EQ(columns.column_int64(0), 0) << "v2 has no source keys";
+    connection.exec(R"sql(
+      INSERT INTO cubins (key, family, target, nvrtc_version, specialization, lowered_names_json, binary,
+                          compile_ms, created_at)
+      VALUES (')sql" + kCubinKey + R"sql(', 'permute', 'sm_90a', '13.0', 'permute<bf16,128>', '{"k":"_Z1k"}',
+              x'00ff10', 42.5, '2025-01-01T00:00:00.000Z');
+    )sql");
+  }
+
+  Database database = Database::open(file);
+  EXPECT_EQ(database.schema_version(), 3);
+  const std::optional<CubinRecord> cubin = database.find_cubin(kCubinKey);
+  ASSERT_TRUE(cubin.has_value()) << "the old row still loads by its key";
+  EXPECT_EQ(cubin->source_key, "");
+  EXPECT_EQ(cubin->binary, (std::vector<std::uint8_t>{0x00, 0xff, 0x10}));
+  EXPECT_EQ(cubin->specialization, "permute<bf16,128>");
+
+  const std::string source(64, 'b');
+  EXPECT_FALSE(database.find_cubin_by_source(source).has_value());
+  EXPECT_TRUE(database.record_cubin_source_key(kCubinKey, source));
+  ASSERT_TRUE(database.find_cubin_by_source(source).has_value());
+  EXPECT_EQ(database.find_cubin_by_source(source)->key, kCubinKey);
+
+  Connection connection = Connection::open(file, OpenMode::read_only);
+  Statement index = connection.prepare("SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = 'cubins_by_source'");
+  ASSERT_TRUE(index.step());
+  EXPECT_EQ(index.column_int64(0), 1);
 }
 
 TEST_F(SchemaTest, MigrateIsIdempotentAndRejectsUnknownTargets) {
@@ -116,7 +153,9 @@ TEST_F(SchemaTest, RefusesANewerSchemaWithoutTouchingTheFile) {
 
   const std::string message = open_error(DatabaseError::Kind::schema_too_new);
   EXPECT_NE(message.find(file.string()), std::string::npos) << message;
-  EXPECT_NE(message.find("schema version 7 is newer than this sparsejit understands (2)"), std::string::npos)
+  EXPECT_NE(message.find("schema version 7 is newer than this sparsejit understands (" +
+                         std::to_string(kCurrentSchemaVersion) + ")"),
+            std::string::npos)
       << message;
   EXPECT_NE(message.find("--db"), std::string::npos) << message;
 

@@ -102,6 +102,32 @@ TEST_F(SnapshotTest, ImportingTheSameSnapshotAgainChangesNothing) {
 
 // Without its CUBINs an import cannot keep the trials' links (a foreign key); they appear
 // when an import brings the CUBINs later.
+// Source keys travel with their CUBINs; a CUBIN stored without one (schema v2) takes the
+// incoming one's (counted as updated), and a keyed one keeps its own.
+TEST_F(SnapshotTest, CubinsCarryTheirSourceKeysAndAKeylessOneLearnsIt) {
+  const std::string source(64, 'd');
+  {
+    Database database = Database::open(source_file);
+    for (int index : {1, 2}) {
+      CubinRecord cubin = testing::sample_cubin(4, index);
+      cubin.source_key = source;
+      cubin.created_at = "2025-01-0" + std::to_string(index) + "T00:00:00.000Z";
+      database.put_cubin(cubin);
+    }
+  }
+  Database target = Database::open(target_file);
+  CubinRecord keyless = testing::sample_cubin(4, 1);
+  keyless.created_at = "2025-01-01T00:00:00.000Z";
+  target.put_cubin(keyless);
+  const ImportSummary summary = target.import_snapshot(Database::open(source_file).read_snapshot(true));
+  EXPECT_EQ(summary.cubins.added, 1);
+  EXPECT_EQ(summary.cubins.updated, 1);
+  EXPECT_EQ(target.find_cubin(keyless.key)->source_key, source);
+  EXPECT_EQ(target.find_cubin_by_source(source)->key, testing::sample_cubin(4, 2).key);
+  EXPECT_EQ(exported(target, true), exported(Database::open(source_file), true));
+  EXPECT_TRUE(nothing_changed(target.import_snapshot(Database::open(source_file).read_snapshot(true))));
+}
+
 TEST_F(SnapshotTest, TrialsLinkToCubinsOnlyWhenTheDatabaseHoldsThem) {
   build_sample_database(source_file);
   const Database source = Database::open(source_file);

@@ -133,7 +133,12 @@ INSTANTIATE_TEST_SUITE_P(
         BadFile{"base64_with_whitespace", [](ordered_json& f) { f["cubins"][0]["binary_base64"] = " AAAA"; },
                 "cubins[0].binary_base64: not standard base64"},
         BadFile{"bad_cubin_key", [](ordered_json& f) { f["cubins"][1]["key"] = "abc"; },
-                "cubins[1]: cubin key must be 64 lowercase hex digits"}),
+                "cubins[1]: cubin key must be 64 lowercase hex digits"},
+        BadFile{"bad_source_key", [](ordered_json& f) { f["cubins"][0]["source_key"] = "abc"; },
+                "cubins[0]: cubin 0000000000000000000000000000000000000000000000000000000000000001: "
+                "source key must be empty or 64 lowercase hex digits"},
+        BadFile{"source_key_as_number", [](ordered_json& f) { f["cubins"][0]["source_key"] = 7; },
+                "cubins[0].source_key: expected a string, found number"}),
     [](const ::testing::TestParamInfo<BadFile>& info) { return info.param.name; });
 
 TEST_F(TuningFileTest, TextThatIsNotJsonIsRefused) {
@@ -145,6 +150,26 @@ TEST_F(TuningFileTest, TextThatIsNotJsonIsRefused) {
       EXPECT_EQ(std::string(error.what()), "not a sparsejit tuning file: the text is not JSON");
     }
   }
+}
+
+// A CUBIN's source key (added within version 1): written after "key" where known, absent
+// where not (so older files export as before: the golden file has none), read back either way.
+TEST_F(TuningFileTest, ASourceKeyIsWrittenWhereKnownAndReadBack) {
+  const std::string source(64, 'c');
+  TuningSnapshot snapshot;
+  snapshot.cubins = {testing::sample_cubin(3, 1), testing::sample_cubin(3, 2)};
+  snapshot.cubins[0].source_key = source;
+  for (CubinRecord& cubin : snapshot.cubins) cubin.created_at = "2025-01-01T00:00:00.000Z";
+  const std::string text = write_tuning_file(snapshot);
+  const ordered_json file = ordered_json::parse(text);
+  EXPECT_EQ(file["cubins"][0].begin().key(), "key");
+  EXPECT_EQ(std::next(file["cubins"][0].begin()).key(), "source_key");
+  EXPECT_FALSE(file["cubins"][1].contains("source_key"));
+  const TuningSnapshot read = read_tuning_file(text);
+  ASSERT_EQ(read.cubins.size(), 2u);
+  EXPECT_EQ(read.cubins[0].source_key, source);
+  EXPECT_EQ(read.cubins[1].source_key, "");
+  EXPECT_EQ(write_tuning_file(read), text);
 }
 
 TEST_F(TuningFileTest, UnknownKeysAreIgnored) {

@@ -134,6 +134,35 @@ TEST(CacheKey, ChangesWithEveryInput) {
   EXPECT_NE(fill_kernel("sm_90a").cache_key(), base);
 }
 
+TEST(SourceKey, StableAndNotTheCacheKey) {
+  const std::string key = fill_kernel("sm_90").source_key();
+  EXPECT_EQ(key, fill_kernel("sm_90").source_key());
+  EXPECT_EQ(key.size(), 64u);
+  EXPECT_EQ(key.find_first_not_of("0123456789abcdef"), std::string::npos) << key;
+  EXPECT_NE(key, fill_kernel("sm_90").cache_key()) << "own tag, no NVRTC version";
+}
+
+// Everything the cache key covers but the NVRTC version.
+TEST(SourceKey, ChangesWithEveryInput) {
+  const std::string base = fill_kernel("sm_90").source_key();
+  CompileRequest header = fill_kernel("sm_90");
+  header.headers[0].content[header.headers[0].content.size() - 3] = '8';  // one byte
+  CompileRequest source = fill_kernel("sm_90");
+  source.source += " ";
+  CompileRequest option = fill_kernel("sm_90");
+  option.options.push_back("-lineinfo");
+  CompileRequest expression = fill_kernel("sm_90");
+  expression.name_expressions = {"fill<4>"};
+  CompileRequest header_name = fill_kernel("sm_90");
+  header_name.headers[0].name = "fill_value2.h";
+  CompileRequest program = fill_kernel("sm_90");
+  program.program_name = "fill2.cu";
+  for (const CompileRequest* changed : {&header, &source, &option, &expression, &header_name, &program})
+    EXPECT_NE(changed->source_key(), base);
+  EXPECT_NE(fill_kernel("sm_90a").source_key(), base);
+  EXPECT_NE(fill_kernel("sm_80").source_key(), base);
+}
+
 TEST(Sha256, KnownVectors) {
   EXPECT_EQ(sha256_hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
   EXPECT_EQ(sha256_hex(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");

@@ -244,8 +244,10 @@ TEST_F(AttentionLookupTest, ConcurrentLookupsAndCubinWritesShareTheConnection) {
   EXPECT_EQ(database_.stats().cubins, kThreads * kCubinsPerThread);
   char first[65];
   std::snprintf(first, sizeof first, "%032x%032x", 1, 1);
-  ASSERT_TRUE(store.find(first).has_value());
-  EXPECT_EQ(store.find(first)->cubin, std::vector<std::uint8_t>(64, 1));
+  jit::CompileRequest request;  // what every thread's specs request
+  request.target = jit::Target::parse("sm_90");
+  ASSERT_TRUE(store.find(first, request.source_key()).has_value());
+  EXPECT_EQ(store.find(first, request.source_key())->cubin, std::vector<std::uint8_t>(64, 1));
 }
 
 }  // namespace

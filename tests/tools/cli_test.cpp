@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "db/database.h"
+#include "db/schema.h"
 #include "db/sqlite.h"
 #include "jit/device.h"
 #include "jit/driver_api.h"
@@ -259,6 +260,31 @@ TEST_F(CliTest, InfoJsonHasNvrtcDatabaseAndGpusOrTheReasonThereAreNone) {
   }
 }
 
+// Without NVRTC (SPARSEJIT_NVRTC_LIBRARY names no file): info still reports, saying why there is
+// no NVRTC; what needs it fails with exit 1 and the one clear error.
+TEST_F(CliTest, WithoutNvrtcInfoSaysWhyAndPrecompileFailsClearly) {
+  const EnvironmentOverrides no_nvrtc = {{"SPARSEJIT_NVRTC_LIBRARY", (temp_ / "no" / "libnvrtc.so.13").string()}};
+  {
+    SCOPED_TRACE("info --json");
+    const CliResult result = run({"info", "--json"}, no_nvrtc);
+    EXPECT_EQ(result.exit_code, gpu_present() ? 0 : 2) << result.describe();
+    const json report = parse_json(result);
+    const std::string nvrtc = report.value("nvrtc", "");
+    EXPECT_TRUE(nvrtc.starts_with("unavailable: NVRTC is needed for reading NVRTC's version")) << nvrtc;
+    EXPECT_TRUE(has(nvrtc, (temp_ / "no" / "libnvrtc.so.13").string() + " (")) << nvrtc;
+    EXPECT_TRUE(report.contains("nvrtc_library") && report["nvrtc_library"].is_null()) << result.describe();
+  }
+  {
+    SCOPED_TRACE("precompile");
+    const CliResult result =
+        run({"--db", (temp_ / "p.db").string(), "precompile", "--arch", "sm_90", "--family", "permute_tokens"}, no_nvrtc);
+    EXPECT_EQ(result.exit_code, 1) << result.describe();
+    EXPECT_TRUE(has(result.err, "NVRTC is needed for checking the target 'sm_90'")) << result.describe();
+    EXPECT_TRUE(has(result.err, "No such file or directory")) << result.describe();
+    EXPECT_TRUE(has(result.err, "$SPARSEJIT_NVRTC_LIBRARY")) << result.describe();
+  }
+}
+
 // ----------------------------------------------------------------------------- precompile
 
 // Counts the rows of `db cubins --json` per target, checking the fields of every row.
@@ -312,7 +338,7 @@ TEST_F(CliTest, PrecompileCompilesOnceThenFindsEverythingStored) {
     ASSERT_EQ(result.exit_code, 0) << result.describe();
     const json stats = parse_json(result);
     EXPECT_EQ(stats.value("cubins", -1), 108) << result.describe();
-    EXPECT_EQ(stats.value("schema_version", -1), 2) << result.describe();
+    EXPECT_EQ(stats.value("schema_version", -1), db::kCurrentSchemaVersion) << result.describe();
     EXPECT_EQ(stats.value("gpus", -1), 0) << "precompile records no GPU\n" << result.describe();
     EXPECT_GT(stats.value("cubin_bytes", 0), 108 * 1000) << result.describe();
     EXPECT_EQ(stats.value("path", ""), database.string()) << result.describe();
@@ -323,7 +349,8 @@ TEST_F(CliTest, PrecompileCompilesOnceThenFindsEverythingStored) {
     ASSERT_EQ(result.exit_code, 0) << result.describe();
     EXPECT_TRUE(std::regex_search(result.out, std::regex("CUBINs +108 ")))
         << result.describe();
-    EXPECT_TRUE(std::regex_search(result.out, std::regex("schema version +2\n"))) << result.describe();
+    const std::regex version("schema version +" + std::to_string(db::kCurrentSchemaVersion) + "\n");
+    EXPECT_TRUE(std::regex_search(result.out, version)) << result.describe();
   }
   {
     SCOPED_TRACE("db cubins --json");
@@ -548,7 +575,7 @@ TEST_F(CliTest, DbOnAFreshDatabaseHasNoGpusAndNoCubins) {
   const json report = parse_json(stats);
   EXPECT_EQ(report.value("cubins", -1), 0) << stats.describe();
   EXPECT_EQ(report.value("gpus", -1), 0) << stats.describe();
-  EXPECT_EQ(report.value("schema_version", -1), 2) << stats.describe();
+  EXPECT_EQ(report.value("schema_version", -1), db::kCurrentSchemaVersion) << stats.describe();
 }
 
 // ---------------------------------------------------------------------- database location

@@ -1,0 +1,27 @@
+# Fails unless none of FILES (a ;-list of ELF files) has a DT_NEEDED entry for libnvrtc:
+# NVRTC is opened at run time (jit/nvrtc_api.h), so that a process that only loads stored
+# CUBINs never maps it. Run by CTest (tests/CMakeLists.txt) with -DREADELF=... -DFILES=...
+if(NOT READELF OR NOT EXISTS "${READELF}")
+  message(FATAL_ERROR "readelf not found ('${READELF}'): install binutils to run this check")
+endif()
+foreach(file IN LISTS FILES)
+  if(NOT EXISTS "${file}")
+    message(FATAL_ERROR "${file} does not exist: build it first")
+  endif()
+  execute_process(COMMAND "${READELF}" -d "${file}" RESULT_VARIABLE status OUTPUT_VARIABLE dynamic
+                  ERROR_VARIABLE errors)
+  if(NOT status EQUAL 0)
+    message(FATAL_ERROR "readelf -d ${file} failed (${status}): ${errors}")
+  endif()
+  string(REGEX MATCHALL "\\(NEEDED\\)[^\n]*\\[[^]\n]*\\]" needed "${dynamic}")
+  if(NOT needed)
+    message(FATAL_ERROR "readelf -d ${file} listed no NEEDED entries: the check cannot read this output:\n${dynamic}")
+  endif()
+  foreach(entry IN LISTS needed)
+    if(entry MATCHES "libnvrtc")
+      message(FATAL_ERROR "${file} links NVRTC (${entry}); it must be opened at run time (jit/nvrtc_api.h)")
+    endif()
+  endforeach()
+  list(LENGTH needed count)
+  message(STATUS "${file}: ${count} NEEDED entries, none of them libnvrtc")
+endforeach()
