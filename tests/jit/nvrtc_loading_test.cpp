@@ -57,7 +57,9 @@ TEST_F(NvrtcLoading, TheDefaultsAreTheToolkitsSonameThenTheUnversionedNameThenTh
   EXPECT_TRUE(std::regex_match(candidates[0], std::regex("libnvrtc\\.so\\.1[2-9]|libnvrtc\\.so\\.[2-9][0-9]")))
       << candidates[0];
   EXPECT_EQ(candidates[1], "libnvrtc.so");
-  if (candidates.size() == 3) EXPECT_TRUE(candidates[2].ends_with("/" + candidates[0])) << candidates[2];
+  if (candidates.size() == 3) {
+    EXPECT_TRUE(candidates[2].ends_with("/" + candidates[0])) << candidates[2];
+  }
   EXPECT_EQ(overridden, std::vector<std::string>{"/opt/nvrtc/libnvrtc.so.13"}) << "the override is the only candidate";
   EXPECT_EQ(empty_override, candidates) << "an empty override counts as unset";
 }
