@@ -37,14 +37,16 @@ int AttentionConfig::shared_bytes() const {
   // (wgmma_attention_tile::kSharedBytes): 1024 bytes of alignment slack, Q buffers and
   // `stages` K and V tiles unpadded (swizzled), and per Q buffer two mbarriers (full, empty)
   // and the 8-byte item index handed to the consumers, per stage four (K and V full and
-  // empty). Two Q buffers where they fit sm_90's 227 KB, else one.
-  if (wgmma) {
-    const auto bytes = [&](int q_buffers) {
-      return 1024 + (q_buffers * block_m + 2 * stages * block_n) * head_dim * 2 + (3 * q_buffers + 4 * stages) * 8;
-    };
-    return bytes(2) <= 227 * 1024 ? bytes(2) : bytes(1);
-  }
+  // empty).
+  if (wgmma)
+    return 1024 + (q_buffers() * block_m + 2 * stages * block_n) * head_dim * 2 + (3 * q_buffers() + 4 * stages) * 8;
   return (block_m + 4 * block_n) * (head_dim + 8) * 2;
+}
+
+int AttentionConfig::q_buffers() const {
+  if (!wgmma) return 1;
+  const int two = 1024 + (2 * block_m + 2 * stages * block_n) * head_dim * 2 + (6 + 4 * stages) * 8;
+  return two <= 227 * 1024 ? 2 : 1;
 }
 
 std::string AttentionConfig::tuning_json() const {
@@ -160,7 +162,10 @@ AttentionConfig default_attention_config(HalfDtype dtype, int head_dim, int bloc
   // third stage adds 2-15%. The persistent grid pays at D = 64 (+4% at density 0.1, +10% at
   // 0.05: short items, whose start it overlaps); with the dynamic scheduler (fifth session)
   // it equals a CTA per item at D = 128 (it lost 4-6% dense with static striding, its CTAs
-  // drifting apart over the heads): persistent everywhere.
+  // drifting apart over the heads): persistent everywhere. A second Q buffer (the next
+  // item's Q loads under this one) gains 2-6% at D = 64 and takes the place of the third
+  // stage at D = 128, which measured equal or better with it (same session): the most stages
+  // that fit beside two Q buffers, else the most that fit.
   // 64-row tiles (one consumer warpgroup) take 2 stages: the tuner's slice at density 0.1
   // (same file) found 3 stages of them 1.25-1.68x slower, two CTAs no longer sharing an SM.
   // With fine bits at D = 64 the full default grid (BENCHMARKS.md, fourth session) chose, in
@@ -171,11 +176,13 @@ AttentionConfig default_attention_config(HalfDtype dtype, int head_dim, int bloc
   const bool fine_narrow_head = fine_n > 0 && head_dim <= 64;
   const int max_shared = max_shared_bytes_for(target);
   if (wgmma_target(target) && table_contains(kWgmmaHeadDims, head_dim) && !(fine_narrow_head && block_q <= 64))
-    for (int block_m = std::min(fine_narrow_head ? 64 : 128, block_q), stages = block_m == 128 ? 3 : 2; stages >= 2;
-         --stages) {
-      const AttentionConfig config{dtype, head_dim, block_q, block_kv, block_m, std::min(128, block_kv),
-                                   wgmma_warps(block_m), fine_n, false, true, stages, true};
-      if (attention_config_problem(config, max_shared).empty()) return config;
+    for (int q_buffers : {2, 1}) {
+      for (int block_m = std::min(fine_narrow_head ? 64 : 128, block_q), stages = block_m == 128 ? 3 : 2;
+           stages >= 2; --stages) {
+        const AttentionConfig config{dtype, head_dim, block_q, block_kv, block_m, std::min(128, block_kv),
+                                     wgmma_warps(block_m), fine_n, false, true, stages, true};
+        if (config.q_buffers() >= q_buffers && attention_config_problem(config, max_shared).empty()) return config;
+      }
     }
   return default_attention_config(dtype, head_dim, block_q, block_kv, fine_n, max_shared);
 }

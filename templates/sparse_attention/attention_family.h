@@ -68,6 +68,9 @@ struct AttentionConfig {
   std::string name_expression() const;  // "sparsejit::sparse_attention_forward<0, 128, ...>"
   std::string label() const;            // "sparse_attention<bf16 D=128 128x128 tile 128x64 w8>"
   int shared_bytes() const;             // dynamic shared memory of a CTA
+  // Q buffers of the wgmma kernel (wgmma_attention_tile::kQBuffers): two where they fit an
+  // sm_90 CTA's 227 KB beside the K/V stages, else one; 1 for mma.sync.
+  int q_buffers() const;
   // The tunable part as stored in the database: {"block_m":128,"block_n":64,"warps":8}, with
   // "wgmma":true,"stages":S for the wgmma kernel (and "persistent":false for its grid of a
   // CTA per work item).
@@ -98,8 +101,9 @@ std::string attention_config_problem(const AttentionConfig& config, int max_shar
 AttentionConfig default_attention_config(HalfDtype dtype, int head_dim, int block_q,
                                          int block_kv, int fine_n, int max_shared_bytes);
 // The built-in default on `target`: where the target has the wgmma kernel (wgmma_target) and
-// the head dim fits it, its widest tile (BlockM and BlockN up to 128) with 3 stages where
-// they fit, else 2, on the persistent grid; otherwise the mma.sync default
+// the head dim fits it, its widest tile (BlockM and BlockN up to 128) with the most stages (3
+// or 2) that fit beside two Q buffers, else the most that fit, on the persistent grid;
+// otherwise the mma.sync default
 // above for the target's shared memory.
 AttentionConfig default_attention_config(HalfDtype dtype, int head_dim, int block_q,
                                          int block_kv, int fine_n, const jit::Target& target);

@@ -54,8 +54,16 @@ TEST(AttentionSpace, TargetDefaultsPreferWgmmaOnHopper) {
   EXPECT_TRUE(wide.wgmma);
   EXPECT_EQ(wide.block_m, 128);
   EXPECT_EQ(wide.block_n, 128);
-  EXPECT_EQ(wide.stages, 3);
+  EXPECT_EQ(wide.stages, 2);  // 3 stages leave room for one Q buffer only
+  EXPECT_EQ(wide.q_buffers(), 2);
   EXPECT_TRUE(wide.persistent);
+  const AttentionConfig wide_d64 = default_attention_config(HalfDtype::bf16, 64, 128, 128, 0, sm90);
+  EXPECT_EQ(wide_d64.stages, 3);
+  EXPECT_EQ(wide_d64.q_buffers(), 2);
+  AttentionConfig three_stages = wide;
+  three_stages.stages = 3;
+  EXPECT_EQ(three_stages.q_buffers(), 1);
+  EXPECT_LE(three_stages.shared_bytes(), kHopperShared);
   const AttentionConfig narrow = default_attention_config(HalfDtype::fp16, 64, 64, 64, 0, sm90);
   EXPECT_TRUE(narrow.wgmma);
   EXPECT_EQ(narrow.block_m, 64);
