@@ -3,7 +3,7 @@
 // (the wgmma attention kernel's dynamic tile scheduler).
 //
 // A counter is one slot of kWorkCounterBytes: the kernel counts the items it hands out in
-// the first 8 bytes and its finished CTAs in the next 8, and its last CTA sets both back to
+// the first 4 bytes and its finished CTAs in the next 4, and its last CTA sets both back to
 // zero, so a slot is zeroed once, when allocated, and stays zero between launches. Two
 // launches must never share a slot while either runs; launches on one stream run in order,
 // so each (context, stream) owns one slot for the process's lifetime.

@@ -36,7 +36,7 @@ int AttentionConfig::shared_bytes() const {
   // mma.sync: Q and two K and V tiles, rows padded by 16 bytes. wgmma
   // (wgmma_attention_tile::kSharedBytes): 1024 bytes of alignment slack, Q buffers and
   // `stages` K and V tiles unpadded (swizzled), and per Q buffer two mbarriers (full, empty)
-  // and the 8-byte item index handed to the consumers, per stage four (K and V full and
+  // and an 8-byte slot for the item index handed to the consumers, per stage four (K and V full and
   // empty).
   if (wgmma)
     return 1024 + (q_buffers() * block_m + 2 * stages * block_n) * head_dim * 2 + (3 * q_buffers() + 4 * stages) * 8;
@@ -315,6 +315,12 @@ void SparseAttentionFamily::validate(const AttentionConfig& config, const Sparse
     fail("fine_bits were given to a specialization without fine bits (fine_n = 0)");
   const long long q_blocks = (p.tokens_q + config.block_q - 1) / config.block_q;
   if (q_blocks * (config.block_q / config.block_m) > 0x7fffffffLL) fail("too many query tiles");
+  // The wgmma kernel numbers its work items (query tiles of every head and batch) in 32 bits,
+  // with room for one more take per CTA past the last.
+  if (config.wgmma && q_blocks * (config.block_q / config.block_m) * p.heads * p.batch >= (1LL << 30))
+    fail("the wgmma kernel takes fewer than 2^30 query tiles of " + std::to_string(config.block_m) +
+         " rows over all heads and batches (got " +
+         std::to_string(q_blocks * (config.block_q / config.block_m) * p.heads * p.batch) + ")");
 }
 
 jit::LaunchConfig SparseAttentionFamily::geometry(const AttentionConfig& config,
@@ -392,12 +398,7 @@ void SparseAttentionFamily::launch(const jit::Kernel& kernel, const AttentionCon
   jit::LaunchConfig launch = geometry(config, params, stream);
   const long long work_items = static_cast<long long>(launch.grid.x) * launch.grid.y * launch.grid.z;
   copy.work_counter =
-      config.persistent ? reinterpret_cast<unsigned long long*>(jit::work_counter(stream)) : nullptr;
-  if (copy.work_counter == nullptr && work_items > 0x7fffffffLL)
-    throw std::invalid_argument("sparse_attention: " + std::to_string(work_items) +
-                                " work items are more than one grid holds; " +
-                                (config.persistent ? "this graph capture has no work counter left (jit/work_counters.h)"
-                                                   : "use the persistent grid"));
+      config.persistent ? reinterpret_cast<unsigned int*>(jit::work_counter(stream)) : nullptr;
   launch.grid = {copy.work_counter != nullptr ? persistent_ctas(kernel, config, work_items)
                                               : static_cast<unsigned>(work_items),
                  1, 1};

@@ -60,7 +60,7 @@ struct SparseAttentionParams {
   // leave it null): two zeroed counters (items handed out, CTAs finished) that the launch's
   // CTAs take work items from, left zeroed at its end (jit/work_counters.h). Null: CTA c
   // walks the items c, c + gridDim.x, ... (a CTA per item, or any grid).
-  unsigned long long* work_counter;
+  unsigned int* work_counter;
 };
 
 }  // namespace sparsejit

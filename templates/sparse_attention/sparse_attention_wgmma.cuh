@@ -48,13 +48,23 @@ struct wgmma_attention_tile {
   static constexpr int kThreads = (kConsumers + 1) * 128;
   // Two consumers fill an SM's registers alone; one consumer leaves room for a second CTA.
   static constexpr int kMinBlocks = kConsumers == 2 ? 1 : 2;
-  // setmaxnreg: the producer keeps 24, the consumers share the rest of the SM's 64K
-  // registers (per CTA), rounded down to a multiple of 8: 240 with two consumers, 232 with one.
+  // setmaxnreg moves registers between the warpgroups of a CTA, within what the launch gave
+  // it: __launch_bounds__ allots each thread the SM's 64K registers / (kThreads * kMinBlocks),
+  // rounded down to a multiple of 8 (168 with two consumers, 128 with one). The producer keeps
+  // 24 and the consumers share the rest, rounded down to a multiple of 8 (240 with two
+  // consumers, 232 with one); asking for more than was released would wait forever.
+  // ptxas 13.0 (tools/wgmma_sass.sh): the producer thread, which takes the items from a
+  // counter and hands them over, spills 68-92 bytes at 24 registers (local memory in its item
+  // loop, none in the consumers' HGMMA loop); 48 remove that but leave the consumers 224,
+  // which measured 2-5% slower at D = 64 on the H100 (BENCHMARKS.md, fifth session).
+  static constexpr int kEntryRegisters = 65536 / (kThreads * kMinBlocks) / 8 * 8;
   static constexpr int kProducerRegisters = 24;
   static constexpr int kConsumerRegisters =
-      ((65536 / kMinBlocks - kProducerRegisters * 128) / (kConsumers * 128)) / 8 * 8 > 240
+      (kEntryRegisters * kThreads - kProducerRegisters * 128) / (kConsumers * 128) / 8 * 8 > 240
           ? 240
-          : ((65536 / kMinBlocks - kProducerRegisters * 128) / (kConsumers * 128)) / 8 * 8;
+          : (kEntryRegisters * kThreads - kProducerRegisters * 128) / (kConsumers * 128) / 8 * 8;
+  static_assert(kProducerRegisters * 128 + kConsumerRegisters * kConsumers * 128 <= kEntryRegisters * kThreads,
+                "setmaxnreg cannot hand out more registers than the launch gave the CTA");
   static constexpr int kPanels = HeadDim / 64;  // 64-column panels of 128-byte rows
   static constexpr int kQBytes = BlockM * HeadDim * 2;
   // Q is double-buffered where the shared memory of an sm_90 CTA (227 KB) allows, so that the
@@ -68,7 +78,7 @@ struct wgmma_attention_tile {
   static constexpr int kOutTiles = HeadDim / 8;
   // Q full and Q empty per Q buffer; K full, V full, K empty, V empty per stage.
   static constexpr int kBarriers = 2 * kQBuffers + 4 * Stages;
-  // + the item index the producer hands over with each Q buffer.
+  // + a slot of 8 bytes per Q buffer for the item index the producer hands over with it.
   static constexpr int kSharedBytes =
       1024 + kQBuffers * kQBytes + 2 * Stages * kTileBytes + kBarriers * 8 + kQBuffers * 8;
   static_assert(kSharedBytes <= kMaxSharedBytes, "the tile does not fit an sm_90 CTA's shared memory");
@@ -111,22 +121,22 @@ __global__ void __launch_bounds__(wgmma_attention_tile<HeadDim, BlockM, BlockN, 
   // Per Q buffer, the item whose Q its q_full barrier announces, written by the producer before
   // it arrives there; -1: no more items. Item h (counting from 0 in this CTA) uses buffer
   // h % kQBuffers, in that buffer's phase (h / kQBuffers) & 1.
-  long long* handed_item = reinterpret_cast<long long*>(v_empty + Stages);
+  int* handed_item = reinterpret_cast<int*>(v_empty + Stages);
 
   // One work item: a query tile of one (batch, head), and its mask row.
   const int q_blocks = (params.tokens_q + BlockQ - 1) / BlockQ;
   const int q_tiles = q_blocks * kTilesPerQBlock;
-  const long long items = static_cast<long long>(q_tiles) * params.heads * params.batch;
+  const int items = q_tiles * params.heads * params.batch;  // below 2^30 (validated on the host)
   struct WorkItem {
     int m_in_block, m0, head, batch;
     long long mask_row;
   };
-  const auto work_item = [&](long long item) {
+  const auto work_item = [&](int item) {
     WorkItem w;
-    const int tile = static_cast<int>(item % q_tiles);
-    const long long batch_head = item / q_tiles;
-    w.head = static_cast<int>(batch_head % params.heads);
-    w.batch = static_cast<int>(batch_head / params.heads);
+    const int tile = item % q_tiles;
+    const int batch_head = item / q_tiles;
+    w.head = batch_head % params.heads;
+    w.batch = batch_head / params.heads;
     w.m_in_block = (tile % kTilesPerQBlock) * BlockM;
     w.m0 = (tile / kTilesPerQBlock) * BlockQ + w.m_in_block;
     w.mask_row = batch_head * q_blocks + tile / kTilesPerQBlock;
@@ -156,16 +166,16 @@ __global__ void __launch_bounds__(wgmma_attention_tile<HeadDim, BlockM, BlockN, 
     if (threadIdx.x != 0) return;
     int ring = 0;        // tiles loaded so far, over all items: the ring position
     int q_loads = 0;     // items handed over so far
-    long long static_item = blockIdx.x;
-    const auto take_item = [&]() -> long long {
+    int static_item = blockIdx.x;
+    const auto take_item = [&]() -> int {
       if (params.work_counter == nullptr) {
-        const long long item = static_item;
+        const int item = static_item;
         static_item += gridDim.x;
         return item;
       }
-      return static_cast<long long>(atomicAdd(params.work_counter, 1ull));
+      return static_cast<int>(atomicAdd(params.work_counter, 1u));
     };
-    for (long long item = take_item(); item < items; item = take_item()) {
+    for (int item = take_item(); item < items; item = take_item()) {
       const WorkItem w = work_item(item);
       if (w.m0 >= params.tokens_q) continue;  // a tile past the ragged end of the last block
       KeptBlocks<MaskBits> kept_blocks(params, w.mask_row);
@@ -212,9 +222,9 @@ __global__ void __launch_bounds__(wgmma_attention_tile<HeadDim, BlockM, BlockN, 
       // The last CTA to finish taking items sets the counters back to zero for the next
       // launch on this stream: every other CTA took its last item before counting itself.
       __threadfence();
-      if (atomicAdd(params.work_counter + 1, 1ull) == gridDim.x - 1) {
-        atomicExch(params.work_counter, 0ull);
-        atomicExch(params.work_counter + 1, 0ull);
+      if (atomicAdd(params.work_counter + 1, 1u) == gridDim.x - 1) {
+        atomicExch(params.work_counter, 0u);
+        atomicExch(params.work_counter + 1, 0u);
       }
     }
     return;
@@ -244,7 +254,7 @@ __global__ void __launch_bounds__(wgmma_attention_tile<HeadDim, BlockM, BlockN, 
     const int buffer = q_loads % Tile::kQBuffers;
     barrier_wait(&q_full[buffer], (q_loads / Tile::kQBuffers) & 1);
     ++q_loads;
-    const long long item = handed_item[buffer];
+    const int item = handed_item[buffer];
     if (item < 0) break;
     const unsigned char* q_rows = q_tile + buffer * Tile::kQBytes + consumer * 64 * 128;  // this warpgroup's 64 rows
     const WorkItem w = work_item(item);

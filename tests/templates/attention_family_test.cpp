@@ -238,6 +238,12 @@ TEST(AttentionValidate, RefusesBadParamsWithTheReason) {
     bad = p;
     bad.o_head_stride = 4;
     EXPECT_NO_THROW(SparseAttentionFamily::validate(wgmma, bad, kHopperShared)) << "O is stored without TMA";
+    bad = p;  // 8192 query tiles x 65535 heads x 3 batches: more work items than 32 bits number
+    bad.tokens_q = 1 << 20;
+    bad.heads = 65535;
+    bad.batch = 3;
+    EXPECT_NO_THROW(SparseAttentionFamily::validate(config, bad, kHopperShared)) << "mma.sync has a 3-D grid";
+    expect_refused_by(wgmma, bad, "the wgmma kernel takes fewer than 2^30 query tiles of 128 rows");
   }
   for (float scale : {0.f, -0.125f, std::numeric_limits<float>::quiet_NaN(),
                       std::numeric_limits<float>::infinity()}) {
@@ -271,9 +277,11 @@ TEST(AttentionCompile, StratifiedSubsetCompilesToCubins) {
   subset.push_back({HalfDtype::fp16, 64, 128, 128, 128, 64, 4, 32});  // 32 rows per warp
   subset.push_back({HalfDtype::bf16, 96, 64, 128, 64, 32, 4, 16, true});  // the bitmask form
   // The wgmma kernel (rendered for sm_90a whatever the 9.0 target asked): the widest tile at
-  // D = 128 and the narrowest at D = 64 with fine bits, the bitmask form and three stages.
+  // D = 128 with two Q buffers (2 stages) and one (3 stages), and the narrowest at D = 64 with
+  // fine bits, the bitmask form and three stages.
   const std::vector<AttentionConfig> wgmma = {
       {HalfDtype::bf16, 128, 128, 128, 128, 128, wgmma_warps(128), 0, false, true, 2},
+      {HalfDtype::bf16, 128, 128, 128, 128, 128, wgmma_warps(128), 0, false, true, 3},
       {HalfDtype::fp16, 64, 64, 64, 64, 64, wgmma_warps(64), 16, true, true, 3}};
   for (const AttentionConfig& config : wgmma) {
     SCOPED_TRACE(config.label());
