@@ -16,6 +16,16 @@ using testing::write_bytes;
 
 const std::string kCubinKey(64, 'a');
 
+// A CUBIN row as schemas 1 and 2 stored it (no source key).
+void insert_old_cubin(Connection& connection) {
+  connection.exec(R"sql(
+    INSERT INTO cubins (key, family, target, nvrtc_version, specialization, lowered_names_json, binary,
+                        compile_ms, created_at)
+    VALUES (')sql" + kCubinKey + R"sql(', 'permute', 'sm_90a', '13.0', 'permute<bf16,128>', '{"k":"_Z1k"}',
+            x'00ff10', 42.5, '2025-01-01T00:00:00.000Z');
+  )sql");
+}
+
 class SchemaTest : public ::testing::Test {
  protected:
   // Expects Database::open(file) to throw `kind` and returns the message.
@@ -66,11 +76,8 @@ TEST_F(SchemaTest, MigratesAVersion1DatabaseKeepingItsData) {
                         sm_clock_khz, memory_clock_khz, first_seen, last_seen)
       VALUES ('NVIDIA H100|cc9.0|132 SMs|85029158912 bytes', 'NVIDIA H100', 9, 0, 132, 85029158912, '580.65',
               'GPU-1', 1980000, 2619000, '2025-01-01T00:00:00.000Z', '2025-01-02T00:00:00.000Z');
-      INSERT INTO cubins (key, family, target, nvrtc_version, specialization, lowered_names_json, binary,
-                          compile_ms, created_at)
-      VALUES (')sql" + kCubinKey + R"sql(', 'permute', 'sm_90a', '13.0', 'permute<bf16,128>', '{"k":"_Z1k"}',
-              x'00ff10', 42.5, '2025-01-01T00:00:00.000Z');
     )sql");
+    insert_old_cubin(connection);
   }
 
   Database database = Database::open(file);
@@ -100,12 +107,7 @@ TEST_F(SchemaTest, MigratesAVersion2DatabaseItsCubinsWithoutSourceKeys) {
     Statement columns = connection.prepare("SELECT count(*) FROM pragma_table_info('cubins') WHERE name = 'source_key'");
     ASSERT_TRUE(columns.step());
     EXPECT_EQ(columns.column_int64(0), 0) << "v2 has no source keys";
-    connection.exec(R"sql(
-      INSERT INTO cubins (key, family, target, nvrtc_version, specialization, lowered_names_json, binary,
-                          compile_ms, created_at)
-      VALUES (')sql" + kCubinKey + R"sql(', 'permute', 'sm_90a', '13.0', 'permute<bf16,128>', '{"k":"_Z1k"}',
-              x'00ff10', 42.5, '2025-01-01T00:00:00.000Z');
-    )sql");
+    insert_old_cubin(connection);
   }
 
   Database database = Database::open(file);

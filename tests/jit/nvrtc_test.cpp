@@ -117,20 +117,21 @@ TEST(CacheKey, StableForTheSameRequest) {
   EXPECT_EQ(fill_kernel("sm_90").cache_key().size(), 64u);
 }
 
+// fill_kernel("sm_90") with one input changed each: a header's byte, the source, an option,
+// the name expression, a header's name.
+std::vector<CompileRequest> each_input_changed() {
+  std::vector<CompileRequest> changed(5, fill_kernel("sm_90"));
+  changed[0].headers[0].content[changed[0].headers[0].content.size() - 3] = '8';  // one byte
+  changed[1].source += " ";
+  changed[2].options.push_back("-lineinfo");
+  changed[3].name_expressions = {"fill<4>"};
+  changed[4].headers[0].name = "fill_value2.h";
+  return changed;
+}
+
 TEST(CacheKey, ChangesWithEveryInput) {
   const std::string base = fill_kernel("sm_90").cache_key();
-  CompileRequest header = fill_kernel("sm_90");
-  header.headers[0].content[header.headers[0].content.size() - 3] = '8';  // one byte
-  CompileRequest source = fill_kernel("sm_90");
-  source.source += " ";
-  CompileRequest option = fill_kernel("sm_90");
-  option.options.push_back("-lineinfo");
-  CompileRequest expression = fill_kernel("sm_90");
-  expression.name_expressions = {"fill<4>"};
-  CompileRequest header_name = fill_kernel("sm_90");
-  header_name.headers[0].name = "fill_value2.h";
-  for (const CompileRequest* changed : {&header, &source, &option, &expression, &header_name})
-    EXPECT_NE(changed->cache_key(), base);
+  for (const CompileRequest& changed : each_input_changed()) EXPECT_NE(changed.cache_key(), base);
   EXPECT_NE(fill_kernel("sm_90a").cache_key(), base);
 }
 
@@ -145,20 +146,10 @@ TEST(SourceKey, StableAndNotTheCacheKey) {
 // Everything the cache key covers but the NVRTC version.
 TEST(SourceKey, ChangesWithEveryInput) {
   const std::string base = fill_kernel("sm_90").source_key();
-  CompileRequest header = fill_kernel("sm_90");
-  header.headers[0].content[header.headers[0].content.size() - 3] = '8';  // one byte
-  CompileRequest source = fill_kernel("sm_90");
-  source.source += " ";
-  CompileRequest option = fill_kernel("sm_90");
-  option.options.push_back("-lineinfo");
-  CompileRequest expression = fill_kernel("sm_90");
-  expression.name_expressions = {"fill<4>"};
-  CompileRequest header_name = fill_kernel("sm_90");
-  header_name.headers[0].name = "fill_value2.h";
-  CompileRequest program = fill_kernel("sm_90");
-  program.program_name = "fill2.cu";
-  for (const CompileRequest* changed : {&header, &source, &option, &expression, &header_name, &program})
-    EXPECT_NE(changed->source_key(), base);
+  std::vector<CompileRequest> changed = each_input_changed();
+  changed.push_back(fill_kernel("sm_90"));
+  changed.back().program_name = "fill2.cu";
+  for (const CompileRequest& request : changed) EXPECT_NE(request.source_key(), base);
   EXPECT_NE(fill_kernel("sm_90a").source_key(), base);
   EXPECT_NE(fill_kernel("sm_80").source_key(), base);
 }
