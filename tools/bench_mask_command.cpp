@@ -195,6 +195,11 @@ void add_bench_mask_command(CLI::App& bench, GlobalOptions& global) {
       ->check(CLI::IsMember({"diffuse", "mixed", "local"}));
   mask->add_option("--densities", quality->densities, "--quality: densities (default 0.3 0.2 0.1 0.05)")
       ->check(CLI::Range(0.0, 1.0));
+  mask->add_option("--synthetic-v", quality->synthetic_v,
+                   "--quality: V of the synthetic inputs, generator (default: a projection of the smooth latent "
+                   "features) or random (seeded, i.i.d. per token, following each token into either order: a "
+                   "diagnostic that takes V's spatial smoothness out of the output error)")
+      ->check(CLI::IsMember({"generator", "random"}));
   mask->add_option("--q", quality->q_file, "--quality: a user's Q dump (.npy, [N, H, D] or [H, N, D])")
       ->check(CLI::ExistingFile);
   mask->add_option("--k", quality->k_file, "--quality: the K dump (with --q)")->check(CLI::ExistingFile);
@@ -211,6 +216,8 @@ void add_bench_mask_command(CLI::App& bench, GlobalOptions& global) {
     }
     if (quality->q_file.empty() != quality->k_file.empty())
       throw CLI::ValidationError("--q and --k", "a dump needs both Q and K");
+    if (!quality->q_file.empty() && quality->synthetic_v != "generator")
+      throw CLI::ValidationError("--synthetic-v", "is for the synthetic inputs; a dump's V is --v (else seeded random)");
     MaskQualityOptions o = *quality;
     if (heads->count() > 0) o.heads = options->heads;
     if (fine_n->count() > 0) o.fine_n = options->fine_n;

@@ -147,14 +147,26 @@ std::vector<HostInputs> synthetic_inputs(const MaskQualityOptions& o, const std:
   const auto [frames, height, width] = *parse_shape(grid_text);
   const runtime::VideoGrid grid{frames, height, width};
   const SyntheticVideo video(grid, o.seed);
+  const std::size_t row = static_cast<std::size_t>(o.heads) * o.head_dim;  // one token's V
+  std::vector<std::uint16_t> random_v;  // --synthetic-v random: [cells, heads, head_dim], raster order
+  if (o.synthetic_v == "random") {
+    std::mt19937_64 generator(o.seed);
+    random_v = templates::random_half(static_cast<std::size_t>(grid.cells()) * row, dtype, generator);
+  }
   std::vector<HostInputs> all;
   for (const std::string& mix_name : o.mixes) {
     const HeadMix mix = mix_name == "diffuse" ? HeadMix::diffuse : mix_name == "local" ? HeadMix::local : HeadMix::mixed;
     for (runtime::TokenOrder order : {runtime::TokenOrder::raster, runtime::TokenOrder::hilbert}) {
-      SyntheticAttention attention = video.attention(mix, o.heads, o.head_dim, runtime::token_order(order, grid, 0), dtype);
-      all.push_back({std::string(to_string(mix)), grid.to_string(), std::string(runtime::to_string(order)), o.heads,
-                     static_cast<int>(grid.cells()), std::move(attention.q), std::move(attention.k),
-                     std::move(attention.v), std::move(attention.locality)});
+      const std::vector<int> cells = runtime::token_order(order, grid, 0);
+      SyntheticAttention attention = video.attention(mix, o.heads, o.head_dim, cells, dtype);
+      if (!random_v.empty())  // token i is cell cells[i]: its V follows it
+        for (std::size_t i = 0; i < cells.size(); ++i)
+          std::copy_n(random_v.begin() + static_cast<std::ptrdiff_t>(cells[i] * row), row,
+                      attention.v.begin() + static_cast<std::ptrdiff_t>(i * row));
+      all.push_back({std::string(to_string(mix)) + (random_v.empty() ? "" : ", random V"), grid.to_string(),
+                     std::string(runtime::to_string(order)), o.heads, static_cast<int>(grid.cells()),
+                     std::move(attention.q), std::move(attention.k), std::move(attention.v),
+                     std::move(attention.locality)});
     }
   }
   return all;

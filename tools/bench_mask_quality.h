@@ -37,6 +37,10 @@ struct MaskQualityOptions {
   // [N, H, D] or [H, N, D] (layout "auto": the larger of the first two sizes is the tokens).
   // With grids, the dump's first F*H*W tokens are taken as the video in raster order and
   // the rest as text tokens, and both orders are measured; without, only its own order.
+  // V of the synthetic inputs: "generator" (a projection of the smooth latent features) or
+  // "random" (seeded i.i.d. per token, the same token for token in both orders): a diagnostic
+  // that removes V's spatial smoothness from the output error.
+  std::string synthetic_v = "generator";
   std::string q_file, k_file, v_file;
   std::string layout = "auto";  // auto, nhd, hnd
   bool no_database = false;

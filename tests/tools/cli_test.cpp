@@ -104,7 +104,8 @@ INSTANTIATE_TEST_SUITE_P(
         HelpCase{{"bench"}, {"permute", "attention", "mask"}},
         HelpCase{{"bench", "mask"},
                  {"--heads", "--tokens", "--head-dim", "--tile", "--block", "--density", "--fine-n", "--fine-share",
-                  "--json", "--quality", "--grid", "--mix", "--densities", "--q", "--k", "--v", "--layout"}},
+                  "--json", "--quality", "--grid", "--mix", "--densities", "--synthetic-v", "--q", "--k", "--v",
+                  "--layout"}},
         HelpCase{{"bench", "attention"},
                  {"--heads", "--tokens", "--head-dim", "--block", "--density", "--fine-n", "--dtype",
                   "--mask-file", "--mask-form", "--json"}},
@@ -175,6 +176,12 @@ INSTANTIATE_TEST_SUITE_P(
                                 "'21x45' is not FxHxW"},
                       UsageCase{"bench_mask_quality_unknown_mix", {"bench", "mask", "--quality", "--mix", "smooth"},
                                 "smooth"},
+                      UsageCase{"bench_mask_quality_unknown_synthetic_v",
+                                {"bench", "mask", "--quality", "--synthetic-v", "noise"}, "noise"},
+                      UsageCase{"bench_mask_quality_synthetic_v_with_a_dump",
+                                {"bench", "mask", "--quality", "--synthetic-v", "random", "--q", "/etc/passwd", "--k",
+                                 "/etc/passwd"},
+                                "is for the synthetic inputs"},
                       UsageCase{"db_trials_without_problem", {"db", "trials"}, "--problem is required"},
                       UsageCase{"db_import_without_file", {"db", "import"}, "file is required"},
                       UsageCase{"db_merge_without_other", {"db", "merge"}, "other is required"},
@@ -951,6 +958,19 @@ TEST_F(CliTest, BenchMaskQualityOnATinyGridAndADump) {
   const CliResult first = run(synthetic);
   ASSERT_EQ(first.exit_code, 0) << first.describe();
   check_report(parse_json(first), 6);  // 3 mixes x 2 orders
+
+  // The same with random V: the same masks and recall, another output error.
+  synthetic.insert(synthetic.end(), {"--synthetic-v", "random"});
+  const CliResult random_v = run(synthetic);
+  ASSERT_EQ(random_v.exit_code, 0) << random_v.describe();
+  const json with_random_v = parse_json(random_v), with_generator_v = parse_json(first);
+  check_report(with_random_v, 6);
+  for (std::size_t i = 0; i < 6; ++i) {
+    const json &a = with_generator_v["inputs"][i], &b = with_random_v["inputs"][i];
+    EXPECT_EQ(b["source"].get<std::string>(), a["source"].get<std::string>() + ", random V");
+    EXPECT_EQ(b["densities"][0]["hierarchical"]["recall"], a["densities"][0]["hierarchical"]["recall"]) << "V is not in the mask";
+    EXPECT_NE(b["densities"][0]["hierarchical"]["relative_error"], a["densities"][0]["hierarchical"]["relative_error"]);
+  }
 
   // A dump [H, N, D] float32 (random values), V left to the seed; with the grid, both orders.
   std::mt19937_64 generator(5);
