@@ -6,13 +6,12 @@
 #include "jit/driver_api.h"
 #include "templates/block_score/block_score_family.h"
 #include "templates/block_select/block_select_family.h"
+#include "templates/common/ceil_div.h"
 #include "templates/mask_convert/mask_convert_family.h"
 #include "templates/sparse_attention/block_mask.h"
 
 namespace sparsejit::runtime {
 namespace {
-
-int ceil_div(int a, int b) { return (a + b - 1) / b; }
 
 [[noreturn]] void fail(const std::string& why) { throw std::invalid_argument("mask builder: " + why); }
 

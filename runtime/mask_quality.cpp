@@ -8,12 +8,11 @@
 
 #include "jit/driver_api.h"
 #include "templates/attention_quality/attention_quality_family.h"
+#include "templates/common/ceil_div.h"
 #include "templates/sparse_attention/block_mask.h"
 
 namespace sparsejit::runtime {
 namespace {
-
-int ceil_div(int a, int b) { return (a + b - 1) / b; }
 
 void check_sizes(const QueryKeyInputs& qk) {
   if (qk.batch < 1 || qk.heads < 1 || qk.tokens_q < 1 || qk.tokens_kv < 1)

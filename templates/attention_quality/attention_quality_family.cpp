@@ -3,12 +3,11 @@
 #include <cmath>
 #include <stdexcept>
 
+#include "templates/common/ceil_div.h"
 #include "templates/sparse_attention/attention_family.h"
 
 namespace sparsejit::templates {
 namespace {
-
-int ceil_div(int a, int b) { return (a + b - 1) / b; }
 
 const std::vector<std::string_view> kHeaders = {"attention_quality/attention_quality.cuh",
                                                 "attention_quality/attention_quality_params.h",

@@ -7,12 +7,11 @@
 #include <cstdint>
 #include <stdexcept>
 
+#include "templates/common/ceil_div.h"
 #include "templates/sparse_attention/attention_family.h"
 
 namespace sparsejit::templates {
 namespace {
-
-int ceil_div(int a, int b) { return (a + b - 1) / b; }
 
 // The problem part of a config (everything but the tunable CTA and step).
 std::string problem_part_problem(int head_dim, int tile, int block_q, int block_kv) {

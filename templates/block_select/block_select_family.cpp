@@ -5,15 +5,10 @@
 #include <cstdint>
 #include <stdexcept>
 
+#include "templates/common/ceil_div.h"
 #include "templates/sparse_attention/block_mask.h"
 
 namespace sparsejit::templates {
-namespace {
-
-int ceil_div(int a, int b) { return (a + b - 1) / b; }
-
-}  // namespace
-
 std::string BlockSelectConfig::name_expression() const {
   return "sparsejit::block_select<" + std::to_string(block_q) + ", " + std::to_string(block_kv) + ", " +
          std::to_string(fine_n) + ", " + std::to_string(dtype_template_code(dtype)) + ", " +

@@ -6,12 +6,11 @@
 #include <stdexcept>
 #include <string>
 
+#include "templates/common/ceil_div.h"
 #include "templates/common/half_precision.h"
 
 namespace sparsejit::templates {
 namespace {
-
-int ceil_div(int a, int b) { return (a + b - 1) / b; }
 
 // Real tokens of the tile starting at first_token inside [from, from + width), over the
 // tile's real tokens.

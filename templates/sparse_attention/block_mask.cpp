@@ -8,6 +8,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "templates/common/ceil_div.h"
+
 namespace sparsejit::templates {
 namespace {
 
@@ -28,8 +30,6 @@ std::string hex(std::uint64_t value) {
   out << "0x" << std::hex << value;
   return out.str();
 }
-
-int ceil_div(int a, int b) { return (a + b - 1) / b; }
 
 // Bits 0..count-1 set (count in 1..64).
 std::uint64_t low_bits(int count) {

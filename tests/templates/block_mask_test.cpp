@@ -16,13 +16,12 @@
 #include <utility>
 #include <vector>
 
+#include "templates/common/ceil_div.h"
 #include "templates/sparse_attention/block_mask.h"
 #include "tests/support/gpu_test.h"
 
 namespace sparsejit::templates {
 namespace {
-
-int ceil_div(int a, int b) { return (a + b - 1) / b; }
 
 // "" if validate_block_mask accepts `mask`, else its message.
 std::string rejection(const BlockMask& mask, int tokens_q, int tokens_kv) {
