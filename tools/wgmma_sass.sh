@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Compiles one specialization of the wgmma attention kernel with nvcc for sm_90a (the same
 # ptxas that NVRTC drives) and counts what issue 6 asks to see in its SASS: HGMMA in the hot
-# loop and no local-memory traffic (LDL/STL). Needs nvcc and cuobjdump (CUDA toolkit).
+# loop and no local-memory traffic (LDL/STL), split into the consumers' code and the
+# producer's. Needs nvcc and cuobjdump (CUDA toolkit; the GPU machine has both).
 #   tools/wgmma_sass.sh ["DTYPE, D, BQ, BKV, BM, BN, STAGES, FINE_N, BITMASK"] [SASS_OUT]
 # The default is bf16, D = 128, 128x128 blocks and tile, 2 stages, no fine bits, block-CSR.
 set -euo pipefail
@@ -22,3 +23,11 @@ cuobjdump --dump-sass "$work/kernel.cubin" >"$work/kernel.sass"
 [ -n "$sass_out" ] && cp "$work/kernel.sass" "$sass_out"
 echo "sparse_attention_forward_wgmma<$args>: $(grep -c HGMMA "$work/kernel.sass") HGMMA," \
   "$(grep -cE '\b(LDL|STL)\b' "$work/kernel.sass" || true) LDL/STL instructions"
+# ptxas lays the consumers' code (setmaxnreg up, every HGMMA) out before the producer's
+# (from its setmaxnreg down, USETMAXREG.DEALLOC): say where the local-memory traffic is.
+split=$(grep -n "USETMAXREG.DEALLOC" "$work/kernel.sass" | head -1 | cut -d: -f1)
+if [ -n "$split" ]; then
+  echo "  consumers (before USETMAXREG.DEALLOC): $(head -n "$split" "$work/kernel.sass" | grep -c HGMMA) HGMMA," \
+    "$(head -n "$split" "$work/kernel.sass" | grep -cE '\b(LDL|STL)\b' || true) LDL/STL;" \
+    "producer: $(tail -n +"$split" "$work/kernel.sass" | grep -cE '\b(LDL|STL)\b' || true) LDL/STL"
+fi
