@@ -160,6 +160,19 @@ std::vector<StoredGpu> Database::list_gpus() const {
   return gpus;
 }
 
+void bind_cubin(Statement& statement, const CubinRecord& cubin) {
+  statement.bind_text(1, cubin.key);
+  statement.bind_text(2, cubin.family);
+  statement.bind_text(3, cubin.target);
+  statement.bind_text(4, cubin.nvrtc_version);
+  statement.bind_text(5, cubin.specialization);
+  statement.bind_text(6, cubin.lowered_names_json);
+  statement.bind_blob(7, cubin.binary);
+  statement.bind_double(8, cubin.compile_ms);
+  statement.bind_text(9, cubin.created_at);
+  statement.bind_text(10, cubin.source_key);
+}
+
 void Database::put_cubin(const CubinRecord& cubin) {
   validate_cubin(cubin);
   Transaction transaction(connection_);
@@ -173,16 +186,7 @@ void Database::put_cubin(const CubinRecord& cubin) {
       specialization = excluded.specialization, lowered_names_json = excluded.lowered_names_json,
       binary = excluded.binary, compile_ms = excluded.compile_ms, created_at = excluded.created_at,
       source_key = coalesce(excluded.source_key, cubins.source_key))sql");
-  upsert.bind_text(1, cubin.key);
-  upsert.bind_text(2, cubin.family);
-  upsert.bind_text(3, cubin.target);
-  upsert.bind_text(4, cubin.nvrtc_version);
-  upsert.bind_text(5, cubin.specialization);
-  upsert.bind_text(6, cubin.lowered_names_json);
-  upsert.bind_blob(7, cubin.binary);
-  upsert.bind_double(8, cubin.compile_ms);
-  upsert.bind_text(9, cubin.created_at);
-  upsert.bind_text(10, cubin.source_key);
+  bind_cubin(upsert, cubin);
   upsert.step();
   transaction.commit();
 }

@@ -175,6 +175,11 @@ struct ImportSummary;   // db/snapshot.h
 void validate_cubin(const CubinRecord& cubin);
 void validate_trial(const TrialRecord& trial);
 
+// Binds `cubin` to ?1..?10 of a statement over the cubins table, in the order key, family,
+// target, nvrtc_version, specialization, lowered_names_json, binary, compile_ms, created_at,
+// source_key (the statement decides what an empty created_at or source_key stands for).
+void bind_cubin(Statement& statement, const CubinRecord& cubin);
+
 struct OpenOptions {
   bool read_only = false;
   int busy_timeout_ms = kDefaultBusyTimeoutMs;  // how long to wait for another process's lock

@@ -109,16 +109,7 @@ void apply_cubins(Connection& connection, const std::vector<CubinRecord>& cubins
   Statement learn = connection.prepare(
       "UPDATE cubins SET source_key = ?2 WHERE key = ?1 AND source_key IS NULL AND ?2 <> ''");
   for (const CubinRecord& cubin : cubins) {
-    insert.bind_text(1, cubin.key);
-    insert.bind_text(2, cubin.family);
-    insert.bind_text(3, cubin.target);
-    insert.bind_text(4, cubin.nvrtc_version);
-    insert.bind_text(5, cubin.specialization);
-    insert.bind_text(6, cubin.lowered_names_json);
-    insert.bind_blob(7, cubin.binary);
-    insert.bind_double(8, cubin.compile_ms);
-    insert.bind_text(9, cubin.created_at);
-    insert.bind_text(10, cubin.source_key);
+    bind_cubin(insert, cubin);
     insert.step();
     insert.reset();
     if (connection.changes() == 1) {

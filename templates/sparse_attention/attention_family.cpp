@@ -379,7 +379,6 @@ void SparseAttentionFamily::launch(const jit::Kernel& kernel, const AttentionCon
   validate(config, params, max_shared_bytes);
   kernel.allow_dynamic_shared_bytes(static_cast<unsigned>(config.shared_bytes()));
   SparseAttentionParams copy = params;
-  copy.work_counter = nullptr;  // the launch's own (below)
   if (!config.wgmma) {
     void* args[] = {&copy};
     kernel.launch(geometry(config, params, stream), args);

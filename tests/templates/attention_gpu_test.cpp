@@ -391,8 +391,9 @@ TEST_F(AttentionGpuTest, WgmmaEveryTile) {
 // The persistent grid's dynamic scheduler: launches on two streams at once, each taking its
 // items from its own stream's counter, correct round after round (a counter not left at zero
 // would hand the next launch no items: its poisoned output fails); the counters are distinct
-// and zero afterwards. Then a launch captured into a graph (a counter of its own) replayed on
-// the second stream while the first runs its own launch.
+// and zero afterwards. Then a launch captured on the second stream into a graph, replayed on
+// the first while the second runs a launch of its own at the same time: the capture must not
+// have taken the second stream's counter.
 TEST_F(AttentionGpuTest, WgmmaPersistentGridOnSeveralStreamsAndInAGraph) {
   if (const std::string why = wgmma_missing(); !why.empty()) GTEST_SKIP() << why;
   const AttentionConfig config{HalfDtype::bf16, 128, 128, 128, 128, 128, wgmma_warps(128), 0, false, true, 3};
@@ -436,8 +437,8 @@ TEST_F(AttentionGpuTest, WgmmaPersistentGridOnSeveralStreamsAndInAGraph) {
       c->dout.fill(0xff);
       c->dlse.fill(0xff);
     }
-    SJ_CU(cuGraphLaunch(replay, two.handle()));
-    SparseAttentionFamily::launch(kernel, config, second.device, max_shared, one.handle());
+    SJ_CU(cuGraphLaunch(replay, one.handle()));
+    SparseAttentionFamily::launch(kernel, config, second.device, max_shared, two.handle());
     one.synchronize();
     two.synchronize();
     expect_matches(first, "graph replay " + std::to_string(round));
