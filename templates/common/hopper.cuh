@@ -68,6 +68,15 @@ __device__ __forceinline__ unsigned long long swizzled_descriptor(const void* sh
          (static_cast<unsigned long long>(stride_bytes >> 4) << 32) | (1ull << 62);
 }
 
+// The descriptor of the same tile layout `bytes` further on (a multiple of 16): the address
+// field (bits 0-13) holds the shared address / 16, which stays below 2^14 (228 KB of shared
+// memory), so the sum never carries into the other fields. One add instead of rebuilding the
+// descriptor from a pointer for every wgmma (that took about 10 instructions each, a third
+// of the consumers' instructions per tile at D = 64; ncu on the H100, BENCHMARKS.md).
+__device__ __forceinline__ unsigned long long descriptor_at(unsigned long long descriptor, unsigned bytes) {
+  return descriptor + (bytes >> 4);
+}
+
 // Orders this thread's register writes before the wgmma that reads them (accumulators, A).
 __device__ __forceinline__ void warpgroup_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void warpgroup_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }

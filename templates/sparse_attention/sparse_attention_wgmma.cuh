@@ -54,9 +54,10 @@ struct wgmma_attention_tile {
   // 24 and the consumers share the rest, rounded down to a multiple of 8 (240 with two
   // consumers, 232 with one); asking for more than was released would wait forever.
   // ptxas 13.0 (tools/wgmma_sass.sh): the producer thread, which takes the items from a
-  // counter and hands them over, spills 68-92 bytes at 24 registers (local memory in its item
-  // loop, none in the consumers' HGMMA loop); 48 remove that but leave the consumers 224,
-  // which measured 2-5% slower at D = 64 on the H100 (BENCHMARKS.md, fifth session).
+  // counter and hands them over, spills 32-60 bytes at 24 registers (local memory in its item
+  // loop, none in the consumers' HGMMA loop); 32 or 48 remove most or all of that but leave
+  // the consumers 232 or 224, which measured 1-5% slower at D = 64 on the H100 (BENCHMARKS.md,
+  // fifth and sixth sessions).
   static constexpr int kEntryRegisters = 65536 / (kThreads * kMinBlocks) / 8 * 8;
   static constexpr int kProducerRegisters = 24;
   static constexpr int kConsumerRegisters =
@@ -239,6 +240,11 @@ __global__ void __launch_bounds__(wgmma_attention_tile<HeadDim, BlockM, BlockN, 
   const float scale_log2 = params.softmax_scale * 1.4426950408889634f;
   int ring = 0;     // the producer's ring position of the item's first tile
   int q_loads = 0;  // items handed over so far
+  // Descriptors of this warpgroup's rows of Q buffer 0 and of stage 0's K and V tiles; every
+  // operand of a wgmma below is one of them plus a byte offset (descriptor_at).
+  const unsigned long long q_descriptor = swizzled_descriptor(q_tile + consumer * 64 * 128, 16, 1024);
+  const unsigned long long k_descriptor = swizzled_descriptor(k_tiles, 16, 1024);
+  const unsigned long long v_descriptor = swizzled_descriptor(v_tiles, BlockN * 128, 1024);
 
   // Ping-pong (FlashAttention-3): two consumer warpgroups take turns to issue their products,
   // named barrier 1 + c being consumer c's turn, so that one's softmax runs under the other's
@@ -256,7 +262,6 @@ __global__ void __launch_bounds__(wgmma_attention_tile<HeadDim, BlockM, BlockN, 
     ++q_loads;
     const int item = handed_item[buffer];
     if (item < 0) break;
-    const unsigned char* q_rows = q_tile + buffer * Tile::kQBytes + consumer * 64 * 128;  // this warpgroup's 64 rows
     const WorkItem w = work_item(item);
     KeptBlockWalk<MaskBits, FineN> walk(params, w.mask_row);  // the consumer's own walk
     const int tiles = walk.count() * kTilesPerKvBlock;
@@ -291,12 +296,12 @@ __global__ void __launch_bounds__(wgmma_attention_tile<HeadDim, BlockM, BlockN, 
     // tile each); V is MN-major (head dims contiguous), its 64-column panels BlockN * 128 apart.
     const auto issue_pv = [&] {
       barrier_wait(&v_full[pending_stage], pending_phase);
-      const unsigned char* v_tile = v_tiles + pending_stage * Tile::kTileBytes;
+      const unsigned long long v_tile = descriptor_at(v_descriptor, pending_stage * Tile::kTileBytes);
       warpgroup_fence();
 #pragma unroll
       for (int kk = 0; kk < BlockN / 16; ++kk)
-        warpgroup_mma<Dtype, HeadDim>::registers_shared_transposed(
-            out[0], p[kk], swizzled_descriptor(v_tile + kk * 16 * 128, BlockN * 128, 1024), 1);
+        warpgroup_mma<Dtype, HeadDim>::registers_shared_transposed(out[0], p[kk],
+                                                                   descriptor_at(v_tile, kk * 16 * 128), 1);
       warpgroup_commit();
     };
     // Waits for it and hands its V stage back to the producer.
@@ -313,8 +318,6 @@ __global__ void __launch_bounds__(wgmma_attention_tile<HeadDim, BlockM, BlockN, 
       const int n0 = walk.block * BlockKV + tile_in_block * BlockN;
       const int stage = (ring + t) % Stages;
       const int phase = ((ring + t) / Stages) & 1;
-      const unsigned char* k_tile = k_tiles + stage * Tile::kTileBytes;
-
       unsigned keep[1] = {fine_kept_tiles<Tile::kScoreTiles, BlockKV, FineN>(walk.bits, first_subtile + warp_in_group,
                                                                           tile_in_block * BlockN)};
       bool group_computes = true;  // uniform across the warpgroup
@@ -348,13 +351,14 @@ __global__ void __launch_bounds__(wgmma_attention_tile<HeadDim, BlockM, BlockN, 
         barrier_wait(&k_full[stage], phase);
         if constexpr (kPingPong) named_barrier_sync(1 + consumer, kPingPongThreads);  // my turn
         float score[1][Tile::kScoreTiles][4];
+        const unsigned long long q_rows = descriptor_at(q_descriptor, buffer * Tile::kQBytes);
+        const unsigned long long k_tile = descriptor_at(k_descriptor, stage * Tile::kTileBytes);
         warpgroup_fence();
 #pragma unroll
         for (int ks = 0; ks < HeadDim / 16; ++ks) {
           const int panel = ks / 4, offset = (ks % 4) * 32;
-          warpgroup_mma<Dtype, BlockN>::shared_shared(
-              score[0], swizzled_descriptor(q_rows + panel * BlockM * 128 + offset, 16, 1024),
-              swizzled_descriptor(k_tile + panel * BlockN * 128 + offset, 16, 1024), ks > 0);
+          warpgroup_mma<Dtype, BlockN>::shared_shared(score[0], descriptor_at(q_rows, panel * BlockM * 128 + offset),
+                                                      descriptor_at(k_tile, panel * BlockN * 128 + offset), ks > 0);
         }
         warpgroup_commit();
         // The tile's softmax, once S has landed; K's stage goes back to the producer.
