@@ -2,7 +2,9 @@
 # Compiles one specialization of the wgmma attention kernel with nvcc for sm_90a (the same
 # ptxas that NVRTC drives) and counts what issue 6 asks to see in its SASS: HGMMA in the hot
 # loop and no local-memory traffic (LDL/STL), split into the consumers' code and the
-# producer's. Needs nvcc and cuobjdump (CUDA toolkit; the GPU machine has both).
+# producer's. ptxas's advisories are shown too: C7511 says it serialized the wgmma (too few
+# registers for its pipeline), which halves the kernel's speed. Needs nvcc and cuobjdump (CUDA
+# toolkit; the GPU machine has both).
 #   tools/wgmma_sass.sh ["DTYPE, D, BQ, BKV, BM, BN, STAGES, FINE_N, BITMASK"] [SASS_OUT]
 # The default is bf16, D = 128, 128x128 blocks and tile, 2 stages, no fine bits, block-CSR.
 set -euo pipefail
@@ -18,7 +20,7 @@ template __global__ void sparsejit::sparse_attention_forward_wgmma<$args>($param
     $param::TensorMap, $param::TensorMap, $param::TensorMap);
 EOT
 nvcc -gencode=arch=compute_90a,code=sm_90a -cubin -std=c++17 -Xptxas -v -I templates \
-  -o "$work/kernel.cubin" "$work/kernel.cu" 2>&1 | grep -E "registers|spill|stack"
+  -o "$work/kernel.cubin" "$work/kernel.cu" 2>&1 | grep -E "registers|spill|stack|C75[0-9][0-9]"
 cuobjdump --dump-sass "$work/kernel.cubin" >"$work/kernel.sass"
 [ -n "$sass_out" ] && cp "$work/kernel.sass" "$sass_out"
 echo "sparse_attention_forward_wgmma<$args>: $(grep -c HGMMA "$work/kernel.sass") HGMMA," \
