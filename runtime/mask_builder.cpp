@@ -147,6 +147,7 @@ DeviceBlockMask MaskBuilder::build_into(const QueryKeyInputs& inputs, const Mask
   }
   select.threshold = static_cast<float>(options.threshold);
   select.text_blocks = options.text_blocks;
+  select.first_block_by_score = options.keep_first_block ? 0 : 1;
   select.fine_share = static_cast<float>(options.fine_share);
   select.softmax_scale = inputs.softmax_scale;
   BlockSelectFamily::validate(select_config, select);  // before anything is launched

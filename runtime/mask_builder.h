@@ -50,7 +50,9 @@ struct QueryKeyInputs {
 // densities, e.g. from a SparsityProfile), head h keeps k_h = max(1, ceil(head_densities[h] *
 // KB)) blocks: then threshold must be 0 and density is ignored, and the row pitch is sized by
 // the largest k_h. block_select always keeps the diagonal block and the first block
-// (DFSAttn); text_blocks adds the last key blocks (text tokens after the video tokens).
+// (DFSAttn's attention sink; keep_first_block = false lets the first block compete by its
+// score, for a model without a sink there); text_blocks adds the last key blocks (text
+// tokens after the video tokens).
 struct MaskBuildOptions {
   int block_q = 128;   // 64 or 128
   int block_kv = 128;  // 64 or 128
@@ -61,6 +63,7 @@ struct MaskBuildOptions {
   int fine_n = 0;            // keys per fine sub-tile (8, 16, 32); 0: no fine bits
   double fine_share = 0.9;   // with fine bits: the share of a kept pair's mass its sub-tiles keep
   std::vector<double> head_densities = {};  // [heads], each in (0, 1]; empty: every head uses density
+  bool keep_first_block = true;  // false: key block 0 is kept only for its score
 };
 
 // The geometry of a built mask: QB, KB, the row pitch of index and fine bits, and the

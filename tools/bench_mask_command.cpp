@@ -31,6 +31,7 @@ struct MaskBenchOptions {
   double density = 0.3;
   int fine_n = 0;
   double fine_share = 0.9;
+  bool first_block_by_score = false;
   std::string dtype = "bf16";
   std::uint64_t seed = 0;
   bool no_database = false;
@@ -102,6 +103,7 @@ int run_bench_mask(const GlobalOptions& global, const MaskBenchOptions& o) {
   select_params.tokens_q = select_params.tokens_kv = o.tokens;
   select_params.top_k = top_k;
   select_params.fine_share = static_cast<float>(o.fine_share);
+  select_params.first_block_by_score = o.first_block_by_score ? 1 : 0;
   select_params.softmax_scale = score_params.softmax_scale;
 
   jit::KernelProvider& kernels = runtime.kernels();
@@ -176,6 +178,8 @@ void add_bench_mask_command(CLI::App& bench, GlobalOptions& global) {
       ->check(CLI::IsMember({0, 8, 16, 32}));
   mask->add_option("--fine-share", options->fine_share, "share of a kept block's mass its fine bits keep")
       ->check(CLI::Range(0.0, 1.0));
+  mask->add_flag("--first-block-by-score", options->first_block_by_score,
+                 "keep key block 0 only for its score (default: always, as DFSAttn keeps it for the attention sink)");
   mask->add_option("--dtype", options->dtype, "bf16 or fp16")->check(CLI::IsMember({"bf16", "fp16"}));
   mask->add_option("--seed", options->seed, "seed of the random inputs");
   mask->add_flag("--no-db", options->no_database, "use no database: compile in-process");
@@ -226,6 +230,7 @@ void add_bench_mask_command(CLI::App& bench, GlobalOptions& global) {
     o.tile = options->tile;
     o.block = options->block;
     o.fine_share = options->fine_share;
+    o.first_block_by_score = options->first_block_by_score;
     o.dtype = options->dtype;
     o.seed = options->seed;
     o.no_database = options->no_database;

@@ -108,7 +108,8 @@ InputResult measure_input(runtime::Runtime& runtime, runtime::MaskBuilder& build
   const int subtiles_per_block = o.fine_n > 0 ? (o.block / 16) * (o.block / o.fine_n) : 1;
   const auto build = [&](double density, int fine_n) {
     const runtime::MaskBuildOptions options{.block_q = o.block, .block_kv = o.block, .tile = o.tile,
-                                            .density = density, .fine_n = fine_n, .fine_share = o.fine_share};
+                                            .density = density, .fine_n = fine_n, .fine_share = o.fine_share,
+                                            .keep_first_block = !o.first_block_by_score};
     const runtime::DeviceBlockMask mask = builder.build(qk, options, stream.handle());
     stream.synchronize();  // the downloads below are synchronous copies, outside the stream
     return mask;
@@ -315,6 +316,7 @@ int run_mask_quality(const GlobalOptions& global, const MaskQualityOptions& o) {
                            {"block", o.block},
                            {"fine_n", o.fine_n},
                            {"fine_share", o.fine_share},
+                           {"first_block_by_score", o.first_block_by_score},
                            {"seed", o.seed},
                            {"inputs", nlohmann::json::array()},
                            {"targets", nlohmann::json::array()}};
@@ -361,6 +363,7 @@ int run_mask_quality(const GlobalOptions& global, const MaskQualityOptions& o) {
   std::cout << runtime.device().name << ", " << o.dtype << " D=" << o.head_dim << ", tiles of " << o.tile
             << ", blocks " << o.block;
   if (o.fine_n > 0) std::cout << ", fine bits 16x" << o.fine_n << " keeping " << format_fixed(o.fine_share, 2) << " of a pair's mass";
+  std::cout << (o.first_block_by_score ? ", first block kept only for its score" : ", first block always kept");
   std::cout << "; recall: mean kept share of each query's exact softmax mass; error: ||O - O_dense|| / ||O_dense||\n";
   Table table({"grid", "input", "order", "density", "k", "oracle", "hier.", "hier./oracle", "error", "fine k",
                "fine sub-tiles", "fine recall", "fine error"});

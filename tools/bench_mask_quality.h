@@ -31,6 +31,9 @@ struct MaskQualityOptions {
   int block = 128;
   int fine_n = 16;  // 0: no fine-bit comparison
   double fine_share = 0.9;
+  // The hierarchical and fine masks keep key block 0 only for its score (the oracle never
+  // forces it); default: always, as DFSAttn does.
+  bool first_block_by_score = false;
   std::string dtype = "bf16";
   std::uint64_t seed = 0;
   // A user's dump instead of the synthetic inputs: Q and K (and optionally V) .npy files,

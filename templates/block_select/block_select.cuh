@@ -76,8 +76,10 @@ __global__ void __launch_bounds__(kSelectThreads) block_select(const BlockSelect
   const float* scores = p.scores + row * kv_blocks;
   const int diagonal = min(static_cast<int>(static_cast<long long>(q_block) * BlockQ / BlockKV), kv_blocks - 1);
   const int text_first = kv_blocks - p.text_blocks;
-  const auto always_kept = [&](int kb) { return kb == 0 || kb == diagonal || kb >= text_first; };
-  const int always_count = p.text_blocks + (text_first > 0 ? 1 : 0) + (diagonal != 0 && diagonal < text_first ? 1 : 0);
+  const bool keep_first = p.first_block_by_score == 0;
+  const auto always_kept = [&](int kb) { return (keep_first && kb == 0) || kb == diagonal || kb >= text_first; };
+  const int always_count = p.text_blocks + (keep_first && text_first > 0 ? 1 : 0) +
+                           (diagonal < text_first && !(keep_first && diagonal == 0) ? 1 : 0);
 
   // Each thread owns a chunk of consecutive key blocks (the scans below go in index order).
   const int chunk = (kv_blocks + kSelectThreads - 1) / kSelectThreads;
@@ -102,7 +104,7 @@ __global__ void __launch_bounds__(kSelectThreads) block_select(const BlockSelect
 #pragma unroll
     for (int c = 0; c < kMaxChunk; ++c) words[c] = chunk_first + c < chunk_last ? rank_word(chunk_first + c) : 0u;
     unsigned prefix = 0, prefix_mask = 0;
-    int remaining = kept;  // >= 1: block 0 is always kept
+    int remaining = kept;  // >= 1: top_k >= 1
     for (int shift = 24; shift >= 0; shift -= 8) {
       histogram[threadIdx.x] = 0;
       __syncthreads();

@@ -105,6 +105,8 @@ void BlockSelectFamily::validate(const BlockSelectConfig& config, const BlockSel
     fail("threshold = " + std::to_string(p.threshold) + " is outside [0, 1] (threshold mode: top_k = 0)");
   if (p.text_blocks < 0 || p.text_blocks > kv_blocks)
     fail("text_blocks = " + std::to_string(p.text_blocks) + " is outside 0.." + std::to_string(kv_blocks));
+  if (p.first_block_by_score != 0 && p.first_block_by_score != 1)
+    fail("first_block_by_score = " + std::to_string(p.first_block_by_score) + " is neither 0 nor 1");
   const int min_pitch = block_select_min_row_pitch(kv_blocks, p.top_k, p.text_blocks);
   if (p.max_kv_blocks < min_pitch || p.max_kv_blocks > kv_blocks)
     fail("max_kv_blocks = " + std::to_string(p.max_kv_blocks) + " is outside " + std::to_string(min_pitch) + ".." +

@@ -4,8 +4,9 @@
 //
 // DFSAttn's selection, per (batch, head, query block qb): from the block scores of
 // block_score ([B, H, QB, KB] float32, each the probability mass of a block pair), keep
-//  - always: the diagonal block min(qb * block_q / block_kv, KB - 1), the first block 0 and
-//    the last `text_blocks` blocks (text tokens sit after the video tokens);
+//  - always: the diagonal block min(qb * block_q / block_kv, KB - 1), the first block 0
+//    (DFSAttn's attention sink; with first_block_by_score = 1 it competes by its score like
+//    the others) and the last `text_blocks` blocks (text tokens sit after the video tokens);
 //  - then, in the order of descending score (equal scores: the lower block index first), the
 //    other blocks until the row keeps k blocks in all (top_k > 0: k = top_k, or
 //    top_k_per_head[head] when that array is given, SVOO's per-head densities), or until the
@@ -53,6 +54,7 @@ struct BlockSelectParams {
   int top_k;         // > 0: blocks kept per row (the largest, with top_k_per_head); 0: threshold mode
   float threshold;   // threshold mode: the share of the row's score to keep, in [0, 1]
   int text_blocks;   // the last text_blocks key blocks are always kept (0 <= text_blocks <= KB)
+  int first_block_by_score;  // 0 (DFSAttn): block 0 is always kept; 1: only for its score
   float fine_share;  // with fine bits: in (0, 1]
   float softmax_scale;  // with fine bits: the one block_score used
 };

@@ -103,7 +103,9 @@ BlockMask block_select_reference(const BlockSelectParams& p, const BlockSelectCo
         const std::size_t row = mask.row(b, h, qb);
         const float* scores = p.scores + row * KB;
         const int diagonal = std::min(static_cast<int>(static_cast<long long>(qb) * c.block_q / c.block_kv), KB - 1);
-        const auto always = [&](int kb) { return kb == 0 || kb == diagonal || kb >= KB - p.text_blocks; };
+        const auto always = [&](int kb) {
+          return (p.first_block_by_score == 0 && kb == 0) || kb == diagonal || kb >= KB - p.text_blocks;
+        };
         // Non-positive (or NaN) scores rank as 0, like the kernel's keys.
         const auto rank_score = [&](int kb) { return scores[kb] > 0.f ? static_cast<double>(scores[kb]) : 0.0; };
         std::iota(order.begin(), order.end(), 0);

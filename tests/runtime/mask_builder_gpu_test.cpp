@@ -127,6 +127,7 @@ TEST_F(MaskRuntimeGpuTest, BuilderMatchesTheScoreAndSelectReferences) {
       {"top-k 0.5, fine 16x16", {.density = 0.5, .fine_n = 16, .fine_share = 0.9}},
       {"per-head densities 0.15 and 0.6, 1 text block",
        {.density = 0.0, .text_blocks = 1, .head_densities = {0.15, 0.6}}},
+      {"top-k 0.1, first block only for its score", {.density = 0.1, .keep_first_block = false}},
   };
   for (const auto& [what, options] : cases) {
     SCOPED_TRACE(what);
@@ -184,6 +185,7 @@ TEST_F(MaskRuntimeGpuTest, BuilderMatchesTheScoreAndSelectReferences) {
     host_select.top_k_per_head = layout.head_top_k.empty() ? nullptr : layout.head_top_k.data();
     host_select.threshold = static_cast<float>(options.threshold);
     host_select.text_blocks = options.text_blocks;
+    host_select.first_block_by_score = options.keep_first_block ? 0 : 1;
     host_select.fine_share = static_cast<float>(options.fine_share);
     host_select.softmax_scale = inputs.softmax_scale;
     const BlockMask expected = templates::block_select_reference(

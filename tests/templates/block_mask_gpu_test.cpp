@@ -363,7 +363,8 @@ void expect_select_matches(const SelectCase& c, const std::string& what) {
 }
 
 // Without fine bits: every block pair, top-k (with and without text blocks, k near and past
-// KB) and threshold mode, several batches and heads, 4,000 tokens.
+// KB) and threshold mode, with the first block always kept and only for its score, several
+// batches and heads, 4,000 tokens.
 TEST_F(BlockMaskGpuTest, SelectionMatchesTheReference) {
   for (int block_q : kSelectBlockSizes)
     for (int block_kv : kSelectBlockSizes) {
@@ -373,14 +374,19 @@ TEST_F(BlockMaskGpuTest, SelectionMatchesTheReference) {
         int top_k;
         float threshold;
         int text_blocks;
-      } modes[] = {{kept_blocks_per_row(0.3, kv_blocks), 0.f, 0}, {kept_blocks_per_row(0.1, kv_blocks), 0.f, 2},
-                   {kv_blocks + 5, 0.f, 0},                        {0, 0.5f, 0},
-                   {0, 0.875f, 1},                                 {0, 0.f, 0}};
+        int first_block_by_score;
+      } modes[] = {{kept_blocks_per_row(0.3, kv_blocks), 0.f, 0, 0}, {kept_blocks_per_row(0.1, kv_blocks), 0.f, 2, 0},
+                   {kv_blocks + 5, 0.f, 0, 0},                        {0, 0.5f, 0, 0},
+                   {0, 0.875f, 1, 0},                                 {0, 0.f, 0, 0},
+                   {kept_blocks_per_row(0.05, kv_blocks), 0.f, 0, 1}, {kept_blocks_per_row(0.1, kv_blocks), 0.f, 2, 1},
+                   {0, 0.5f, 1, 1}};
       for (const auto& mode : modes) {
         SelectCase c(config, 2, 3, 4000, mode.top_k, mode.threshold, mode.text_blocks, generator_);
+        c.host.first_block_by_score = c.device.first_block_by_score = mode.first_block_by_score;
         run_select(config, c.device);
         expect_select_matches(c, "top_k " + std::to_string(mode.top_k) + " threshold " + std::to_string(mode.threshold) +
-                                     " text " + std::to_string(mode.text_blocks));
+                                     " text " + std::to_string(mode.text_blocks) + " first by score " +
+                                     std::to_string(mode.first_block_by_score));
       }
     }
 }
@@ -410,7 +416,8 @@ TEST_F(BlockMaskGpuTest, SelectionWithPerHeadTopKMatchesTheReference) {
   }
 }
 
-// Fine bits: every valid block pair x fine width, the dtypes, head dims and tiles in rotation.
+// Fine bits: every valid block pair x fine width, the dtypes, head dims and tiles in rotation,
+// every other case with the first block kept only for its score.
 TEST_F(BlockMaskGpuTest, FineBitsMatchTheReference) {
   int index = 0;
   for (int block_q : kSelectBlockSizes)
@@ -422,6 +429,7 @@ TEST_F(BlockMaskGpuTest, FineBitsMatchTheReference) {
                                 kSelectHeadDims[index % 3], kSelectTileTokens[(index / 3) % 3]);
         const int kv_blocks = (1000 + block_kv - 1) / block_kv;
         SelectCase c(config, 1, 2, 1000, index % 4 == 3 ? 0 : kept_blocks_per_row(0.4, kv_blocks), 0.75f, 1, generator_);
+        c.host.first_block_by_score = c.device.first_block_by_score = index % 2;
         run_select(config, c.device);
         expect_select_matches(c, "fine");
         ++index;

@@ -57,6 +57,36 @@ TEST(BlockSelectReference, TopKKeepsTheBestWithTheAlwaysKeptAscending) {
   EXPECT_EQ(c.kept(block_select_reference(c.params, c.config), 2), (std::vector<int>{0, 1, 2, 3}));
 }
 
+// first_block_by_score: block 0 competes by its score (the oracle's rule); the diagonal and
+// the text blocks stay kept, in both top-k and threshold mode.
+TEST(BlockSelectReference, FirstBlockByScoreKeepsItOnlyForItsScore) {
+  std::vector<float> scores(25, 0.f);
+  const float row2[] = {0.01f, 0.4f, 0.02f, 0.3f, 0.27f};
+  std::copy(std::begin(row2), std::end(row2), scores.begin() + 10);
+  SelectCase c(300, scores, 3, 0.f, 0, 3);
+  c.params.first_block_by_score = 1;
+  EXPECT_EQ(c.kept(block_select_reference(c.params, c.config), 2), (std::vector<int>{1, 2, 3}));
+  scores[10] = 0.35f;  // now block 0 is the second best
+  SelectCase heavy_first(300, scores, 3, 0.f, 0, 3);
+  heavy_first.params.first_block_by_score = 1;
+  EXPECT_EQ(heavy_first.kept(block_select_reference(heavy_first.params, heavy_first.config), 2),
+            (std::vector<int>{0, 1, 2}));
+  // k = 1 keeps the diagonal alone, plus a text block.
+  std::vector<float> flat(25, 1.f);
+  SelectCase text(300, flat, 1, 0.f, 1, 3);
+  text.params.first_block_by_score = 1;
+  const BlockMask mask = block_select_reference(text.params, text.config);
+  EXPECT_EQ(text.kept(mask, 2), (std::vector<int>{2, 4}));
+  EXPECT_EQ(text.kept(mask, 0), (std::vector<int>{0, 4}));  // block 0 is row 0's diagonal
+  // Threshold mode: the diagonal's 0.125 alone, then 0.375 (block 2) reaches 0.5.
+  std::vector<float> row_scores(25, 0.f);
+  const float row3[] = {0.125f, 0.25f, 0.375f, 0.125f, 0.125f};
+  std::copy(std::begin(row3), std::end(row3), row_scores.begin() + 15);
+  SelectCase threshold(300, row_scores, 0, 0.5f, 0, 5);
+  threshold.params.first_block_by_score = 1;
+  EXPECT_EQ(threshold.kept(block_select_reference(threshold.params, threshold.config), 3), (std::vector<int>{2, 3}));
+}
+
 TEST(BlockSelectReference, EqualScoresKeepTheLowerIndex) {
   std::vector<float> scores(25, 0.5f);  // every block ties
   SelectCase c(300, scores, 3, 0.f, 0, 3);
@@ -326,6 +356,9 @@ TEST(BlockSelectValidate, RefusesBadParamsWithTheReason) {
   bad = p;
   bad.text_blocks = 9;
   expect_refused(fine, bad, "text_blocks = 9");
+  bad = p;
+  bad.first_block_by_score = 2;
+  expect_refused(fine, bad, "first_block_by_score = 2 is neither 0 nor 1");
   bad = p;
   bad.max_kv_blocks = 2;  // first + diagonal + 1 text block need 3
   expect_refused(fine, bad, "max_kv_blocks = 2 is outside 3..8");

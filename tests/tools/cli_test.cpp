@@ -104,7 +104,7 @@ INSTANTIATE_TEST_SUITE_P(
         HelpCase{{"bench"}, {"permute", "attention", "mask"}},
         HelpCase{{"bench", "mask"},
                  {"--heads", "--tokens", "--head-dim", "--tile", "--block", "--density", "--fine-n", "--fine-share",
-                  "--json", "--quality", "--grid", "--mix", "--densities", "--synthetic-v", "--q", "--k", "--v",
+                  "--first-block-by-score", "--json", "--quality", "--grid", "--mix", "--densities", "--synthetic-v", "--q", "--k", "--v",
                   "--layout"}},
         HelpCase{{"bench", "attention"},
                  {"--heads", "--tokens", "--head-dim", "--block", "--density", "--fine-n", "--dtype",
@@ -971,6 +971,25 @@ TEST_F(CliTest, BenchMaskQualityOnATinyGridAndADump) {
     EXPECT_EQ(b["densities"][0]["hierarchical"]["recall"], a["densities"][0]["hierarchical"]["recall"]) << "V is not in the mask";
     EXPECT_NE(b["densities"][0]["hierarchical"]["relative_error"], a["densities"][0]["hierarchical"]["relative_error"]);
   }
+
+  // The first block kept only for its score: the same oracle, other hierarchical masks (at k = 2
+  // of 6 key blocks, a forced first block takes the place of a row's best other block).
+  std::vector<std::string> by_score = common;
+  by_score.insert(by_score.end(), {"--grid", "3x16x16", "--first-block-by-score"});
+  const CliResult first_by_score = run(by_score);
+  ASSERT_EQ(first_by_score.exit_code, 0) << first_by_score.describe();
+  const json scored = parse_json(first_by_score);
+  check_report(scored, 6);
+  EXPECT_EQ(scored["first_block_by_score"], true);
+  EXPECT_EQ(with_generator_v["first_block_by_score"], false);
+  int masks_differ = 0;
+  for (std::size_t i = 0; i < 6; ++i)
+    for (std::size_t d = 0; d < 2; ++d) {
+      const json &a = with_generator_v["inputs"][i]["densities"][d], &b = scored["inputs"][i]["densities"][d];
+      EXPECT_EQ(b["oracle_recall"], a["oracle_recall"]);
+      masks_differ += b["hierarchical"]["recall"] != a["hierarchical"]["recall"];
+    }
+  EXPECT_GT(masks_differ, 0) << "--first-block-by-score changed no mask";
 
   // A dump [H, N, D] float32 (random values), V left to the seed; with the grid, both orders.
   std::mt19937_64 generator(5);
