@@ -243,8 +243,9 @@ typedef struct sparsejit_mask_inputs {
  * (query block, key block) pair scores the tile softmax mass falling in it, and each query
  * block keeps the top ceil(density * KB) key blocks (density > 0, threshold 0) or the fewest
  * whose scores reach `threshold` of the row's mass (threshold > 0, density 0). The first and
- * the diagonal key block are always kept, and the last text_blocks key blocks (text tokens
- * after the video tokens) too. */
+ * the diagonal key block are always kept (the first only for its score after
+ * sparsejit_mask_builder_set_first_block_by_score), and the last text_blocks key blocks (text
+ * tokens after the video tokens) too. */
 typedef struct sparsejit_mask_options {
   int32_t block_q;     /* 64 or 128 */
   int32_t block_kv;    /* 64 or 128 */
@@ -289,6 +290,13 @@ typedef struct sparsejit_mask_builder sparsejit_mask_builder;
  * Errors: NULL_POINTER, OUT_OF_MEMORY. */
 SPARSEJIT_API sparsejit_status sparsejit_mask_builder_create(sparsejit_runtime* runtime,
                                                              sparsejit_mask_builder** builder);
+
+/* From the builder's next build on: by_score 1 keeps key block 0 only for its score, like any
+ * other block (for a model without an attention sink there); 0 (the default) keeps it in
+ * every row, as DFSAttn does. The layout does not change.
+ * Errors: NULL_POINTER, INVALID_ARGUMENT (by_score other than 0 or 1). */
+SPARSEJIT_API sparsejit_status sparsejit_mask_builder_set_first_block_by_score(sparsejit_mask_builder* builder,
+                                                                               int32_t by_score);
 
 /* Destroys a builder (NULL: nothing) and its buffers; no build of it may still be running. */
 SPARSEJIT_API void sparsejit_mask_builder_destroy(sparsejit_mask_builder* builder);

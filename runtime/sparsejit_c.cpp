@@ -40,6 +40,7 @@ struct sparsejit_runtime {
 struct sparsejit_mask_builder {
   explicit sparsejit_mask_builder(sparsejit::runtime::Runtime& runtime) : builder(runtime) {}
   sparsejit::runtime::MaskBuilder builder;
+  bool keep_first_block = true;  // sparsejit_mask_builder_set_first_block_by_score
 };
 
 namespace {
@@ -379,8 +380,9 @@ void build(sparsejit_mask_builder* builder, const sparsejit_mask_inputs* inputs,
   output.kv_block_index = const_cast<int*>(mask->kv_block_index);
   output.fine_bits = reinterpret_cast<unsigned long long*>(const_cast<uint64_t*>(mask->fine_bits));
   builder->builder.runtime().context().make_current();
-  const runtime::DeviceBlockMask built = builder->builder.build_into(
-      cpp_inputs, mask_options(*options, head_densities, head_count), output, stream);
+  runtime::MaskBuildOptions cpp_options = mask_options(*options, head_densities, head_count);
+  cpp_options.keep_first_block = builder->keep_first_block;
+  const runtime::DeviceBlockMask built = builder->builder.build_into(cpp_inputs, cpp_options, output, stream);
   sparsejit_block_mask result{};
   result.form = SPARSEJIT_MASK_BLOCK_CSR;
   result.block_q = options->block_q;
@@ -554,6 +556,16 @@ sparsejit_status sparsejit_mask_builder_create(sparsejit_runtime* runtime, spars
     require_pointer(runtime, "runtime");
     require_pointer(builder, "builder");
     *builder = new sparsejit_mask_builder(runtime->runtime);
+  });
+}
+
+sparsejit_status sparsejit_mask_builder_set_first_block_by_score(sparsejit_mask_builder* builder,
+                                                                int32_t by_score) {
+  return guarded(__func__, [&] {
+    require_pointer(builder, "builder");
+    if (by_score != 0 && by_score != 1)
+      fail(SPARSEJIT_ERROR_INVALID_ARGUMENT, "by_score = " + std::to_string(by_score) + " is neither 0 nor 1");
+    builder->keep_first_block = by_score == 0;
   });
 }
 

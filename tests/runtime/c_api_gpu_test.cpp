@@ -5,11 +5,13 @@
 // the token permutation there and back.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "jit/device_memory.h"
@@ -257,6 +259,47 @@ TEST_F(CApiGpuTest, BuiltMaskRunsAsBlockCsrAndAsBitmask) {
   ASSERT_EQ(sparsejit_attention(runtime_, &args, stream()), SPARSEJIT_OK) << sparsejit_last_error_message();
   stream_->synchronize();
   EXPECT_EQ(data.o.device.download_as<std::uint16_t>(), from_lists) << "both forms of one mask give the same output";
+}
+
+// sparsejit_mask_builder_set_first_block_by_score: by default every row keeps key block 0;
+// by score, rows keep it only where it ranks (k = 2 of 4 key blocks: the diagonal and the
+// best other), and every row still keeps its diagonal.
+TEST_F(CApiGpuTest, FirstBlockKeptOnlyForItsScoreWhenAsked) {
+  AttentionData data(generator_);
+  sparsejit_mask_builder* builder = nullptr;
+  ASSERT_EQ(sparsejit_mask_builder_create(runtime_, &builder), SPARSEJIT_OK) << sparsejit_last_error_message();
+  const std::unique_ptr<sparsejit_mask_builder, void (*)(sparsejit_mask_builder*)> owned(builder,
+                                                                                         sparsejit_mask_builder_destroy);
+  EXPECT_EQ(sparsejit_mask_builder_set_first_block_by_score(builder, 2), SPARSEJIT_ERROR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(sparsejit_last_error_message()).find("by_score = 2 is neither 0 nor 1"), std::string::npos);
+  sparsejit_mask_inputs inputs{SPARSEJIT_BF16, data.q.c_tensor(), data.k.c_tensor(), 0.f};
+  sparsejit_mask_options options;
+  sparsejit_mask_options_init(&options);
+  options.density = 0.5;
+  const auto rows_keeping_block_0 = [&](int32_t by_score) {
+    EXPECT_EQ(sparsejit_mask_builder_set_first_block_by_score(builder, by_score), SPARSEJIT_OK);
+    sparsejit_block_mask csr{};
+    sparsejit_mask_layout layout;
+    EXPECT_EQ(sparsejit_mask_build(builder, &inputs, &options, stream(), &csr, &layout), SPARSEJIT_OK)
+        << sparsejit_last_error_message();
+    stream_->synchronize();
+    const std::vector<int> count = download<int>(csr.kv_block_count, static_cast<std::size_t>(layout.rows));
+    const std::vector<int> index =
+        download<int>(csr.kv_block_index, static_cast<std::size_t>(layout.rows) * layout.max_kv_blocks);
+    int keeping = 0;
+    for (std::int64_t row = 0; row < layout.rows; ++row) {
+      const auto first = index.begin() + row * layout.max_kv_blocks, last = first + count[row];
+      const int diagonal = std::min(static_cast<int>(row % layout.q_blocks), layout.kv_blocks - 1);
+      EXPECT_NE(std::find(first, last, diagonal), last) << "row " << row << " lost its diagonal";
+      keeping += std::find(first, last, 0) != last;
+    }
+    return std::pair<int, std::int64_t>(keeping, layout.rows);
+  };
+  const auto [always, rows] = rows_keeping_block_0(0);
+  EXPECT_EQ(always, rows);
+  const auto [by_score, same_rows] = rows_keeping_block_0(1);
+  EXPECT_LT(by_score, same_rows) << "block 0 is still kept in every row";
+  EXPECT_GE(by_score, rows / 3) << "block 0 is each first query block's diagonal";
 }
 
 TEST_F(CApiGpuTest, PermutationThereAndBack) {

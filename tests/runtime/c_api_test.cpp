@@ -253,6 +253,8 @@ TEST_F(MaskArgs, BadInputsAndOptions) {
   SetUp();
   EXPECT_FAILS_WITH(sparsejit_mask_build(nullptr, &inputs, &options, nullptr, nullptr, nullptr),
                     SPARSEJIT_ERROR_NULL_POINTER, "builder is NULL");
+  EXPECT_FAILS_WITH(sparsejit_mask_builder_set_first_block_by_score(nullptr, 1), SPARSEJIT_ERROR_NULL_POINTER,
+                    "builder is NULL");
 }
 
 // Per-head densities: KB = 6, so ks 2, 3, 6 and 1 (at least one block), the pitch sized by 6.
