@@ -52,7 +52,8 @@ struct TuneCommandOptions {
   bool json = false;
   // Keep the losers' CUBINs after a run no signal stopped (by default only those the best
   // configs need stay; the losers' trials always do). --devices children keep them: the
-  // parent prunes once every GPU is done.
+  // parent prunes once every GPU is done. A --shard run keeps them too (`db prune` after
+  // the last shard).
   bool keep_losers = false;
 };
 
@@ -377,7 +378,17 @@ int run_tune(const GlobalOptions& global, const TuneCommandOptions& options) {
   }
   if (options.json) std::cout << reports.dump(2) << "\n";
   else std::cout << table.render();
-  if (stop_signal.load() == 0 && !options.keep_losers) prune_losers(database);  // a budget's end prunes too
+  // A budget's end prunes too. A shard does not: the other shards may still measure the
+  // binaries it would drop (they share the database), and would compile them again.
+  if (stop_signal.load() == 0 && !options.keep_losers) {
+    if (options.shards > 1)
+      std::fprintf(stderr,
+                   "sparsejit: shard %d/%d done; every candidate's CUBIN stays for the other shards: run "
+                   "`sparsejit db prune` once all of them are done\n",
+                   options.shard, options.shards);
+    else
+      prune_losers(database);
+  }
   if (!stopped_by.empty()) {
     std::cerr << "sparsejit: " << stopped_by << " after " << finished << " of " << problems.size()
               << " problems; every trial so far is stored: run the same command again to resume\n";
@@ -571,7 +582,8 @@ void add_tune_command(CLI::App& app, GlobalOptions& global) {
             options->shards = shards;
           },
           "only every K-th selected problem, starting at the I-th (I/K): how --devices shares the\n"
-          "problems out between identical GPUs")
+          "problems out between identical GPUs. A shard keeps every candidate's CUBIN for the others:\n"
+          "run `sparsejit db prune` after the last")
       ->excludes("--devices");
   command->add_option("--family", options->families, "only these kernel families");
   command->add_option("--head-dim", options->head_dims, "only problems of these head dims");

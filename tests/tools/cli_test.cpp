@@ -691,6 +691,25 @@ TEST_F(CliTest, TuneTunesOnAGpuAndPrecompilesWithoutOne) {
   EXPECT_EQ(stats.value("trials", 0), 6 * kCandidatesPerProblem);
   EXPECT_EQ(stats.value("best_configs", 0), 6);
   EXPECT_EQ(stats.value("cubins", 0), 6);
+
+  // Shards run by hand into one database keep every candidate's binary for each other (the
+  // other shard's problems are not measured yet) and say how to prune after the last.
+  const fs::path sharded = temp_ / "sharded.db";
+  for (const char* shard : {"0/2", "1/2"}) {
+    const CliResult part = run({"--db", sharded.string(), "tune", "--family", "permute_tokens", "--measure-ms", "3",
+                                "--shard", shard, "--json"});
+    ASSERT_EQ(part.exit_code, 0) << part.describe();
+    EXPECT_EQ(parse_json(part).size(), 3u) << part.describe();
+    EXPECT_TRUE(has(part.err, std::string("shard ") + shard + " done") && has(part.err, "`sparsejit db prune`"))
+        << part.describe();
+    EXPECT_FALSE(has(part.err, "removed")) << part.describe();
+  }
+  const json shard_stats = parse_json(run({"--db", sharded.string(), "db", "stats", "--json"}));
+  EXPECT_EQ(shard_stats.value("trials", 0), 6 * kCandidatesPerProblem);
+  EXPECT_EQ(shard_stats.value("cubins", 0), 6 * kCandidatesPerProblem);
+  const CliResult pruned = run({"--db", sharded.string(), "db", "prune"});
+  ASSERT_EQ(pruned.exit_code, 0) << pruned.describe();
+  EXPECT_EQ(parse_json(run({"--db", sharded.string(), "db", "stats", "--json"})).value("cubins", 0), 6);
 }
 
 // kill -9 in the middle of a tuning run: the database is whole (SQLite's integrity check),
