@@ -170,6 +170,20 @@ class CApiGpuTest : public testing::GpuTest {
     stream_.reset();
   }
   sparsejit_stream stream() const { return stream_->handle(); }
+  // A mask builder on runtime_, destroyed with the returned owner.
+  using OwnedBuilder = std::unique_ptr<sparsejit_mask_builder, void (*)(sparsejit_mask_builder*)>;
+  OwnedBuilder mask_builder() {
+    sparsejit_mask_builder* builder = nullptr;
+    EXPECT_EQ(sparsejit_mask_builder_create(runtime_, &builder), SPARSEJIT_OK) << sparsejit_last_error_message();
+    return OwnedBuilder(builder, sparsejit_mask_builder_destroy);
+  }
+  // The mask build's defaults at `density`.
+  static sparsejit_mask_options mask_options(double density) {
+    sparsejit_mask_options options;
+    sparsejit_mask_options_init(&options);
+    options.density = density;
+    return options;
+  }
 
   testing::TempDirectory directory_;
   std::string database_path_;
@@ -214,14 +228,11 @@ TEST_F(CApiGpuTest, CheckedModeRefusesAnIndexOutOfRangeBeforeAnyLaunch) {
 
 TEST_F(CApiGpuTest, BuiltMaskRunsAsBlockCsrAndAsBitmask) {
   AttentionData data(generator_);
-  sparsejit_mask_builder* builder = nullptr;
-  ASSERT_EQ(sparsejit_mask_builder_create(runtime_, &builder), SPARSEJIT_OK) << sparsejit_last_error_message();
-  const std::unique_ptr<sparsejit_mask_builder, void (*)(sparsejit_mask_builder*)> owned(builder,
-                                                                                         sparsejit_mask_builder_destroy);
+  const OwnedBuilder owned = mask_builder();
+  ASSERT_NE(owned, nullptr);
+  sparsejit_mask_builder* builder = owned.get();
   sparsejit_mask_inputs inputs{SPARSEJIT_BF16, data.q.c_tensor(), data.k.c_tensor(), 0.f};
-  sparsejit_mask_options options;
-  sparsejit_mask_options_init(&options);
-  options.density = 0.5;
+  const sparsejit_mask_options options = mask_options(0.5);
   sparsejit_block_mask csr{};  // builder-owned buffers
   sparsejit_mask_layout layout;
   ASSERT_EQ(sparsejit_mask_build(builder, &inputs, &options, stream(), &csr, &layout), SPARSEJIT_OK)
@@ -266,16 +277,13 @@ TEST_F(CApiGpuTest, BuiltMaskRunsAsBlockCsrAndAsBitmask) {
 // best other), and every row still keeps its diagonal.
 TEST_F(CApiGpuTest, FirstBlockKeptOnlyForItsScoreWhenAsked) {
   AttentionData data(generator_);
-  sparsejit_mask_builder* builder = nullptr;
-  ASSERT_EQ(sparsejit_mask_builder_create(runtime_, &builder), SPARSEJIT_OK) << sparsejit_last_error_message();
-  const std::unique_ptr<sparsejit_mask_builder, void (*)(sparsejit_mask_builder*)> owned(builder,
-                                                                                         sparsejit_mask_builder_destroy);
+  const OwnedBuilder owned = mask_builder();
+  ASSERT_NE(owned, nullptr);
+  sparsejit_mask_builder* builder = owned.get();
   EXPECT_EQ(sparsejit_mask_builder_set_first_block_by_score(builder, 2), SPARSEJIT_ERROR_INVALID_ARGUMENT);
   EXPECT_NE(std::string(sparsejit_last_error_message()).find("by_score = 2 is neither 0 nor 1"), std::string::npos);
   sparsejit_mask_inputs inputs{SPARSEJIT_BF16, data.q.c_tensor(), data.k.c_tensor(), 0.f};
-  sparsejit_mask_options options;
-  sparsejit_mask_options_init(&options);
-  options.density = 0.5;
+  const sparsejit_mask_options options = mask_options(0.5);
   const auto rows_keeping_block_0 = [&](int32_t by_score) {
     EXPECT_EQ(sparsejit_mask_builder_set_first_block_by_score(builder, by_score), SPARSEJIT_OK);
     sparsejit_block_mask csr{};
