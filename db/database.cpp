@@ -77,6 +77,17 @@ void validate_trial(const TrialRecord& trial) {
     throw std::invalid_argument("an ok trial needs its median time");
 }
 
+void validate_sparsity_profile(const SparsityProfile& p) {
+  const std::string where = "sparsity profile (model '" + p.model + "', step " + std::to_string(p.step) + ", layer " +
+                            std::to_string(p.layer) + ", head " + std::to_string(p.head) + ")";
+  if (p.model.empty()) throw std::invalid_argument(where + ": the model name is empty");
+  if (p.step < 0 || p.layer < 0 || p.head < 0)
+    throw std::invalid_argument(where + ": step, layer and head must not be negative");
+  if (!(p.density > 0 && p.density <= 1) || !(p.tau > 0 && p.tau <= 1))
+    throw std::invalid_argument(where + ": density " + std::to_string(p.density) + " and tau " +
+                                std::to_string(p.tau) + " must lie in (0, 1]");
+}
+
 std::string GpuRecord::fingerprint() const {
   return name + "|cc" + std::to_string(cc_major) + "." + std::to_string(cc_minor) + "|" +
          std::to_string(sm_count) + " SMs|" + std::to_string(memory_bytes) + " bytes";
@@ -544,15 +555,11 @@ void Database::replace_sparsity_profiles(const std::vector<SparsityProfile>& pro
   std::set<std::tuple<std::string, int, int, int>> heads;
   std::set<std::tuple<std::string, int, int>> layers;
   for (const SparsityProfile& p : profiles) {
-    const std::string where = "sparsity profile (model '" + p.model + "', step " + std::to_string(p.step) +
-                              ", layer " + std::to_string(p.layer) + ", head " + std::to_string(p.head) + ")";
-    if (p.model.empty()) throw std::invalid_argument(where + ": the model name is empty");
-    if (p.step < 0 || p.layer < 0 || p.head < 0)
-      throw std::invalid_argument(where + ": step, layer and head must not be negative");
-    if (!(p.density > 0 && p.density <= 1) || !(p.tau > 0 && p.tau <= 1))
-      throw std::invalid_argument(where + ": density " + std::to_string(p.density) + " and tau " +
-                                  std::to_string(p.tau) + " must lie in (0, 1]");
-    if (!heads.emplace(p.model, p.step, p.layer, p.head).second) throw std::invalid_argument(where + " given twice");
+    validate_sparsity_profile(p);
+    if (!heads.emplace(p.model, p.step, p.layer, p.head).second)
+      throw std::invalid_argument("sparsity profile (model '" + p.model + "', step " + std::to_string(p.step) +
+                                  ", layer " + std::to_string(p.layer) + ", head " + std::to_string(p.head) +
+                                  ") given twice");
     layers.emplace(p.model, p.step, p.layer);
   }
   Transaction transaction(connection_);

@@ -171,9 +171,12 @@ struct ImportSummary;   // db/snapshot.h
 
 // Throw std::invalid_argument when the record could not be stored: a CUBIN whose key (or
 // source key, when given) is not 64 lowercase hex digits, whose lowered_names_json is not a
-// JSON object of strings or whose binary is empty; an ok trial without its median time.
+// JSON object of strings or whose binary is empty; an ok trial without its median time; a
+// sparsity profile with an empty model name, a negative step, layer or head, or a density or
+// tau outside (0, 1] (the message names the row: model, step, layer, head).
 void validate_cubin(const CubinRecord& cubin);
 void validate_trial(const TrialRecord& trial);
+void validate_sparsity_profile(const SparsityProfile& profile);
 
 // Binds `cubin` to ?1..?10 of a statement over the cubins table, in the order key, family,
 // target, nvrtc_version, specialization, lowered_names_json, binary, compile_ms, created_at,

@@ -37,11 +37,9 @@ void validate_snapshot(const TuningSnapshot& snapshot) {
   }
   for (std::size_t i = 0; i < snapshot.best_configs.size(); ++i)
     require_gpu(snapshot.best_configs[i].gpu_fingerprint, row_name("best_configs", i));
-  for (std::size_t i = 0; i < snapshot.sparsity_profiles.size(); ++i) {
-    const SparsityProfile& profile = snapshot.sparsity_profiles[i];
-    if (!(profile.density > 0 && profile.density <= 1) || !(profile.tau > 0 && profile.tau <= 1))
-      throw std::invalid_argument(row_name("sparsity_profiles", i) + ": density and tau must lie in (0, 1]");
-  }
+  for (std::size_t i = 0; i < snapshot.sparsity_profiles.size(); ++i)
+    rethrow_as(row_name("sparsity_profiles", i),
+               [&snapshot, i] { validate_sparsity_profile(snapshot.sparsity_profiles[i]); });
   for (std::size_t i = 0; i < snapshot.cubins.size(); ++i)
     rethrow_as(row_name("cubins", i), [&snapshot, i] { validate_cubin(snapshot.cubins[i]); });
 }

@@ -61,8 +61,8 @@ struct ImportSummary {
 
 // Throws std::invalid_argument, naming the row ("trials[3]: ..."), when the snapshot cannot
 // be applied as a whole: a trial or best config names a GPU the snapshot does not carry, a
-// trial or CUBIN that validate_trial / validate_cubin refuses, a profile's density or tau
-// outside (0, 1].
+// trial, CUBIN or sparsity profile that validate_trial / validate_cubin /
+// validate_sparsity_profile refuses.
 void validate_snapshot(const TuningSnapshot& snapshot);
 
 }  // namespace sparsejit::db

@@ -269,7 +269,10 @@ TEST_F(SnapshotTest, ASnapshotWithADanglingGpuOrABadRowIsRefusedBeforeAnyWrite) 
   expect_refused(empty_binary, "cubins[0]: cubin " + cubin_key(0, 1) + ": empty binary");
   TuningSnapshot dense = good;
   dense.sparsity_profiles[1].density = 1.5;
-  expect_refused(dense, "sparsity_profiles[1]: density and tau must lie in (0, 1]");
+  expect_refused(dense, "sparsity_profiles[1]: sparsity profile (model '" + dense.sparsity_profiles[1].model +
+                            "', step " + std::to_string(dense.sparsity_profiles[1].step) + ", layer " +
+                            std::to_string(dense.sparsity_profiles[1].layer) + ", head " +
+                            std::to_string(dense.sparsity_profiles[1].head) + "): density 1.500000");
 }
 
 }  // namespace

@@ -127,7 +127,8 @@ INSTANTIATE_TEST_SUITE_P(
         BadFile{"sm_count_too_large", [](ordered_json& f) { f["gpus"][0]["sm_count"] = 1LL << 40; },
                 "gpus[0].sm_count: 1099511627776 is out of range"},
         BadFile{"density_above_one", [](ordered_json& f) { f["sparsity_profiles"][0]["density"] = 2; },
-                "sparsity_profiles[0]: density and tau must lie in (0, 1]"},
+                "sparsity_profiles[0]: sparsity profile (model 'wan2.1-14b', step 12, layer 0, head 0): density "
+                "2.000000 and tau 0.950000 must lie in (0, 1]"},
         BadFile{"bad_base64", [](ordered_json& f) { f["cubins"][0]["binary_base64"] = "AAA=A==="; },
                 "cubins[0].binary_base64: not standard base64 with padding"},
         BadFile{"base64_with_whitespace", [](ordered_json& f) { f["cubins"][0]["binary_base64"] = " AAAA"; },
