@@ -214,13 +214,14 @@ int precompile_without_gpu(const GlobalOptions& global, const TuneCommandOptions
     std::fprintf(stderr, "%s%s", targets.size() > 1 ? ", " : "", arch);
   }
   std::fprintf(stderr, " instead\n");
-  // The candidates of the tuning problems, the binaries a later tune on a GPU will load.
+  // The candidates of the tuning problems, the binaries a later tune on a GPU will load, each
+  // once (by source key: one NVRTC per process, and computing it does not open NVRTC).
   std::set<std::string> seen;
   std::vector<jit::KernelSpec> work;
   for (const jit::Target& target : targets)
     for (const auto& problem : problems)
       for (templates::TuningCandidate& candidate : problem->candidates(target))
-        if (seen.insert(candidate.specialization.request.cache_key()).second)
+        if (seen.insert(candidate.specialization.request.source_key()).second)
           work.push_back(std::move(candidate.specialization));
   precompile(global, work, targets, options.jobs);
   return kExitOk;
@@ -235,7 +236,7 @@ std::vector<int> compile_candidates(jit::KernelProvider& kernels, const db::Data
                                     const std::vector<std::int64_t>& gpu_ids,
                                     const std::vector<std::unique_ptr<templates::TuningProblem>>& problems,
                                     const jit::Target& target, unsigned jobs) {
-  std::set<std::string> seen;
+  std::set<std::string> seen;  // source keys: a candidate shared by several problems is compiled once
   std::vector<jit::KernelSpec> specs;
   std::vector<int> candidate_counts;
   for (const auto& problem : problems) {
@@ -248,7 +249,7 @@ std::vector<int> compile_candidates(jit::KernelProvider& kernels, const db::Data
     for (templates::TuningCandidate& candidate : candidates) {
       const auto measured = measured_by.find(candidate.config_json);
       if (measured != measured_by.end() && measured->second >= gpu_ids.size()) continue;
-      if (seen.insert(candidate.specialization.request.cache_key()).second)
+      if (seen.insert(candidate.specialization.request.source_key()).second)
         specs.push_back(std::move(candidate.specialization));
     }
   }
