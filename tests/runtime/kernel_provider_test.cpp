@@ -230,6 +230,19 @@ db::CubinRecord stored_record(const jit::KernelSpec& spec, const std::string& ta
   return record;
 }
 
+// binary(spec) comes from the store, as `key` with `cubin`, without invoking NVRTC; returns it
+// for the caller's further checks.
+jit::ProvidedBinary expect_served_from_store(jit::KernelProvider& provider, const jit::KernelSpec& spec,
+                                             const std::string& key, const std::vector<std::uint8_t>& cubin) {
+  const std::uint64_t before = jit::nvrtc_compile_count();
+  jit::ProvidedBinary provided = provider.binary(spec);
+  EXPECT_EQ(provided.source, jit::BinarySource::store);
+  EXPECT_EQ(provided.key, key);
+  EXPECT_EQ(provided.binary.cubin, cubin);
+  EXPECT_EQ(jit::nvrtc_compile_count(), before);
+  return provided;
+}
+
 // In the child: fails it with `what` on stderr unless `condition`.
 void require(bool condition, const std::string& what) {
   if (condition) return;
@@ -292,12 +305,7 @@ TEST(KernelProvider, OfSeveralBuildsOfOneSourceTakesTheNewest) {
   database.put_cubin(stored_record(other, "another source, newer still", "2025-04-01T00:00:00.000Z"));
   DatabaseCubinStore store(database);
   jit::KernelProvider provider(&store);
-  const std::uint64_t before = jit::nvrtc_compile_count();
-  const jit::ProvidedBinary provided = provider.binary(spec);
-  EXPECT_EQ(provided.source, jit::BinarySource::store);
-  EXPECT_EQ(provided.key, newest.key);
-  EXPECT_EQ(provided.binary.cubin, newest.binary);
-  EXPECT_EQ(jit::nvrtc_compile_count(), before);
+  expect_served_from_store(provider, spec, newest.key, newest.binary);
 
   const db::CubinRecord tie_a = stored_record(spec, "tie a", "2025-05-01T00:00:00.000Z");
   const db::CubinRecord tie_b = stored_record(spec, "tie b", "2025-05-01T00:00:00.000Z");
@@ -320,12 +328,7 @@ TEST(KernelProvider, ACubinWithoutSourceKeyIsFoundByItsKeyAndLearnsIt) {
 
   DatabaseCubinStore store(database);
   jit::KernelProvider provider(&store);
-  const std::uint64_t before = jit::nvrtc_compile_count();
-  const jit::ProvidedBinary provided = provider.binary(spec);
-  EXPECT_EQ(provided.source, jit::BinarySource::store);
-  EXPECT_EQ(provided.key, record.key);
-  EXPECT_EQ(provided.binary.cubin, record.binary);
-  EXPECT_EQ(jit::nvrtc_compile_count(), before);
+  expect_served_from_store(provider, spec, record.key, record.binary);
   const std::optional<db::CubinRecord> learned = database.find_cubin_by_source(spec.request.source_key());
   ASSERT_TRUE(learned.has_value()) << "the row learned its source key";
   EXPECT_EQ(learned->key, record.key);
@@ -360,12 +363,9 @@ TEST(KernelProvider, ACubinOfASchemaV2DatabaseStillLoadsAfterTheMigration) {
   DatabaseCubinStore store(database);
   jit::KernelProvider provider(&store);
   EXPECT_EQ(provider.stored_key(spec), spec.request.cache_key());
-  const std::uint64_t before = jit::nvrtc_compile_count();
-  const jit::ProvidedBinary provided = provider.binary(spec);
-  EXPECT_EQ(provided.source, jit::BinarySource::store);
-  EXPECT_EQ(provided.binary.cubin, compiled.cubin);
+  const jit::ProvidedBinary provided =
+      expect_served_from_store(provider, spec, spec.request.cache_key(), compiled.cubin);
   EXPECT_EQ(provided.binary.lowered_names, compiled.lowered_names);
-  EXPECT_EQ(jit::nvrtc_compile_count(), before);
   ASSERT_TRUE(database.find_cubin_by_source(spec.request.source_key()).has_value());
 }
 
