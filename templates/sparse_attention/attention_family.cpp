@@ -32,21 +32,28 @@ std::string AttentionConfig::label() const {
          (fine_n > 0 ? " fine " + std::to_string(fine_n) : "") + (bitmask ? " bitmask" : "") + ">";
 }
 
+namespace {
+
+// The wgmma kernel's dynamic shared memory with `q_buffers` Q buffers
+// (wgmma_attention_tile::shared_bytes_with): 1024 bytes of alignment slack, the Q buffers and
+// `stages` K and V tiles unpadded (swizzled), and per Q buffer two mbarriers (full, empty) and
+// an 8-byte slot for the item index handed to the consumers, per stage four (K and V full and
+// empty).
+int wgmma_shared_bytes(const AttentionConfig& c, int q_buffers) {
+  return 1024 + (q_buffers * c.block_m + 2 * c.stages * c.block_n) * c.head_dim * 2 + (3 * q_buffers + 4 * c.stages) * 8;
+}
+
+}  // namespace
+
 int AttentionConfig::shared_bytes() const {
-  // mma.sync: Q and two K and V tiles, rows padded by 16 bytes. wgmma
-  // (wgmma_attention_tile::kSharedBytes): 1024 bytes of alignment slack, Q buffers and
-  // `stages` K and V tiles unpadded (swizzled), and per Q buffer two mbarriers (full, empty)
-  // and an 8-byte slot for the item index handed to the consumers, per stage four (K and V full and
-  // empty).
-  if (wgmma)
-    return 1024 + (q_buffers() * block_m + 2 * stages * block_n) * head_dim * 2 + (3 * q_buffers() + 4 * stages) * 8;
+  // mma.sync: Q and two K and V tiles, rows padded by 16 bytes.
+  if (wgmma) return wgmma_shared_bytes(*this, q_buffers());
   return (block_m + 4 * block_n) * (head_dim + 8) * 2;
 }
 
 int AttentionConfig::q_buffers() const {
   if (!wgmma) return 1;
-  const int two = 1024 + (2 * block_m + 2 * stages * block_n) * head_dim * 2 + (6 + 4 * stages) * 8;
-  return two <= 227 * 1024 ? 2 : 1;
+  return wgmma_shared_bytes(*this, 2) <= 227 * 1024 ? 2 : 1;  // wgmma_attention_tile::kQBuffers
 }
 
 std::string AttentionConfig::tuning_json() const {

@@ -68,20 +68,23 @@ struct wgmma_attention_tile {
                 "setmaxnreg cannot hand out more registers than the launch gave the CTA");
   static constexpr int kPanels = HeadDim / 64;  // 64-column panels of 128-byte rows
   static constexpr int kQBytes = BlockM * HeadDim * 2;
+  static constexpr int kTileBytes = BlockN * HeadDim * 2;  // one K or V tile
+  static constexpr int kScoreTiles = BlockN / 8;
+  static constexpr int kOutTiles = HeadDim / 8;
+  // Dynamic shared memory with `q_buffers` Q buffers: 1024 bytes of alignment slack, the Q
+  // buffers, Stages K and V tiles, the mbarriers (Q full and Q empty per Q buffer; K full,
+  // V full, K empty, V empty per stage) and a slot of 8 bytes per Q buffer for the item index
+  // the producer hands over with it (AttentionConfig::shared_bytes mirrors this).
+  static constexpr int shared_bytes_with(int q_buffers) {
+    return 1024 + q_buffers * kQBytes + 2 * Stages * kTileBytes + (2 * q_buffers + 4 * Stages) * 8 + q_buffers * 8;
+  }
   // Q is double-buffered where the shared memory of an sm_90 CTA (227 KB) allows, so that the
   // next item's Q loads while this item runs instead of after its last S = Q K^T; that is
   // all but D = 128 with 128-row tiles and 3 stages.
   static constexpr int kMaxSharedBytes = 227 * 1024;
-  static constexpr int kQBuffers =
-      1024 + 2 * kQBytes + 2 * Stages * BlockN * HeadDim * 2 + (4 + 4 * Stages) * 8 + 16 <= kMaxSharedBytes ? 2 : 1;
-  static constexpr int kTileBytes = BlockN * HeadDim * 2;  // one K or V tile
-  static constexpr int kScoreTiles = BlockN / 8;
-  static constexpr int kOutTiles = HeadDim / 8;
-  // Q full and Q empty per Q buffer; K full, V full, K empty, V empty per stage.
+  static constexpr int kQBuffers = shared_bytes_with(2) <= kMaxSharedBytes ? 2 : 1;
   static constexpr int kBarriers = 2 * kQBuffers + 4 * Stages;
-  // + a slot of 8 bytes per Q buffer for the item index the producer hands over with it.
-  static constexpr int kSharedBytes =
-      1024 + kQBuffers * kQBytes + 2 * Stages * kTileBytes + kBarriers * 8 + kQBuffers * 8;
+  static constexpr int kSharedBytes = shared_bytes_with(kQBuffers);
   static_assert(kSharedBytes <= kMaxSharedBytes, "the tile does not fit an sm_90 CTA's shared memory");
   static_assert(BlockM == 64 || BlockM == 128, "64 rows per consumer warpgroup, one or two of them");
   static_assert(BlockN == 64 || BlockN == 128, "wgmma shapes of this kernel: n64 and n128");
