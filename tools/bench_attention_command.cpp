@@ -37,6 +37,7 @@ struct AttentionBenchOptions {
   std::string grid;                          // wgmma: persistent or per-item; empty: the runtime's
   bool no_database = false;
   bool json = false;
+  tuner::TimingOptions timing;
 };
 
 std::vector<int> read_int32_file(const std::string& path) {
@@ -167,7 +168,7 @@ int run_bench_attention(const GlobalOptions& global, const AttentionBenchOptions
                                                runtime.device().max_shared_bytes_per_block, stream.handle());
     };
   }
-  const tuner::Timing timing = tuner::time_on_stream(launch, stream.handle());
+  const tuner::Timing timing = tuner::time_on_stream(launch, stream.handle(), o.timing);
   // Effective TFLOP/s counts whole kept blocks, as DESIGN.md's peer figures do.
   const double kept = mask.density();
   const double flops = 4.0 * o.batch * h * static_cast<double>(n) * static_cast<double>(n) * d * kept;
@@ -185,6 +186,7 @@ int run_bench_attention(const GlobalOptions& global, const AttentionBenchOptions
                                  {"median_ms", timing.median_ms},
                                  {"p20_ms", timing.p20_ms},
                                  {"p80_ms", timing.p80_ms},
+                                 {"repetitions", timing.repetitions},
                                  {"effective_tflops", tflops},
                                  {"config", config.label()},
                                  {"problem_key", choice.problem_key},
@@ -250,6 +252,7 @@ void add_bench_attention_command(CLI::App& bench, GlobalOptions& global) {
                         "runtime's choice)")
       ->check(CLI::IsMember({"persistent", "per-item"}));
   attention->add_flag("--no-db", options->no_database, "use no database: compile in-process");
+  add_timing_options(*attention, options->timing);
   attention->add_flag("--json", options->json, "print one line of JSON");
   attention->callback([&global, options] { global.exit_code = run_bench_attention(global, *options); });
 }

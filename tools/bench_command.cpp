@@ -24,6 +24,7 @@ struct PermuteBenchOptions {
   std::string direction = "gather";
   bool no_database = false;
   bool json = false;
+  tuner::TimingOptions timing;
 };
 
 int run_bench_permute(const GlobalOptions& global, const PermuteBenchOptions& options) {
@@ -75,14 +76,14 @@ int run_bench_permute(const GlobalOptions& global, const PermuteBenchOptions& op
 
   const tuner::Timing permute = tuner::time_on_stream(
       [&] { runtime.permute_tokens(params, options.head_dim, direction, stream.handle()); },
-      stream.handle());
+      stream.handle(), options.timing);
   const tuner::Timing copy = tuner::time_on_stream(
       [&] {
         for (int t = 0; t < options.tensors; ++t)
           SJ_CU(cuMemcpyDtoDAsync(destinations[t].address(), sources[t].address(), bytes,
                                   stream.handle()));
       },
-      stream.handle());
+      stream.handle(), options.timing);
   const runtime::PermuteChoice choice = runtime.permute_config(
       options.head_dim, direction, templates::PermuteFamily::max_vector_bytes(params));
   const double moved = 2.0 * static_cast<double>(bytes) * options.tensors;  // read + write
@@ -150,6 +151,7 @@ void add_bench_command(CLI::App& app, GlobalOptions& global) {
   permute->add_option("--direction", options->direction, "gather or scatter")
       ->check(CLI::IsMember({"gather", "scatter"}));
   permute->add_flag("--no-db", options->no_database, "use no database: compile in-process");
+  add_timing_options(*permute, options->timing);
   permute->add_flag("--json", options->json, "print JSON");
   permute->callback([&global, options] { global.exit_code = run_bench_permute(global, *options); });
   add_bench_attention_command(*bench, global);

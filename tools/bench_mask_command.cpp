@@ -36,6 +36,7 @@ struct MaskBenchOptions {
   std::uint64_t seed = 0;
   bool no_database = false;
   bool json = false;
+  tuner::TimingOptions timing;
 };
 
 nlohmann::json timing_json(const tuner::Timing& timing) {
@@ -116,14 +117,14 @@ int run_bench_mask(const GlobalOptions& global, const MaskBenchOptions& o) {
     BlockScoreFamily::launch(pool, score, score_config, score_params, max_shared, stream.handle());
   };
   const auto select_blocks = [&] { BlockSelectFamily::launch(select, select_config, select_params, stream.handle()); };
-  const tuner::Timing scoring = tuner::time_on_stream(pool_and_score, stream.handle());
-  const tuner::Timing selecting = tuner::time_on_stream(select_blocks, stream.handle());
+  const tuner::Timing scoring = tuner::time_on_stream(pool_and_score, stream.handle(), o.timing);
+  const tuner::Timing selecting = tuner::time_on_stream(select_blocks, stream.handle(), o.timing);
   const tuner::Timing whole = tuner::time_on_stream(
       [&] {
         pool_and_score();
         select_blocks();
       },
-      stream.handle());
+      stream.handle(), o.timing);
   stream.synchronize();
 
   const nlohmann::json report = {{"gpu", runtime.device().name},
@@ -183,6 +184,7 @@ void add_bench_mask_command(CLI::App& bench, GlobalOptions& global) {
   mask->add_option("--dtype", options->dtype, "bf16 or fp16")->check(CLI::IsMember({"bf16", "fp16"}));
   mask->add_option("--seed", options->seed, "seed of the random inputs");
   mask->add_flag("--no-db", options->no_database, "use no database: compile in-process");
+  add_timing_options(*mask, options->timing);
   mask->add_flag("--json", options->json, "print one line of JSON");
 
   // --quality: recall and output error against exact dense attention (bench_mask_quality.h).

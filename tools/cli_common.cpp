@@ -115,6 +115,14 @@ std::string format_fixed(double value, int decimals) {
   return buffer;
 }
 
+void add_timing_options(CLI::App& command, tuner::TimingOptions& timing) {
+  command.add_option("--warmup-ms", timing.warmup_ms, "warm-up before timing, in ms of runs (default 25)")
+      ->check(CLI::Range(0.0, 600000.0));
+  command.add_option("--measure-ms", timing.measure_ms,
+                     "time this many ms of runs (at least 5 runs) and report their median (default 100)")
+      ->check(CLI::Range(0.0, 600000.0));
+}
+
 double median_of(std::vector<double> values) {
   std::sort(values.begin(), values.end());
   const std::size_t middle = values.size() / 2;

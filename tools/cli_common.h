@@ -15,6 +15,7 @@
 #include "runtime/runtime.h"
 #include "templates/kernel_family.h"
 #include "jit/target.h"
+#include "tuner/timing.h"
 
 namespace sparsejit::tools {
 
@@ -64,6 +65,12 @@ double median_of(std::vector<double> values);
 // (never zeros) repeated, as drawing every element of a 387 M-element tensor takes minutes.
 std::vector<std::uint16_t> repeated_random_half(std::size_t elements, templates::HalfDtype dtype,
                                                 std::mt19937_64& generator);
+
+// --warmup-ms and --measure-ms of the bench commands, into `timing` (defaults: the tuner's
+// protocol). Under sustained load an H100 lowers its SM clock to stay within its power limit
+// (nvidia-smi: "SW power cap"), which takes longer to settle than the default 25 ms warm-up,
+// so a comparison between two kernels is steadier with a warm-up of a second or more.
+void add_timing_options(CLI::App& command, tuner::TimingOptions& timing);
 
 // Milliseconds since the process started (for start-to-first-launch figures).
 double ms_since_process_start();

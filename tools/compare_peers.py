@@ -11,7 +11,12 @@
 
 sparsejit's figure comes from `sparsejit bench permute|attention|mask --json` (path: $SPARSEJIT_CLI,
 else .gpu/sparsejit, else build/tools/sparsejit) run right before, on the same GPU.
-Timing: CUDA events, 25 ms warm-up, about 100 ms of repetitions, median.
+Timing: CUDA events, 25 ms warm-up, about 100 ms of repetitions, median (--warmup-ms and
+--measure-ms change both, for the peers and for sparsejit alike). Under sustained load the H100
+lowers its SM clock to stay within its power limit (nvidia-smi's "SW power cap"), and a 25 ms
+warm-up leaves each figure wherever that regulation happens to be; a warm-up of a second or more
+measures every kernel at its settled clock. attention --rounds R measures the dense peer,
+sparsejit and Flex in turn R times per shape and reports each one's median over the rounds.
 
 attention mask files (written per shape and density, read by `sparsejit bench attention
 --mask-file PREFIX`): PREFIX.count.i32 is int32 little-endian [B,H,QB] (C order), the number of
@@ -53,7 +58,12 @@ def sparsejit_cli(required=True):
     return None
 
 
-def median_ms(torch, function, warmup_ms=25.0, measure_ms=100.0):
+# --warmup-ms and --measure-ms (main() sets them): how every figure of the run is timed.
+TIMING = {"warmup_ms": 25.0, "measure_ms": 100.0}
+
+
+def median_ms(torch, function):
+    warmup_ms, measure_ms = TIMING["warmup_ms"], TIMING["measure_ms"]
     start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     function()
     torch.cuda.synchronize()
@@ -85,7 +95,7 @@ def compare_permute(args):
     for heads, tokens, head_dim in PERMUTE_SHAPES:
         result = subprocess.run(
             [sparsejit_cli(), *(["--db", args.db] if args.db else []), "bench", "permute", "--json",
-             "--heads", str(heads), "--tokens", str(tokens), "--head-dim", str(head_dim)],
+             "--heads", str(heads), "--tokens", str(tokens), "--head-dim", str(head_dim), *timing_flags()],
             check=True, capture_output=True, text=True)
         ours = json.loads(result.stdout)
         qkv = [torch.randn(1, tokens, heads, head_dim, device=device, dtype=torch.bfloat16) for _ in range(3)]
@@ -252,12 +262,16 @@ def run_sparsejit(args, heads, tokens, head_dim, prefix):
     return report, None
 
 
+def timing_flags():
+    return ["--warmup-ms", f"{TIMING['warmup_ms']:g}", "--measure-ms", f"{TIMING['measure_ms']:g}"]
+
+
 def run_sparsejit_bench(args, bench_args):
     """`sparsejit bench BENCH_ARGS --json`: (its JSON object, None) or (None, why). Never raises."""
     cli = sparsejit_cli(required=False)
     if cli is None:
         return None, "no sparsejit binary (set SPARSEJIT_CLI)"
-    command = [cli, *(["--db", args.db] if args.db else []), "bench", *bench_args, "--json"]
+    command = [cli, *(["--db", args.db] if args.db else []), "bench", *bench_args, *timing_flags(), "--json"]
     environment = dict(os.environ)
     if os.path.isdir("/usr/local/cuda/lib64"):  # NVRTC, as DESIGN.md's lent machine needs
         paths = [p for p in environment.get("LD_LIBRARY_PATH", "").split(":") if p]
@@ -413,6 +427,61 @@ def compile_flex(torch, flex_attention, max_autotune):
     return torch.compile(flex_attention, dynamic=False)
 
 
+def median_of(values):
+    """The median of a list of figures (the mean of the middle two for an even count); None if empty."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def fmt_rounds(values):
+    return "/".join(f"{value:.3f}" for value in values) + " ms" if values else "-"
+
+
+def measure_attention_row(args, np, torch, BlockMask, flex, q, k, v, mask_dir, keep_masks, row):
+    """One round of a density: sparsejit (on mask files of row["indices"]), then Flex on the same
+    kept blocks; appends each time to the row's rounds, or records why it failed."""
+    heads, tokens, head_dim, density = row["heads"], row["tokens"], row["head_dim"], row["density"]
+    indices = row["indices"]
+    # sparsejit first, with the torch caching allocator emptied so it has the memory.
+    gc.collect()
+    torch.cuda.empty_cache()
+    prefix = os.path.join(mask_dir, f"h{heads}_n{tokens}_d{head_dim}_b{args.block}_s{args.seed}_p{density:g}")
+    try:
+        write_mask_files(np, prefix, indices)
+        report, why = run_sparsejit(args, heads, tokens, head_dim, prefix)
+    except Exception as error:  # e.g. disk full
+        report, why = None, f"{type(error).__name__}: {tail(str(error))}"
+    finally:
+        if not keep_masks:
+            for suffix in (".count.i32", ".index.i32"):
+                if os.path.exists(prefix + suffix):
+                    os.remove(prefix + suffix)
+    if report is not None:
+        row["sparsejit_ms_rounds"].append(float(report["median_ms"]))
+        row["sparsejit_p20_ms"] = report.get("p20_ms")
+        row["sparsejit_p80_ms"] = report.get("p80_ms")
+        row["sparsejit_reported_tflops"] = report.get("effective_tflops")
+        row["sparsejit_reported_density"] = report.get("density")
+        row["sparsejit_config"] = report.get("config")
+        reported = report.get("density")
+        if isinstance(reported, (int, float)) and abs(reported - row["kept_fraction"]) > 1e-3:
+            say(f"  note: sparsejit reports density {reported:.4f}, the mask keeps {row['kept_fraction']:.4f}")
+    else:
+        row["sparsejit_error"] = why
+
+    block_mask = None
+    try:
+        block_mask = build_flex_mask(np, torch, BlockMask, indices, tokens, args.block, q.device)
+        flex(q, k, v, block_mask=block_mask)  # compiles on the first mask of a shape
+        torch.cuda.synchronize()
+        row["flex_ms_rounds"].append(median_ms(torch, lambda: flex(q, k, v, block_mask=block_mask)))
+    except Exception as error:
+        row["flex_error"] = f"{type(error).__name__}: {tail(str(error))}"
+
+
 def compare_attention(args):
     import numpy as np
     import torch
@@ -428,7 +497,8 @@ def compare_attention(args):
         triton_version = "?"
     say(f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}, cuDNN {torch.backends.cudnn.version()}, "
         f"triton {triton_version}, numpy {np.__version__}")
-    say(f"sparsejit: {sparsejit_cli(required=False) or 'none found (set SPARSEJIT_CLI)'}; block {args.block}, seed {args.seed}")
+    say(f"sparsejit: {sparsejit_cli(required=False) or 'none found (set SPARSEJIT_CLI)'}; block {args.block}, seed {args.seed}; "
+        f"{TIMING['warmup_ms']:g} ms warm-up, {TIMING['measure_ms']:g} ms timed per figure, {args.rounds} round(s)")
     # Each shape compiles Flex once per mask_mod; leave room so Dynamo never falls back to eager
     # (eager Flex materialises the N x N scores).
     for name in ("recompile_limit", "cache_size_limit"):
@@ -445,7 +515,8 @@ def compare_attention(args):
     rows = []
     meta = {"device": torch.cuda.get_device_name(device), "torch": torch.__version__,
             "cudnn": torch.backends.cudnn.version(), "triton": triton_version, "block": args.block,
-            "seed": args.seed, "dtype": "bfloat16", "batch": 1}
+            "seed": args.seed, "dtype": "bfloat16", "batch": 1, "rounds": args.rounds,
+            "warmup_ms": TIMING["warmup_ms"], "measure_ms": TIMING["measure_ms"]}
 
     def save():
         if args.json_out:
@@ -467,63 +538,47 @@ def compare_attention(args):
                 generator = torch.Generator(device=device).manual_seed(args.seed)
                 q, k, v = (torch.randn(1, heads, tokens, head_dim, device=device, dtype=torch.bfloat16,
                                        generator=generator) for _ in range(3))
-                try:
-                    dense_ms, dense_label = time_dense(torch, F, SDPBackend, sdpa_kernel, q, k, v)
-                    say(f"  dense: {dense_label} {dense_ms:.3f} ms, {dense_flops / (dense_ms * 1e-3) / 1e12:.0f} TFLOP/s")
-                except Exception as error:
-                    dense_ms, dense_label = None, f"failed: {tail(str(error))}"
-                    say(f"  dense SDPA failed: {tail(str(error))}")
-                say(attention_header())
+                shape_rows = []
                 for density in args.densities:
                     indices = make_block_indices(np, heads, tokens, args.block, density, args.seed)
                     kept_fraction = indices.shape[-1] / blocks  # the same k in every row
-                    row = {"heads": heads, "tokens": tokens, "head_dim": head_dim, "block": args.block,
-                           "density": density, "kept_fraction": kept_fraction, "kept_blocks_per_row": int(indices.shape[-1]),
-                           "dense_ms": dense_ms, "dense_backend": dense_label,
-                           "dense_tflops": None if dense_ms is None else dense_flops / (dense_ms * 1e-3) / 1e12,
-                           "flex_ms": None, "flex_tflops": None, "flex_error": None,
-                           "sparsejit_ms": None, "sparsejit_p20_ms": None, "sparsejit_p80_ms": None,
-                           "sparsejit_tflops": None, "sparsejit_reported_tflops": None,
-                           "sparsejit_reported_density": None, "sparsejit_config": None, "sparsejit_error": None}
-
-                    # sparsejit first, with the torch caching allocator emptied so it has the memory.
-                    gc.collect()
-                    torch.cuda.empty_cache()
-                    prefix = os.path.join(mask_dir, f"h{heads}_n{tokens}_d{head_dim}_b{args.block}_s{args.seed}_p{density:g}")
+                    shape_rows.append({
+                        "heads": heads, "tokens": tokens, "head_dim": head_dim, "block": args.block,
+                        "density": density, "kept_fraction": kept_fraction, "kept_blocks_per_row": int(indices.shape[-1]),
+                        "dense_ms": None, "dense_backend": None, "dense_tflops": None,
+                        "flex_ms": None, "flex_tflops": None, "flex_error": None,
+                        "sparsejit_ms": None, "sparsejit_p20_ms": None, "sparsejit_p80_ms": None,
+                        "sparsejit_tflops": None, "sparsejit_reported_tflops": None,
+                        "sparsejit_reported_density": None, "sparsejit_config": None, "sparsejit_error": None,
+                        "dense_ms_rounds": [], "sparsejit_ms_rounds": [], "flex_ms_rounds": [],
+                        "indices": indices})
+                dense_rounds, dense_label = [], None
+                for round_index in range(args.rounds):
+                    if args.rounds > 1:
+                        say(f"  round {round_index + 1} of {args.rounds}")
                     try:
-                        write_mask_files(np, prefix, indices)
-                        report, why = run_sparsejit(args, heads, tokens, head_dim, prefix)
-                    except Exception as error:  # e.g. disk full
-                        report, why = None, f"{type(error).__name__}: {tail(str(error))}"
-                    finally:
-                        if not keep_masks:
-                            for suffix in (".count.i32", ".index.i32"):
-                                if os.path.exists(prefix + suffix):
-                                    os.remove(prefix + suffix)
-                    if report is not None:
-                        row["sparsejit_ms"] = float(report["median_ms"])
-                        row["sparsejit_p20_ms"] = report.get("p20_ms")
-                        row["sparsejit_p80_ms"] = report.get("p80_ms")
-                        row["sparsejit_reported_tflops"] = report.get("effective_tflops")
-                        row["sparsejit_reported_density"] = report.get("density")
-                        row["sparsejit_config"] = report.get("config")
-                        row["sparsejit_tflops"] = effective_tflops(heads, tokens, head_dim, kept_fraction, row["sparsejit_ms"])
-                        reported = report.get("density")
-                        if isinstance(reported, (int, float)) and abs(reported - kept_fraction) > 1e-3:
-                            say(f"  note: sparsejit reports density {reported:.4f}, the mask keeps {kept_fraction:.4f}")
-                    else:
-                        row["sparsejit_error"] = why
-
-                    try:
-                        block_mask = build_flex_mask(np, torch, BlockMask, indices, tokens, args.block, device)
-                        flex(q, k, v, block_mask=block_mask)  # compiles on the first mask of a shape
-                        torch.cuda.synchronize()
-                        row["flex_ms"] = median_ms(torch, lambda: flex(q, k, v, block_mask=block_mask))
-                        row["flex_tflops"] = effective_tflops(heads, tokens, head_dim, kept_fraction, row["flex_ms"])
+                        dense_ms, dense_label = time_dense(torch, F, SDPBackend, sdpa_kernel, q, k, v)
+                        dense_rounds.append(dense_ms)
+                        say(f"  dense: {dense_label} {dense_ms:.3f} ms, {dense_flops / (dense_ms * 1e-3) / 1e12:.0f} TFLOP/s")
                     except Exception as error:
-                        row["flex_error"] = f"{type(error).__name__}: {tail(str(error))}"
-                    block_mask = None
-
+                        dense_label = f"failed: {tail(str(error))}"
+                        say(f"  dense SDPA failed: {tail(str(error))}")
+                    for row in shape_rows:
+                        measure_attention_row(args, np, torch, BlockMask, flex, q, k, v, mask_dir, keep_masks, row)
+                        if args.rounds > 1:
+                            say(f"    density {row['density']:g}: sparsejit {fmt_rounds(row['sparsejit_ms_rounds'])}, "
+                                f"Flex {fmt_rounds(row['flex_ms_rounds'])}")
+                say(attention_header())
+                for row in shape_rows:
+                    del row["indices"]
+                    row["dense_ms_rounds"] = list(dense_rounds)
+                    row["dense_backend"] = dense_label
+                    row["dense_ms"] = median_of(dense_rounds)
+                    row["dense_tflops"] = None if row["dense_ms"] is None else dense_flops / (row["dense_ms"] * 1e-3) / 1e12
+                    row["sparsejit_ms"] = median_of(row["sparsejit_ms_rounds"])
+                    row["flex_ms"] = median_of(row["flex_ms_rounds"])
+                    row["sparsejit_tflops"] = effective_tflops(heads, tokens, head_dim, row["kept_fraction"], row["sparsejit_ms"])
+                    row["flex_tflops"] = effective_tflops(heads, tokens, head_dim, row["kept_fraction"], row["flex_ms"])
                     rows.append(row)
                     say(attention_line(row))
                     save()
@@ -544,6 +599,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=["permute", "attention", "mask"])
     parser.add_argument("--db", help="tuning database for sparsejit (default: its own default)")
+    parser.add_argument("--warmup-ms", type=float, default=25.0,
+                        help="warm-up before each figure, in ms of runs, for every kernel timed (default: 25)")
+    parser.add_argument("--measure-ms", type=float, default=100.0,
+                        help="ms of timed runs per figure, at least 5 runs; their median is the figure (default: 100)")
     attention = parser.add_argument_group("attention")
     attention.add_argument("--shapes", type=parse_shapes, default=None,
                            help="HEADSxTOKENSxHEAD_DIM,... (default: 12x32768x128,12x75600x128,40x75600x128,"
@@ -559,6 +618,9 @@ def main():
     attention.add_argument("--flex-max-autotune", action="store_true",
                            help="compile Flex with mode=max-autotune-no-cudagraphs (default: Flex's default configs)")
     attention.add_argument("--skip-check", action="store_true", help="skip the small Flex correctness check")
+    attention.add_argument("--rounds", type=int, default=1,
+                           help="measure cuDNN, sparsejit and Flex in turn this many times per shape and report "
+                                "each one's median (default: 1)")
     mask = parser.add_argument_group("mask (also --shapes, --block, --json-out)")
     mask.add_argument("--mask-density", type=float, default=0.3,
                       help="kept fraction of key blocks of the timed selection (default: 0.3)")
@@ -573,6 +635,11 @@ def main():
         parser.error("--block must be positive")
     if args.seed < 0:
         parser.error("--seed must be non-negative")
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    if not (args.warmup_ms >= 0 and args.measure_ms >= 0):
+        parser.error("--warmup-ms and --measure-ms must be non-negative")
+    TIMING["warmup_ms"], TIMING["measure_ms"] = args.warmup_ms, args.measure_ms
     if args.what == "permute":
         compare_permute(args)
     elif args.what == "attention":

@@ -105,13 +105,13 @@ INSTANTIATE_TEST_SUITE_P(
         HelpCase{{"bench", "mask"},
                  {"--heads", "--tokens", "--head-dim", "--tile", "--block", "--density", "--fine-n", "--fine-share",
                   "--first-block-by-score", "--json", "--quality", "--grid", "--mix", "--densities", "--synthetic-v", "--q", "--k", "--v",
-                  "--layout"}},
+                  "--layout", "--warmup-ms", "--measure-ms"}},
         HelpCase{{"bench", "attention"},
                  {"--heads", "--tokens", "--head-dim", "--block", "--density", "--fine-n", "--dtype",
-                  "--mask-file", "--mask-form", "--json"}},
+                  "--mask-file", "--mask-form", "--warmup-ms", "--measure-ms", "--json"}},
         HelpCase{{"bench", "permute"},
                  {"--batch", "--heads", "--tokens", "--head-dim", "--tensors", "--direction", "--no-db",
-                  "--json"}},
+                  "--warmup-ms", "--measure-ms", "--json"}},
         HelpCase{{"order"}, {"--grid", "--extra", "--order", "--tile", "--block", "--json", "--out"}}),
     [](const ::testing::TestParamInfo<HelpCase>& info) {
       std::string name = info.param.command.empty() ? "top_level" : joined(info.param.command);
@@ -159,6 +159,7 @@ INSTANTIATE_TEST_SUITE_P(
                       UsageCase{"bench_without_subcommand", {"bench"}, "subcommand is required"},
                       UsageCase{"jobs_out_of_range", {"precompile", "--arch", "sm_90", "-j", "0"}, "jobs"},
                       UsageCase{"head_dim_not_in_space", {"bench", "permute", "--head-dim", "80"}, "80"},
+                      UsageCase{"negative_warmup", {"bench", "attention", "--warmup-ms", "-1"}, "--warmup-ms"},
                       UsageCase{"db_option_without_value", {"--db"}, "--db"},
                       UsageCase{"order_without_grid", {"order"}, "--grid is required"},
                       UsageCase{"order_grid_of_two_dims", {"order", "--grid", "21x45"}, "'21x45' is not FxHxW"},
@@ -898,13 +899,15 @@ TEST_F(CliTest, BenchAttentionRunsOnAGpuAndReadsMaskFiles) {
     return;
   }
   const std::vector<std::string> shape = {"--heads", "2", "--tokens", "1000", "--head-dim", "64", "--json"};
-  std::vector<std::string> random_mask = {"--db", database.string(), "bench", "attention", "--density", "0.5"};
+  std::vector<std::string> random_mask = {"--db",      database.string(), "bench",        "attention", "--density",
+                                          "0.5",       "--warmup-ms",     "0",            "--measure-ms", "0"};
   random_mask.insert(random_mask.end(), shape.begin(), shape.end());
   const CliResult first = run(random_mask);
   ASSERT_EQ(first.exit_code, 0) << first.describe();
   const json report = parse_json(first);
   EXPECT_GT(report.value("median_ms", 0.0), 0.0) << first.describe();
   EXPECT_NEAR(report.value("density", 0.0), 0.5, 0.07) << first.describe();
+  EXPECT_EQ(report.value("repetitions", 0), 5) << "--measure-ms 0 times the minimum of 5 runs\n" << first.describe();
 
   // QB = KB = 8 blocks of 128: every query block keeps blocks 0 and its own.
   const fs::path prefix = temp_ / "mask";
