@@ -55,6 +55,40 @@ __device__ __forceinline__ void tensor_load_4d(void* shared, const TensorMap& ma
       : "memory");
 }
 
+// Stores shared memory (1024-byte aligned, laid out as the map's box with its swizzle) to the
+// box at (c0, c1, c2, c3) of a 4-D tensor map; elements outside the tensor are not written.
+// Asynchronous: it joins this thread's open bulk group (bulk_commit closes it), and the shared
+// memory may be written again only after bulk_wait_read. The shared writes it reads must be
+// made visible to the copy engine first (fence_shared_to_async, then a barrier).
+__device__ __forceinline__ void tensor_store_4d(const TensorMap& map, const void* shared, int c0, int c1, int c2,
+                                                int c3) {
+  asm volatile("cp.async.bulk.tensor.4d.global.shared::cta.bulk_group [%0, {%2, %3, %4, %5}], [%1];\n" ::"l"(&map),
+               "r"(shared_address(shared)), "r"(c0), "r"(c1), "r"(c2), "r"(c3)
+               : "memory");
+}
+__device__ __forceinline__ void bulk_commit() { asm volatile("cp.async.bulk.commit_group;\n" ::: "memory"); }
+// Waits until at most `Pending` of this thread's committed bulk groups still read shared memory.
+template <int Pending>
+__device__ __forceinline__ void bulk_wait_read() {
+  asm volatile("cp.async.bulk.wait_group.read %0;\n" ::"n"(Pending) : "memory");
+}
+// Waits until at most `Pending` of this thread's committed bulk groups are still incomplete.
+template <int Pending>
+__device__ __forceinline__ void bulk_wait() {
+  asm volatile("cp.async.bulk.wait_group %0;\n" ::"n"(Pending) : "memory");
+}
+// Orders this thread's shared-memory writes before later copies of the async proxy (TMA).
+__device__ __forceinline__ void fence_shared_to_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+
+// Four 8 x 8 matrices of 16-bit elements to shared memory (stmatrix): lane l holds row l / 4,
+// elements 2 (l % 4) and + 1, of matrix i in register i, and lanes 8i..8i+7 give the addresses
+// of matrix i's rows (16 contiguous bytes each). The mma C layout of a 16 x 16 block, packed.
+__device__ __forceinline__ void store_matrix_x4(void* shared, u32 m0, u32 m1, u32 m2, u32 m3) {
+  asm volatile("stmatrix.sync.aligned.m8n8.x4.shared.b16 [%0], {%1, %2, %3, %4};\n" ::"r"(shared_address(shared)),
+               "r"(m0), "r"(m1), "r"(m2), "r"(m3)
+               : "memory");
+}
+
 // --- wgmma ---------------------------------------------------------------------------------
 // Shared-memory matrix descriptor of a tile stored as the 128-byte-swizzle pattern that TMA
 // writes with CU_TENSOR_MAP_SWIZZLE_128B: rows of 64 16-bit elements (128 bytes), 8-row atoms

@@ -34,26 +34,36 @@ std::string AttentionConfig::label() const {
 
 namespace {
 
-// The wgmma kernel's dynamic shared memory with `q_buffers` Q buffers
-// (wgmma_attention_tile::shared_bytes_with): 1024 bytes of alignment slack, the Q buffers and
-// `stages` K and V tiles unpadded (swizzled), and per Q buffer two mbarriers (full, empty) and
-// an 8-byte slot for the item index handed to the consumers, per stage four (K and V full and
-// empty).
-int wgmma_shared_bytes(const AttentionConfig& c, int q_buffers) {
-  return 1024 + (q_buffers * c.block_m + 2 * c.stages * c.block_n) * c.head_dim * 2 + (3 * q_buffers + 4 * c.stages) * 8;
+// Whether a head or batch stride (in 16-bit elements) fits a tensor map: whole 16 bytes,
+// below 2^40 bytes.
+bool tensor_map_strides(long long stride) { return stride >= 0 && (stride * 2) % 16 == 0 && stride * 2 < (1LL << 40); }
+
+// The wgmma kernel's dynamic shared memory with `q_buffers` Q buffers and O staged or not
+// (wgmma_attention_tile::shared_bytes_with): 1024 bytes of alignment slack, the Q buffers, the
+// O staging tiles (a Q buffer's size) and `stages` K and V tiles unpadded (swizzled), and per
+// Q buffer two mbarriers (full, empty) and an 8-byte slot for the item index handed to the
+// consumers, per stage four (K and V full and empty).
+constexpr int kWgmmaMaxSharedBytes = 227 * 1024;  // wgmma_attention_tile::kMaxSharedBytes
+int wgmma_shared_bytes(const AttentionConfig& c, int q_buffers, bool o_staged) {
+  return 1024 + ((q_buffers + (o_staged ? 1 : 0)) * c.block_m + 2 * c.stages * c.block_n) * c.head_dim * 2 +
+         (3 * q_buffers + 4 * c.stages) * 8;
 }
 
 }  // namespace
 
 int AttentionConfig::shared_bytes() const {
   // mma.sync: Q and two K and V tiles, rows padded by 16 bytes.
-  if (wgmma) return wgmma_shared_bytes(*this, q_buffers());
+  if (wgmma) return wgmma_shared_bytes(*this, q_buffers(), o_staged());
   return (block_m + 4 * block_n) * (head_dim + 8) * 2;
 }
 
 int AttentionConfig::q_buffers() const {
   if (!wgmma) return 1;
-  return wgmma_shared_bytes(*this, 2) <= 227 * 1024 ? 2 : 1;  // wgmma_attention_tile::kQBuffers
+  return wgmma_shared_bytes(*this, 2, false) <= kWgmmaMaxSharedBytes ? 2 : 1;  // wgmma_attention_tile::kQBuffers
+}
+
+bool AttentionConfig::o_staged() const {  // wgmma_attention_tile::kOStaged
+  return wgmma && wgmma_shared_bytes(*this, q_buffers(), true) <= kWgmmaMaxSharedBytes;
 }
 
 std::string AttentionConfig::tuning_json() const {
@@ -283,15 +293,15 @@ void SparseAttentionFamily::validate(const AttentionConfig& config, const Sparse
   } tensors[] = {{"q", p.q, p.q_token_stride, p.q_head_stride, p.q_batch_stride, true},
                  {"k", p.k, p.k_token_stride, p.k_head_stride, p.k_batch_stride, true},
                  {"v", p.v, p.v_token_stride, p.v_head_stride, p.v_batch_stride, true},
-                 {"o", p.o, p.o_token_stride, p.o_head_stride, p.o_batch_stride, false}};
+                 {"o", p.o, p.o_token_stride, p.o_head_stride, p.o_batch_stride, false}};  // see o_tensor_map
   for (const auto& tensor : tensors) {
     if (tensor.pointer == nullptr) fail(std::string(tensor.name) + " is null");
     if (!aligned_16(tensor.pointer) || (tensor.token_stride * 2) % 16 != 0)
       fail(std::string(tensor.name) +
            ": the pointer and the token stride (in bytes) must be multiples of 16");
-    if (config.wgmma && tensor.tensor_map)  // a tensor map's strides: whole 16 bytes, below 2^40
+    if (config.wgmma && tensor.tensor_map)
       for (long long stride : {tensor.head_stride, tensor.batch_stride})
-        if (stride < 0 || (stride * 2) % 16 != 0 || stride * 2 >= (1LL << 40))
+        if (!tensor_map_strides(stride))
           fail(std::string(tensor.name) + ": the wgmma kernel loads by TMA, which needs head and batch strides "
                                           "of whole 16 bytes below 2^40 bytes (got " +
                std::to_string(stride) + " elements)");
@@ -398,7 +408,14 @@ void SparseAttentionFamily::launch(const jit::Kernel& kernel, const AttentionCon
                                         p.k_token_stride, p.k_head_stride, p.k_batch_stride, config.block_n);
   CUtensorMap v_map = encode_tensor_map(p.v, config.dtype, config.head_dim, p.tokens_kv, p.heads, p.batch,
                                         p.v_token_stride, p.v_head_stride, p.v_batch_stride, config.block_n);
-  void* args[] = {&copy, &q_map, &k_map, &v_map};
+  // O is stored by TMA (a box of 64 rows per consumer warpgroup) where the specialization
+  // stages it and O's strides make a tensor map; otherwise thread by thread, any strides.
+  CUtensorMap o_map{};
+  copy.o_tensor_map = config.o_staged() && tensor_map_strides(p.o_head_stride) && tensor_map_strides(p.o_batch_stride);
+  if (copy.o_tensor_map)
+    o_map = encode_tensor_map(p.o, config.dtype, config.head_dim, p.tokens_q, p.heads, p.batch, p.o_token_stride,
+                              p.o_head_stride, p.o_batch_stride, 64);
+  void* args[] = {&copy, &q_map, &k_map, &v_map, &o_map};
   // The kernel walks the work items along x: one wave of CTAs that take them from this
   // stream's counter, or a CTA per item (also while a graph capture has no counter left).
   jit::LaunchConfig launch = geometry(config, params, stream);

@@ -71,6 +71,9 @@ struct AttentionConfig {
   // Q buffers of the wgmma kernel (wgmma_attention_tile::kQBuffers): two where they fit an
   // sm_90 CTA's 227 KB beside the K/V stages, else one; 1 for mma.sync.
   int q_buffers() const;
+  // Whether the wgmma kernel has room beside them to stage O for TMA stores
+  // (wgmma_attention_tile::kOStaged); false for mma.sync.
+  bool o_staged() const;
   // The tunable part as stored in the database: {"block_m":128,"block_n":64,"warps":8}, with
   // "wgmma":true,"stages":S for the wgmma kernel (and "persistent":false for its grid of a
   // CTA per work item).

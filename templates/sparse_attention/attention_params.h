@@ -61,6 +61,11 @@ struct SparseAttentionParams {
   // CTAs take work items from, left zeroed at its end (jit/work_counters.h). Null: CTA c
   // walks the items c, c + gridDim.x, ... (a CTA per item, or any grid).
   unsigned int* work_counter;
+  // Also set by SparseAttentionFamily::launch (callers leave it 0): 1 where the wgmma kernel
+  // stores O by TMA through shared memory (its specialization has room to stage O, and O's
+  // head and batch strides are whole 16 bytes, below 2^40 bytes), else 0: each thread stores
+  // its own elements.
+  int o_tensor_map;
 };
 
 }  // namespace sparsejit

@@ -216,32 +216,50 @@ __device__ __forceinline__ void pack_probabilities(u32 (&a)[4], const float (&p)
   a[3] = pack_pair<Dtype>(p[2 * kk + 1][2], p[2 * kk + 1][3]);
 }
 
-// Normalizes and stores one 16-row group whose first row is `first_row` (rows past
-// tokens_q are skipped); rows with nothing kept write zeros and LSE = -inf.
-template <int Dtype, int OutTiles>
-__device__ __forceinline__ void store_row_group(const SparseAttentionParams& params, char* o_base,
-                                                long long lse_base, int first_row,
-                                                const float (&out)[OutTiles][4], const float (&row_max)[2],
-                                                const float (&row_sum)[2], float scale_log2, int lane) {
+// One 16-row group's final row sums (this lane's partial sums reduced over its quad) as the
+// inverses O is scaled by (0 for a row with nothing kept), and its LSE written where asked for
+// (rows past tokens_q are not; a row with nothing kept writes -inf). `first_row` is the
+// group's first row.
+__device__ __forceinline__ void finish_row_group(const SparseAttentionParams& params, long long lse_base,
+                                                 int first_row, const float (&row_max)[2],
+                                                 const float (&row_sum)[2], float scale_log2, int lane,
+                                                 float (&inverse)[2]) {
   const int group = lane / 4, quad = lane % 4;
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     float sum = row_sum[h];
     sum += __shfl_xor_sync(0xffffffffu, sum, 1);
     sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+    inverse[h] = sum > 0.f ? 1.f / sum : 0.f;
     const int row = first_row + group + 8 * h;
-    if (row >= params.tokens_q) continue;
-    const float inverse = sum > 0.f ? 1.f / sum : 0.f;
-    char* o_row = o_base + static_cast<long long>(row) * params.o_token_stride * 2;
-#pragma unroll
-    for (int d = 0; d < OutTiles; ++d)
-      *reinterpret_cast<u32*>(o_row + (d * 8 + quad * 2) * 2) =
-          pack_pair<Dtype>(out[d][2 * h] * inverse, out[d][2 * h + 1] * inverse);
-    if (params.lse != nullptr && quad == 0) {
+    if (params.lse != nullptr && quad == 0 && row < params.tokens_q) {
       const float natural =
           sum > 0.f ? (row_max[h] * scale_log2 + fast_log2(sum)) * 0.6931471805599453f : negative_infinity();
       params.lse[lse_base + row] = natural;
     }
+  }
+}
+
+// Normalizes and stores one 16-row group whose first row is `first_row` (rows past
+// tokens_q are skipped), each lane its own elements in 4-byte stores; rows with nothing kept
+// write zeros and LSE = -inf.
+template <int Dtype, int OutTiles>
+__device__ __forceinline__ void store_row_group(const SparseAttentionParams& params, char* o_base,
+                                                long long lse_base, int first_row,
+                                                const float (&out)[OutTiles][4], const float (&row_max)[2],
+                                                const float (&row_sum)[2], float scale_log2, int lane) {
+  const int group = lane / 4, quad = lane % 4;
+  float inverse[2];
+  finish_row_group(params, lse_base, first_row, row_max, row_sum, scale_log2, lane, inverse);
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int row = first_row + group + 8 * h;
+    if (row >= params.tokens_q) continue;
+    char* o_row = o_base + static_cast<long long>(row) * params.o_token_stride * 2;
+#pragma unroll
+    for (int d = 0; d < OutTiles; ++d)
+      *reinterpret_cast<u32*>(o_row + (d * 8 + quad * 2) * 2) =
+          pack_pair<Dtype>(out[d][2 * h] * inverse[h], out[d][2 * h + 1] * inverse[h]);
   }
 }
 

@@ -25,17 +25,27 @@
 // warpgroup may need it). Inside a computed tile, keys a row does not keep are masked to
 // -inf; wgmma has no finer skip.
 //
+// O leaves through shared memory where it fits (kOStaged) and O's strides allow a tensor map
+// (params.o_tensor_map): each consumer warpgroup writes its 64 normalized rows into its
+// staging tile (stmatrix) and one of its threads stores them by TMA without waiting, so the
+// next item starts at once; the staging tile is written again only after that store has read
+// it. Otherwise each thread stores its own elements (4-byte stores, every warp touching 8 rows
+// at a time), which took ~3,400 cycles of each item at D = 128 (clock64 traces on the H100).
+//
 // Shared memory (1024-byte aligned for the 128-byte swizzle): one or two Q buffers
-// (kQBuffers), each HeadDim / 64 panels of [BlockM][64], then Stages K tiles and Stages V
-// tiles as panels of [BlockN][64], then the barriers and the handed-over item index per Q
-// buffer. TMA zero-fills rows past the end of the tensors.
+// (kQBuffers), each HeadDim / 64 panels of [BlockM][64], then (kOStaged) the O staging
+// tiles, per consumer warpgroup HeadDim / 64 panels of [64][64], then Stages K tiles and
+// Stages V tiles as panels of [BlockN][64], then the barriers and the handed-over item index
+// per Q buffer. TMA zero-fills rows past the end of the tensors on loads and leaves them out
+// on stores.
 //
 // Grid: x = at most the work items (query blocks * (BlockQ / BlockM) * heads * batch), a
 // full wave of resident CTAs; y = z = 1. Block: the Tile's kThreads. Dynamic shared memory:
 // kSharedBytes. Requires what sparse_attention.cuh requires,
 // plus tensor maps of Q, K, V (4-D: head dim, tokens, heads, batch; box 64 x BlockM for Q
 // and 64 x BlockN for K and V; 128-byte swizzle) and head/batch strides that TMA accepts
-// (multiples of 16 bytes): all built and checked on the host.
+// (multiples of 16 bytes), and with params.o_tensor_map set, O's map (box 64 x 64): all
+// built and checked on the host.
 #include "common/hopper.cuh"
 #include "sparse_attention/attention_steps.cuh"
 
@@ -71,26 +81,55 @@ struct wgmma_attention_tile {
   static constexpr int kTileBytes = BlockN * HeadDim * 2;  // one K or V tile
   static constexpr int kScoreTiles = BlockN / 8;
   static constexpr int kOutTiles = HeadDim / 8;
-  // Dynamic shared memory with `q_buffers` Q buffers: 1024 bytes of alignment slack, the Q
-  // buffers, Stages K and V tiles, the mbarriers (Q full and Q empty per Q buffer; K full,
-  // V full, K empty, V empty per stage) and a slot of 8 bytes per Q buffer for the item index
-  // the producer hands over with it (AttentionConfig::shared_bytes mirrors this).
-  static constexpr int shared_bytes_with(int q_buffers) {
-    return 1024 + q_buffers * kQBytes + 2 * Stages * kTileBytes + (2 * q_buffers + 4 * Stages) * 8 + q_buffers * 8;
+  static constexpr int kConsumerOBytes = 64 * HeadDim * 2;  // one consumer's O staging tile
+  // Dynamic shared memory with `q_buffers` Q buffers and O staged or not: 1024 bytes of
+  // alignment slack, the Q buffers, the O staging tiles (as many bytes as a Q buffer), Stages K
+  // and V tiles, the mbarriers (Q full and Q empty per Q buffer; K full, V full, K empty,
+  // V empty per stage) and a slot of 8 bytes per Q buffer for the item index the producer
+  // hands over with it (AttentionConfig::shared_bytes mirrors this).
+  static constexpr int shared_bytes_with(int q_buffers, bool o_staged) {
+    return 1024 + (q_buffers + (o_staged ? 1 : 0)) * kQBytes + 2 * Stages * kTileBytes +
+           (2 * q_buffers + 4 * Stages) * 8 + q_buffers * 8;
   }
-  // Q is double-buffered where the shared memory of an sm_90 CTA (227 KB) allows, so that the
-  // next item's Q loads while this item runs instead of after its last S = Q K^T; that is
-  // all but D = 128 with 128-row tiles and 3 stages.
+  // Where the shared memory of an sm_90 CTA (227 KB) allows, Q is double-buffered, so that the
+  // next item's Q loads while this item runs instead of after its last S = Q K^T (all but D =
+  // 128 with 128-row tiles and 3 stages), and then O is staged for a TMA store (the same set
+  // here: D = 128 with 128 x 128 tiles and 2 stages takes 225 KB with both).
   static constexpr int kMaxSharedBytes = 227 * 1024;
-  static constexpr int kQBuffers = shared_bytes_with(2) <= kMaxSharedBytes ? 2 : 1;
+  static constexpr int kQBuffers = shared_bytes_with(2, false) <= kMaxSharedBytes ? 2 : 1;
+  static constexpr bool kOStaged = shared_bytes_with(kQBuffers, true) <= kMaxSharedBytes;
   static constexpr int kBarriers = 2 * kQBuffers + 4 * Stages;
-  static constexpr int kSharedBytes = shared_bytes_with(kQBuffers);
+  static constexpr int kSharedBytes = shared_bytes_with(kQBuffers, kOStaged);
   static_assert(kSharedBytes <= kMaxSharedBytes, "the tile does not fit an sm_90 CTA's shared memory");
   static_assert(BlockM == 64 || BlockM == 128, "64 rows per consumer warpgroup, one or two of them");
   static_assert(BlockN == 64 || BlockN == 128, "wgmma shapes of this kernel: n64 and n128");
   static_assert(HeadDim == 64 || HeadDim == 128, "head dims in whole 64-column panels");
   static_assert(Stages >= 2 && Stages <= 4, "2 to 4 pipeline stages");
 };
+
+// Writes one warp's 16 rows of O (the mma C layout: out[d] holds head dims 8d..8d+7), scaled
+// by the rows' inverse sums, into a consumer's staging tile of 64 rows starting at row
+// `first_row`: HeadDim / 64 panels of [64][64] with the 128-byte swizzle (16-byte chunk j of
+// row r at chunk j ^ (r % 8)), as a TMA store of a 64 x 64 box reads it. One stmatrix.x4 per
+// 16 head dims: its matrices are rows 0-7 and 8-15 of the first 8 head dims, then of the next
+// 8, and lane l addresses row l % 8 of matrix l / 8. Rows 16 bytes apart in a chunk column
+// fall in 8 different chunks, so no bank conflicts.
+template <int Dtype, int OutTiles>
+__device__ __forceinline__ void stage_row_group(unsigned char* staging, int first_row,
+                                                const float (&out)[OutTiles][4], const float (&inverse)[2],
+                                                int lane) {
+  const int matrix = lane / 8;
+  const int row = first_row + (matrix & 1) * 8 + lane % 8;
+#pragma unroll
+  for (int k = 0; k < OutTiles / 2; ++k) {
+    const int column = 16 * k + (matrix >> 1) * 8;  // the first of this lane's 8 head dims
+    unsigned char* chunk = staging + (column / 64) * 64 * 128 + row * 128 + ((((column % 64) / 8) ^ (row % 8)) * 16);
+    store_matrix_x4(chunk, pack_pair<Dtype>(out[2 * k][0] * inverse[0], out[2 * k][1] * inverse[0]),
+                    pack_pair<Dtype>(out[2 * k][2] * inverse[1], out[2 * k][3] * inverse[1]),
+                    pack_pair<Dtype>(out[2 * k + 1][0] * inverse[0], out[2 * k + 1][1] * inverse[0]),
+                    pack_pair<Dtype>(out[2 * k + 1][2] * inverse[1], out[2 * k + 1][3] * inverse[1]));
+  }
+}
 
 template <int Dtype, int HeadDim, int BlockQ, int BlockKV, int BlockM, int BlockN, int Stages,
           int FineN, bool MaskBits>
@@ -99,7 +138,8 @@ __global__ void __launch_bounds__(wgmma_attention_tile<HeadDim, BlockM, BlockN, 
     sparse_attention_forward_wgmma(const __grid_constant__ SparseAttentionParams params,
                                    const __grid_constant__ TensorMap q_map,
                                    const __grid_constant__ TensorMap k_map,
-                                   const __grid_constant__ TensorMap v_map) {
+                                   const __grid_constant__ TensorMap v_map,
+                                   const __grid_constant__ TensorMap o_map) {
   using Tile = wgmma_attention_tile<HeadDim, BlockM, BlockN, Stages>;
   constexpr int kTilesPerQBlock = BlockQ / BlockM;
   constexpr int kTilesPerKvBlock = BlockKV / BlockN;
@@ -114,7 +154,8 @@ __global__ void __launch_bounds__(wgmma_attention_tile<HeadDim, BlockM, BlockN, 
   // instruction).
   if (dynamic_shared_bytes() < Tile::kSharedBytes) __trap();
   unsigned char* q_tile = shared_raw + ((1024u - (shared_address(shared_raw) & 1023u)) & 1023u);
-  unsigned char* k_tiles = q_tile + Tile::kQBuffers * Tile::kQBytes;  // [Stages][kPanels][BlockN][64]
+  unsigned char* o_staging = q_tile + Tile::kQBuffers * Tile::kQBytes;  // [kConsumers][kPanels][64][64]
+  unsigned char* k_tiles = o_staging + (Tile::kOStaged ? Tile::kQBytes : 0);  // [Stages][kPanels][BlockN][64]
   unsigned char* v_tiles = k_tiles + Stages * Tile::kTileBytes;
   unsigned long long* q_full = reinterpret_cast<unsigned long long*>(v_tiles + Stages * Tile::kTileBytes);
   unsigned long long* q_empty = q_full + Tile::kQBuffers;
@@ -412,12 +453,34 @@ __global__ void __launch_bounds__(wgmma_attention_tile<HeadDim, BlockM, BlockN, 
     }
     ring += tiles;
 
-    char* o_base =
-        static_cast<char*>(params.o) + (w.batch * params.o_batch_stride + w.head * params.o_head_stride) * 2;
     const long long lse_base = (static_cast<long long>(w.batch) * params.heads + w.head) * params.tokens_q;
-    store_row_group<Dtype>(params, o_base, lse_base, w.m0 + consumer * 64 + warp_in_group * 16, out[0], row_max[0],
-                           row_sum[0], scale_log2, lane);
+    const int first_row = w.m0 + consumer * 64;  // the warpgroup's
+    if (Tile::kOStaged && params.o_tensor_map != 0) {
+      unsigned char* staging = o_staging + consumer * Tile::kConsumerOBytes;
+      const bool issuer = threadIdx.x % 128 == 0;  // issues this warpgroup's stores
+      if (issuer) bulk_wait_read<0>();  // the previous item's store has read the staging tile
+      named_barrier_sync(3 + consumer, 128);
+      float inverse[2];
+      finish_row_group(params, lse_base, first_row + warp_in_group * 16, row_max[0], row_sum[0], scale_log2, lane,
+                       inverse);
+      stage_row_group<Dtype>(staging, warp_in_group * 16, out[0], inverse, lane);
+      fence_shared_to_async();
+      named_barrier_sync(3 + consumer, 128);
+      if (issuer) {
+#pragma unroll
+        for (int panel = 0; panel < Tile::kPanels; ++panel)
+          tensor_store_4d(o_map, staging + panel * 64 * 128, panel * 64, first_row, w.head, w.batch);
+        bulk_commit();
+      }
+    } else {
+      char* o_base =
+          static_cast<char*>(params.o) + (w.batch * params.o_batch_stride + w.head * params.o_head_stride) * 2;
+      store_row_group<Dtype>(params, o_base, lse_base, first_row + warp_in_group * 16, out[0], row_max[0],
+                             row_sum[0], scale_log2, lane);
+    }
   }
+  // The stores in flight complete before the CTA's shared memory goes away.
+  if (Tile::kOStaged && threadIdx.x % 128 == 0) bulk_wait<0>();
   // Consumer 1's last "your turn" still waits on barrier 1: consumer 0 takes it, so no
   // barrier is left half-arrived.
   if (kPingPong && consumer == 0) named_barrier_sync(1, kPingPongThreads);

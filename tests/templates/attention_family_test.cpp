@@ -64,6 +64,13 @@ TEST(AttentionSpace, TargetDefaultsPreferWgmmaOnHopper) {
   three_stages.stages = 3;
   EXPECT_EQ(three_stages.q_buffers(), 1);
   EXPECT_LE(three_stages.shared_bytes(), kHopperShared);
+  // O is staged for TMA stores beside two Q buffers and 2 stages (225 KB at D = 128), not
+  // beside 3 stages' K and V tiles.
+  EXPECT_TRUE(wide.o_staged());
+  EXPECT_EQ(wide.shared_bytes(), 1024 + (3 * 128 + 2 * 2 * 128) * 128 * 2 + (3 * 2 + 4 * 2) * 8);
+  EXPECT_LE(wide.shared_bytes(), kHopperShared);
+  EXPECT_TRUE(wide_d64.o_staged());
+  EXPECT_FALSE(three_stages.o_staged());
   const AttentionConfig narrow = default_attention_config(HalfDtype::fp16, 64, 64, 64, 0, sm90);
   EXPECT_TRUE(narrow.wgmma);
   EXPECT_EQ(narrow.block_m, 64);
@@ -71,6 +78,8 @@ TEST(AttentionSpace, TargetDefaultsPreferWgmmaOnHopper) {
   EXPECT_EQ(narrow.stages, 2);  // 64-row tiles: two CTAs an SM
   EXPECT_TRUE(narrow.persistent);
   EXPECT_EQ(attention_config_problem(narrow, kHopperShared), "");
+  EXPECT_TRUE(narrow.o_staged());
+  EXPECT_FALSE(default_attention_config(HalfDtype::bf16, 128, 128, 128, 0, sm80).o_staged()) << "mma.sync";
   // D = 64 with fine bits, as the full grid chose: 64-row wgmma tiles for blocks of 128, the
   // mma.sync tile (16-row warps skip sub-tiles) for blocks of 64.
   const AttentionConfig fine_wide_blocks = default_attention_config(HalfDtype::bf16, 64, 128, 128, 16, sm90);

@@ -448,44 +448,50 @@ TEST_F(AttentionGpuTest, WgmmaPersistentGridOnSeveralStreamsAndInAGraph) {
   SJ_CU(cuGraphDestroy(graph));
 }
 
-// O with head and batch strides that are not whole 16 bytes ([B, N, H, D + 4]): the wgmma
-// kernel, which loads Q, K and V by TMA, takes any O strides the format allows. Both wgmma
-// head dims at their defaults (two Q buffers); the elements between the heads are left as
-// they were.
-TEST_F(AttentionGpuTest, WgmmaStoresOWhoseHeadStrideIsNotWhole16Bytes) {
+// O in [B, N, H, D + pad] storage, 700 tokens (a ragged last block), both wgmma head dims at
+// their defaults (two Q buffers, O staged): with pad = 8 O's strides make a tensor map and the
+// kernel stores O by TMA; with pad = 4 its head stride is not whole 16 bytes and each thread
+// stores its elements (the wgmma kernel takes any O strides the format allows). Either way
+// the elements between the heads are left as they were.
+TEST_F(AttentionGpuTest, WgmmaStoresOWithAndWithoutATensorMap) {
   if (const std::string why = wgmma_missing(); !why.empty()) GTEST_SKIP() << why;
-  for (int head_dim : kWgmmaHeadDims) {
-    const AttentionConfig config = default_attention_config(HalfDtype::bf16, head_dim, 128, 128, 0, runtime_->target());
-    ASSERT_TRUE(config.wgmma);
-    ASSERT_EQ(config.q_buffers(), 2);
-    const int batch = 2, heads = 2, tokens = 700, padded = head_dim + 4;
-    AttentionCase c(batch, heads, tokens, tokens, head_dim, HalfDtype::bf16, Storage::bnhd,
-                    random_block_mask(batch, heads, tokens, tokens, 128, 128, 0.5, generator_), generator_);
-    const std::size_t elements = static_cast<std::size_t>(batch) * tokens * heads * padded;
-    jit::DeviceBuffer padded_out(elements * 2);
-    padded_out.fill(0xff);
-    SparseAttentionParams params = c.device;
-    params.o = padded_out.pointer();
-    params.o_head_stride = padded;  // 2 * (head_dim + 4) bytes: not a multiple of 16
-    params.o_token_stride = static_cast<long long>(heads) * padded;
-    params.o_batch_stride = static_cast<long long>(tokens) * heads * padded;
-    const jit::Kernel kernel = provider_.kernel(context(), SparseAttentionFamily::render(config, runtime_->target()));
-    SparseAttentionFamily::launch(kernel, config, params, runtime_->device().max_shared_bytes_per_block,
-                                  stream_->handle());
-    stream_->synchronize();
-    const std::vector<std::uint16_t> stored = padded_out.download_as<std::uint16_t>();
-    std::vector<double> output;
-    for (int b = 0; b < batch; ++b)
-      for (int h = 0; h < heads; ++h)
-        for (int n = 0; n < tokens; ++n)
-          for (int d = 0; d < padded; ++d) {
-            const std::uint16_t bits = stored[((static_cast<std::size_t>(b) * tokens + n) * heads + h) * padded + d];
-            if (d < head_dim) output.push_back(half_bits_to_float(bits, HalfDtype::bf16));
-            else ASSERT_EQ(bits, 0xffff) << "padding after head " << h << " of token " << n << " was written";
-          }
-    const AttentionReference reference = sparse_attention_reference(c.host, c.dtype, c.head_dim, c.mask);
-    EXPECT_LE(relative_l2_error(output, reference.o), relative_error_bound(c.dtype)) << config.label();
-  }
+  for (int head_dim : kWgmmaHeadDims)
+    for (int pad : {8, 4}) {
+      const AttentionConfig config =
+          default_attention_config(HalfDtype::bf16, head_dim, 128, 128, 0, runtime_->target());
+      ASSERT_TRUE(config.wgmma);
+      ASSERT_EQ(config.q_buffers(), 2);
+      ASSERT_TRUE(config.o_staged());
+      const int batch = 2, heads = 2, tokens = 700, padded = head_dim + pad;
+      AttentionCase c(batch, heads, tokens, tokens, head_dim, HalfDtype::bf16, Storage::bnhd,
+                      random_block_mask(batch, heads, tokens, tokens, 128, 128, 0.5, generator_), generator_);
+      const std::size_t elements = static_cast<std::size_t>(batch) * tokens * heads * padded;
+      jit::DeviceBuffer padded_out(elements * 2);
+      padded_out.fill(0xff);
+      SparseAttentionParams params = c.device;
+      params.o = padded_out.pointer();
+      params.o_head_stride = padded;  // 2 * (head_dim + pad) bytes
+      params.o_token_stride = static_cast<long long>(heads) * padded;
+      params.o_batch_stride = static_cast<long long>(tokens) * heads * padded;
+      const jit::Kernel kernel = provider_.kernel(context(), SparseAttentionFamily::render(config, runtime_->target()));
+      SparseAttentionFamily::launch(kernel, config, params, runtime_->device().max_shared_bytes_per_block,
+                                    stream_->handle());
+      stream_->synchronize();
+      const std::vector<std::uint16_t> stored = padded_out.download_as<std::uint16_t>();
+      std::vector<double> output;
+      for (int b = 0; b < batch; ++b)
+        for (int h = 0; h < heads; ++h)
+          for (int n = 0; n < tokens; ++n)
+            for (int d = 0; d < padded; ++d) {
+              const std::uint16_t bits = stored[((static_cast<std::size_t>(b) * tokens + n) * heads + h) * padded + d];
+              if (d < head_dim) output.push_back(half_bits_to_float(bits, HalfDtype::bf16));
+              else ASSERT_EQ(bits, 0xffff) << "pad " << pad << ": padding after head " << h << " of token " << n
+                                           << " was written";
+            }
+      const AttentionReference reference = sparse_attention_reference(c.host, c.dtype, c.head_dim, c.mask);
+      EXPECT_LE(relative_l2_error(output, reference.o), relative_error_bound(c.dtype))
+          << config.label() << ", pad " << pad;
+    }
 }
 
 // The wgmma kernel at the model lengths (sampled query blocks, as ModelSequenceLengths).
