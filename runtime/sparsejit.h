@@ -98,8 +98,9 @@ typedef enum sparsejit_layout { SPARSEJIT_LAYOUT_BHND = 0, SPARSEJIT_LAYOUT_BNHD
 
 /* A device tensor, logical [batch, heads, tokens, head_dim]. Strides are in elements; the last
  * dim is contiguous. Attention and the mask build need data and token_stride * 2 bytes to be
- * multiples of 16. Q, K and V are only read; `data` is non-const so that one type serves
- * outputs too. */
+ * multiples of 16; attention also needs Q's, K's and V's head and batch strides * 2 to be
+ * multiples of 16 (O's of 4) where there is more than one head or batch. Q, K and V are only
+ * read; `data` is non-const so that one type serves outputs too. */
 typedef struct sparsejit_tensor {
   void* data;
   int32_t batch;

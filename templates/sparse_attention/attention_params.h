@@ -17,7 +17,9 @@
 // those queries (their scores count as -inf); fine_n is 8, 16 or 32 with
 // (block_q / 16) * (block_kv / fine_n) <= 64. A query row with no kept key writes zeros to O
 // and -inf to LSE. Q, K, V, O and their token strides (in bytes) must be multiples of 16
-// bytes; fine_bits is 64-bit words (std::uint64_t on the host: cast the pointer).
+// bytes, and so must Q's, K's and V's head and batch strides where there is more than one
+// head or batch (O's: multiples of 4 bytes); fine_bits is 64-bit words (std::uint64_t on the
+// host: cast the pointer).
 //
 // The block bitmask form (compact at densities above ~1/16: the form for masks cached across
 // steps and layers) stores row (b, h, qb) as kv_block_words = ceil(KB / 64) words, bit k % 64 of

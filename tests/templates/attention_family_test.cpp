@@ -235,11 +235,31 @@ TEST(AttentionValidate, RefusesBadParamsWithTheReason) {
     expect_refused_by(reads_bits, bad, "reads the mask as a bitmask but the parameters give none");
     expect_refused(bad, "the block mask is null");  // no form at all
   }
+  {  // rows that keep the pointer's alignment: Q, K, V 16 bytes (loaded in 16-byte pieces), O 4
+    bad = p;
+    bad.heads = 2;
+    bad.q_head_stride = 4;  // 8 bytes: head 1's rows would be misaligned
+    expect_refused(bad, "q: the head stride (4 elements) must be a multiple of 16 bytes");
+    bad.q_head_stride = 8;
+    EXPECT_NO_THROW(SparseAttentionFamily::validate(config, bad, kHopperShared));
+    bad.batch = 2;
+    bad.v_batch_stride = 100 * 1000 * 2 + 4;
+    expect_refused(bad, "v: the batch stride (200004 elements) must be a multiple of 16 bytes");
+    bad = p;
+    bad.heads = 2;
+    bad.o_head_stride = 129;  // 258 bytes: 4-byte stores of head 1 misaligned
+    expect_refused(bad, "o: the head stride (129 elements) must be a multiple of 4 bytes");
+    bad.o_head_stride = 130;  // [B, N, H, D + 2]: 4-byte aligned rows, taken
+    EXPECT_NO_THROW(SparseAttentionFamily::validate(config, bad, kHopperShared));
+    bad = p;
+    bad.k_head_stride = 4;  // a stride over one head is never applied
+    EXPECT_NO_THROW(SparseAttentionFamily::validate(config, bad, kHopperShared)) << "one head";
+  }
   {  // the wgmma kernel's tensor maps: head and batch strides of whole 16 bytes (not O's)
     const AttentionConfig wgmma{HalfDtype::bf16, 128, 128, 128, 128, 128, wgmma_warps(128), 0, false, true, 2};
     bad = p;
     bad.k_head_stride = 4;  // 8 bytes
-    EXPECT_NO_THROW(SparseAttentionFamily::validate(config, bad, kHopperShared)) << "mma.sync takes it";
+    EXPECT_NO_THROW(SparseAttentionFamily::validate(config, bad, kHopperShared)) << "mma.sync, one head";
     expect_refused_by(wgmma, bad, "k: the wgmma kernel loads by TMA");
     bad = p;
     bad.v_batch_stride = 1LL << 40;
