@@ -10,6 +10,21 @@ int dtype_template_code(HalfDtype dtype) { return dtype == HalfDtype::bf16 ? 0 :
 
 bool aligned_16(const void* pointer) { return reinterpret_cast<std::uintptr_t>(pointer) % 16 == 0; }
 
+std::string row_stride_problem(const std::string& name, long long head_stride, int heads, long long batch_stride,
+                               int batch, int bytes) {
+  const struct {
+    const char* what;
+    long long stride;
+    int extent;
+  } offsets[] = {{"head", head_stride, heads}, {"batch", batch_stride, batch}};
+  for (const auto& offset : offsets)
+    if (offset.extent > 1 && (offset.stride * 2) % bytes != 0)
+      return name + ": the " + offset.what + " stride (" + std::to_string(offset.stride) +
+             " elements) must be a multiple of " + std::to_string(bytes) +
+             " bytes, so that every row keeps the pointer's alignment";
+  return {};
+}
+
 std::vector<std::string> common_nvrtc_options() {
   // -std=c++17: the newest dialect NVRTC 12 and 13 both accept.
   // -default-device: helpers in the headers need no __device__ annotation.

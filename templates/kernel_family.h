@@ -40,6 +40,12 @@ bool table_contains(const Table& table, int value) {
 int dtype_template_code(HalfDtype dtype);
 // Whether a pointer is 16-byte aligned, as cp.async and 16-byte loads need.
 bool aligned_16(const void* pointer);
+// Why a [batch, heads, tokens, D] tensor of 16-bit elements would have a row off the `bytes`
+// alignment a kernel reads or writes its rows with, by its head or batch stride (in elements;
+// a stride over a dimension of one index is never applied); empty where none would. The
+// pointer and the token stride are checked apart.
+std::string row_stride_problem(const std::string& name, long long head_stride, int heads, long long batch_stride,
+                               int batch, int bytes);
 
 // Options every specialization is compiled with. Kernel sources include only embedded
 // headers (no toolkit headers), so no --include-path is needed on a user's machine.

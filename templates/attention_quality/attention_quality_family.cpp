@@ -29,11 +29,12 @@ std::string head_dim_problem(int head_dim) {
              : "head dim " + std::to_string(head_dim) + " is not supported (64, 96 or 128)";
 }
 
-// The checks both kernels share: sizes, and 16-byte alignment of the 16-bit inputs.
+// The checks both kernels share: sizes, and 16-byte alignment of the 16-bit inputs' rows
+// (read in 16-byte chunks).
 struct Checked16Bit {
   const char* name;
   const void* pointer;
-  long long token_stride;
+  long long token_stride, head_stride, batch_stride;
 };
 void check_common(const char* kernel, int batch, int heads, std::initializer_list<int> tokens,
                   std::initializer_list<Checked16Bit> inputs) {
@@ -47,6 +48,10 @@ void check_common(const char* kernel, int batch, int heads, std::initializer_lis
     if (input.pointer == nullptr) fail(std::string(input.name) + " is null");
     if (!aligned_16(input.pointer) || (input.token_stride * 2) % 16 != 0)
       fail(std::string(input.name) + ": the pointer and the token stride (in bytes) must be multiples of 16");
+    if (const std::string problem =
+            row_stride_problem(input.name, input.head_stride, heads, input.batch_stride, batch, 16);
+        !problem.empty())
+      fail(problem);
   }
 }
 
@@ -117,7 +122,8 @@ void AttentionQualityFamily::validate(const BlockMassConfig& config, const Block
   const auto fail = [](const std::string& why) { throw std::invalid_argument("block_mass: " + why); };
   if (const std::string problem = block_mass_config_problem(config, max_shared_bytes); !problem.empty()) fail(problem);
   check_common("block_mass", p.batch, p.heads, {p.tokens_q, p.tokens_kv},
-               {{"q", p.q, p.q_token_stride}, {"k", p.k, p.k_token_stride}});
+               {{"q", p.q, p.q_token_stride, p.q_head_stride, p.q_batch_stride},
+                {"k", p.k, p.k_token_stride, p.k_head_stride, p.k_batch_stride}});
   if (!(p.softmax_scale > 0.f) || !std::isfinite(p.softmax_scale))
     fail("softmax_scale must be positive and finite (got " + std::to_string(p.softmax_scale) + ")");
   if (p.lse == nullptr) fail("lse is null");
@@ -128,7 +134,8 @@ void AttentionQualityFamily::validate(const OutputErrorConfig& config, const Out
   const auto fail = [](const std::string& why) { throw std::invalid_argument("output_error: " + why); };
   if (const std::string problem = output_error_config_problem(config); !problem.empty()) fail(problem);
   check_common("output_error", p.batch, p.heads, {p.tokens},
-               {{"o", p.o, p.o_token_stride}, {"o_reference", p.o_reference, p.o_token_stride}});
+               {{"o", p.o, p.o_token_stride, p.o_head_stride, p.o_batch_stride},
+                {"o_reference", p.o_reference, p.o_token_stride, p.o_head_stride, p.o_batch_stride}});
   if (p.lse == nullptr || p.lse_reference == nullptr) fail("lse and lse_reference must not be null");
   if (p.partials == nullptr) fail("partials is null");
 }

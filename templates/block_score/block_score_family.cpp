@@ -138,12 +138,17 @@ void BlockScoreFamily::validate(const BlockScoreConfig& config, const BlockScore
   const struct {
     const char* name;
     const void* pointer;
-    long long token_stride;
-  } inputs[] = {{"q", p.q, p.q_token_stride}, {"k", p.k, p.k_token_stride}};
-  for (const auto& input : inputs) {
+    long long token_stride, head_stride, batch_stride;
+  } inputs[] = {{"q", p.q, p.q_token_stride, p.q_head_stride, p.q_batch_stride},
+                {"k", p.k, p.k_token_stride, p.k_head_stride, p.k_batch_stride}};
+  for (const auto& input : inputs) {  // rows read in 16-byte chunks
     if (input.pointer == nullptr) fail(std::string(input.name) + " is null");
     if (!aligned_16(input.pointer) || (input.token_stride * 2) % 16 != 0)
       fail(std::string(input.name) + ": the pointer and the token stride (in bytes) must be multiples of 16");
+    if (const std::string problem =
+            row_stride_problem(input.name, input.head_stride, p.heads, input.batch_stride, p.batch, 16);
+        !problem.empty())
+      fail(problem);
   }
   const struct {
     const char* name;

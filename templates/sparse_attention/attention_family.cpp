@@ -299,20 +299,11 @@ void SparseAttentionFamily::validate(const AttentionConfig& config, const Sparse
     if (!aligned_16(tensor.pointer) || (tensor.token_stride * 2) % 16 != 0)
       fail(std::string(tensor.name) +
            ": the pointer and the token stride (in bytes) must be multiples of 16");
-    // Every row the kernels touch keeps the pointer's alignment where they need it: Q, K and V
-    // rows are loaded in 16-byte pieces, O stored in 4-byte pairs of elements. A stride over a
-    // dimension of one index is never applied.
-    const long long row_alignment = tensor.tensor_map ? 16 : 4;
-    const struct {
-      const char* what;
-      long long stride;
-      int extent;
-    } offsets[] = {{"head", tensor.head_stride, p.heads}, {"batch", tensor.batch_stride, p.batch}};
-    for (const auto& offset : offsets)
-      if (offset.extent > 1 && (offset.stride * 2) % row_alignment != 0)
-        fail(std::string(tensor.name) + ": the " + offset.what + " stride (" + std::to_string(offset.stride) +
-             " elements) must be a multiple of " + std::to_string(row_alignment) +
-             " bytes, so that every row keeps the pointer's alignment");
+    // Q, K and V rows are loaded in 16-byte pieces, O's stored in 4-byte pairs of elements.
+    if (const std::string problem = row_stride_problem(tensor.name, tensor.head_stride, p.heads, tensor.batch_stride,
+                                                       p.batch, tensor.tensor_map ? 16 : 4);
+        !problem.empty())
+      fail(problem);
     if (config.wgmma && tensor.tensor_map)
       for (long long stride : {tensor.head_stride, tensor.batch_stride})
         if (!tensor_map_strides(stride))

@@ -169,6 +169,10 @@ TEST(AttentionQualityValidate, RefusesBadParamsWithTheReason) {
   bad.k = memory + 2;
   mass_refused(bad, "k: the pointer and the token stride");
   bad = p;
+  bad.batch = 3;
+  bad.q_batch_stride = 100 * 128 + 2;
+  mass_refused(bad, "q: the batch stride (12802 elements) must be a multiple of 16 bytes");
+  bad = p;
   bad.tokens_kv = 0;
   mass_refused(bad, "tokens must be positive");
   bad = p;

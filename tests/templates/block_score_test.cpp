@@ -192,6 +192,10 @@ TEST(BlockScoreValidate, RefusesBadParamsWithTheReason) {
   bad.q_token_stride = 100;
   expect_refused(bad, "q: the pointer and the token stride");
   bad = p;
+  bad.heads = 2;
+  bad.k_head_stride = 12;  // 24 bytes: head 1's rows off their 16-byte chunks
+  expect_refused(bad, "k: the head stride (12 elements) must be a multiple of 16 bytes");
+  bad = p;
   bad.scores = nullptr;
   expect_refused(bad, "scores is null");
   bad = p;
