@@ -17,10 +17,15 @@ param='const __grid_constant__ sparsejit'
 cat >"$work/kernel.cu" <<EOT
 #include "sparse_attention/sparse_attention_wgmma.cuh"
 template __global__ void sparsejit::sparse_attention_forward_wgmma<$args>($param::SparseAttentionParams,
-    $param::TensorMap, $param::TensorMap, $param::TensorMap);
+    $param::TensorMap, $param::TensorMap, $param::TensorMap, $param::TensorMap);
 EOT
-nvcc -gencode=arch=compute_90a,code=sm_90a -cubin -std=c++17 -Xptxas -v -I templates \
-  -o "$work/kernel.cubin" "$work/kernel.cu" 2>&1 | grep -E "registers|spill|stack|C75[0-9][0-9]"
+# The whole log where nvcc fails (a signature that no longer matches, say), else its summary.
+if ! nvcc -gencode=arch=compute_90a,code=sm_90a -cubin -std=c++17 -Xptxas -v -I templates \
+  -o "$work/kernel.cubin" "$work/kernel.cu" >"$work/nvcc.log" 2>&1; then
+  cat "$work/nvcc.log" >&2
+  exit 1
+fi
+grep -E "registers|spill|stack|C75[0-9][0-9]" "$work/nvcc.log" || true
 cuobjdump --dump-sass "$work/kernel.cubin" >"$work/kernel.sass"
 [ -n "$sass_out" ] && cp "$work/kernel.sass" "$sass_out"
 echo "sparse_attention_forward_wgmma<$args>: $(grep -c HGMMA "$work/kernel.sass") HGMMA," \
