@@ -7,38 +7,35 @@
 
 namespace sparsejit::jit {
 
-std::optional<std::string> KernelProvider::stored_key(const KernelSpec& spec) {
+std::optional<ProvidedBinary> KernelProvider::stored_binary(const KernelSpec& spec, const std::string& source_key,
+                                                            const std::string& why) {
   if (store_ == nullptr) return std::nullopt;
-  const std::string source_key = spec.request.source_key();
-  if (std::optional<StoredBinary> found = store_->find_by_source(source_key)) return found->key;
+  if (std::optional<StoredBinary> found = store_->find_by_source(source_key))
+    return ProvidedBinary{std::move(found->key), std::move(found->binary), BinarySource::store};
+  nvrtc(why);
   std::string key = spec.request.cache_key();
-  if (store_->find(key, source_key)) return key;
+  if (std::optional<CompiledBinary> found = store_->find(key, source_key))
+    return ProvidedBinary{std::move(key), std::move(*found), BinarySource::store};
   return std::nullopt;
+}
+
+std::optional<std::string> KernelProvider::stored_key(const KernelSpec& spec) {
+  std::optional<ProvidedBinary> found =
+      stored_binary(spec, spec.request.source_key(), "looking up the stored CUBIN of " + spec.label);
+  if (!found) return std::nullopt;
+  return std::move(found->key);
 }
 
 ProvidedBinary KernelProvider::binary(const KernelSpec& spec) {
   const std::string source_key = spec.request.source_key();
-  if (store_ != nullptr) {
-    if (std::optional<StoredBinary> found = store_->find_by_source(source_key)) {
-      store_hits_.fetch_add(1);
-      return ProvidedBinary{std::move(found->key), std::move(found->binary), BinarySource::store};
-    }
+  const std::string why = "compiling " + spec.label +
+                          (store_ != nullptr ? " (no CUBIN of it is stored under its source key " + source_key + ")" : "");
+  if (std::optional<ProvidedBinary> found = stored_binary(spec, source_key, why)) {
+    store_hits_.fetch_add(1);
+    return std::move(*found);
   }
-  return binary_with_nvrtc(spec, source_key);
-}
-
-ProvidedBinary KernelProvider::binary_with_nvrtc(const KernelSpec& spec, const std::string& source_key) {
-  // Opens NVRTC, or says what needed it.
-  nvrtc("compiling " + spec.label +
-        (store_ != nullptr ? " (no CUBIN of it is stored under its source key " + source_key + ")" : ""));
-  std::string key = spec.request.cache_key();
-  if (store_ != nullptr) {
-    if (std::optional<CompiledBinary> found = store_->find(key, source_key)) {
-      store_hits_.fetch_add(1);
-      return ProvidedBinary{std::move(key), std::move(*found), BinarySource::store};
-    }
-  }
-  return compile_and_store(spec, key);
+  nvrtc(why);  // opens NVRTC, or says what needed it
+  return compile_and_store(spec, spec.request.cache_key());
 }
 
 ProvidedBinary KernelProvider::compile_and_store(const KernelSpec& spec, const std::string& key) {
@@ -64,8 +61,8 @@ Kernel KernelProvider::kernel(const DeviceContext& context, const KernelSpec& sp
   auto module = modules_.get_or_load(source_key, context.ordinal(), [&]() -> std::shared_ptr<LoadedModule> {
     std::optional<StoredBinary> stored;
     if (store_ != nullptr) stored = store_->find_by_source(source_key);
-    if (!stored) {
-      ProvidedBinary provided = binary_with_nvrtc(spec, source_key);
+    if (!stored) {  // by the cache key, else compiled
+      ProvidedBinary provided = binary(spec);
       return LoadedModule::load(context, provided.binary.cubin, std::move(provided.binary.lowered_names));
     }
     try {

@@ -86,8 +86,11 @@ class KernelProvider {
   std::uint64_t compiled() const { return compiled_.load(); }
 
  private:
-  // The path that needs NVRTC: the cache key's lookup, else a compile that is then stored.
-  ProvidedBinary binary_with_nvrtc(const KernelSpec& spec, const std::string& source_key);
+  // The CUBIN of `spec` the store holds, if any: under its source key (no NVRTC), else under
+  // its cache key, which names NVRTC's version (NVRTC is opened; `why` says what needed it
+  // where it cannot be). Nothing without a store.
+  std::optional<ProvidedBinary> stored_binary(const KernelSpec& spec, const std::string& source_key,
+                                              const std::string& why);
   ProvidedBinary compile_and_store(const KernelSpec& spec, const std::string& key);
 
   CubinStore* store_;
