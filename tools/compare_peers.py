@@ -31,6 +31,7 @@ import json
 import math
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -429,57 +430,71 @@ def compile_flex(torch, flex_attention, max_autotune):
 
 def median_of(values):
     """The median of a list of figures (the mean of the middle two for an even count); None if empty."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+    return statistics.median(values) if values else None
 
 
 def fmt_rounds(values):
     return "/".join(f"{value:.3f}" for value in values) + " ms" if values else "-"
 
 
-def measure_attention_row(args, np, torch, BlockMask, flex, q, k, v, mask_dir, keep_masks, row):
-    """One round of a density: sparsejit (on mask files of row["indices"]), then Flex on the same
-    kept blocks; appends each time to the row's rounds, or records why it failed."""
+def prepare_attention_row(args, np, torch, BlockMask, mask_dir, device, row):
+    """What every round of a density reads: the mask files of row["indices"] for sparsejit
+    (row["mask_prefix"]) and the same kept blocks as Flex's BlockMask (row["block_mask"]);
+    None where making one failed, with the reason in the row's error."""
     heads, tokens, head_dim, density = row["heads"], row["tokens"], row["head_dim"], row["density"]
-    indices = row["indices"]
-    # sparsejit first, with the torch caching allocator emptied so it has the memory.
-    gc.collect()
-    torch.cuda.empty_cache()
     prefix = os.path.join(mask_dir, f"h{heads}_n{tokens}_d{head_dim}_b{args.block}_s{args.seed}_p{density:g}")
+    row["mask_prefix"] = row["block_mask"] = None
     try:
-        write_mask_files(np, prefix, indices)
-        report, why = run_sparsejit(args, heads, tokens, head_dim, prefix)
+        write_mask_files(np, prefix, row["indices"])
+        row["mask_prefix"] = prefix
     except Exception as error:  # e.g. disk full
-        report, why = None, f"{type(error).__name__}: {tail(str(error))}"
-    finally:
-        if not keep_masks:
-            for suffix in (".count.i32", ".index.i32"):
-                if os.path.exists(prefix + suffix):
-                    os.remove(prefix + suffix)
-    if report is not None:
-        row["sparsejit_ms_rounds"].append(float(report["median_ms"]))
-        row["sparsejit_p20_ms"] = report.get("p20_ms")
-        row["sparsejit_p80_ms"] = report.get("p80_ms")
-        row["sparsejit_reported_tflops"] = report.get("effective_tflops")
-        row["sparsejit_reported_density"] = report.get("density")
-        row["sparsejit_config"] = report.get("config")
-        reported = report.get("density")
-        if isinstance(reported, (int, float)) and abs(reported - row["kept_fraction"]) > 1e-3:
-            say(f"  note: sparsejit reports density {reported:.4f}, the mask keeps {row['kept_fraction']:.4f}")
-    else:
-        row["sparsejit_error"] = why
-
-    block_mask = None
+        row["sparsejit_error"] = f"{type(error).__name__}: {tail(str(error))}"
     try:
-        block_mask = build_flex_mask(np, torch, BlockMask, indices, tokens, args.block, q.device)
-        flex(q, k, v, block_mask=block_mask)  # compiles on the first mask of a shape
-        torch.cuda.synchronize()
-        row["flex_ms_rounds"].append(median_ms(torch, lambda: flex(q, k, v, block_mask=block_mask)))
+        row["block_mask"] = build_flex_mask(np, torch, BlockMask, row["indices"], tokens, args.block, device)
     except Exception as error:
         row["flex_error"] = f"{type(error).__name__}: {tail(str(error))}"
+
+
+def release_attention_row(row, keep_masks):
+    """Drops what prepare_attention_row made (the mask files unless they are kept)."""
+    prefix = row.pop("mask_prefix")
+    if prefix is not None and not keep_masks:
+        for suffix in (".count.i32", ".index.i32"):
+            if os.path.exists(prefix + suffix):
+                os.remove(prefix + suffix)
+    del row["block_mask"], row["indices"]
+
+
+def measure_attention_row(args, torch, flex, q, k, v, row):
+    """One round of a density: sparsejit on its mask files, then Flex on the same kept blocks;
+    appends each time to the row's rounds, or records why it failed."""
+    heads, tokens, head_dim = row["heads"], row["tokens"], row["head_dim"]
+    if row["mask_prefix"] is not None:
+        # sparsejit first, with the torch caching allocator emptied so it has the memory.
+        gc.collect()
+        torch.cuda.empty_cache()
+        report, why = run_sparsejit(args, heads, tokens, head_dim, row["mask_prefix"])
+        if report is not None:
+            row["sparsejit_ms_rounds"].append(float(report["median_ms"]))
+            row["sparsejit_p20_ms"] = report.get("p20_ms")
+            row["sparsejit_p80_ms"] = report.get("p80_ms")
+            row["sparsejit_reported_tflops"] = report.get("effective_tflops")
+            row["sparsejit_reported_density"] = report.get("density")
+            row["sparsejit_config"] = report.get("config")
+            reported = report.get("density")
+            if isinstance(reported, (int, float)) and abs(reported - row["kept_fraction"]) > 1e-3:
+                say(f"  note: sparsejit reports density {reported:.4f}, the mask keeps {row['kept_fraction']:.4f}")
+        else:
+            row["sparsejit_error"] = why
+
+    block_mask = row["block_mask"]
+    if block_mask is not None:
+        try:
+            flex(q, k, v, block_mask=block_mask)  # compiles on the first mask of a shape
+            torch.cuda.synchronize()
+            row["flex_ms_rounds"].append(median_ms(torch, lambda: flex(q, k, v, block_mask=block_mask)))
+        except Exception as error:
+            row["flex_error"] = f"{type(error).__name__}: {tail(str(error))}"
 
 
 def compare_attention(args):
@@ -552,6 +567,7 @@ def compare_attention(args):
                         "sparsejit_reported_density": None, "sparsejit_config": None, "sparsejit_error": None,
                         "dense_ms_rounds": [], "sparsejit_ms_rounds": [], "flex_ms_rounds": [],
                         "indices": indices})
+                    prepare_attention_row(args, np, torch, BlockMask, mask_dir, device, shape_rows[-1])
                 dense_rounds, dense_label = [], None
                 for round_index in range(args.rounds):
                     if args.rounds > 1:
@@ -564,13 +580,13 @@ def compare_attention(args):
                         dense_label = f"failed: {tail(str(error))}"
                         say(f"  dense SDPA failed: {tail(str(error))}")
                     for row in shape_rows:
-                        measure_attention_row(args, np, torch, BlockMask, flex, q, k, v, mask_dir, keep_masks, row)
+                        measure_attention_row(args, torch, flex, q, k, v, row)
                         if args.rounds > 1:
                             say(f"    density {row['density']:g}: sparsejit {fmt_rounds(row['sparsejit_ms_rounds'])}, "
                                 f"Flex {fmt_rounds(row['flex_ms_rounds'])}")
                 say(attention_header())
                 for row in shape_rows:
-                    del row["indices"]
+                    release_attention_row(row, keep_masks)
                     row["dense_ms_rounds"] = list(dense_rounds)
                     row["dense_backend"] = dense_label
                     row["dense_ms"] = median_of(dense_rounds)
