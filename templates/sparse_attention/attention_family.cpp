@@ -289,22 +289,22 @@ void SparseAttentionFamily::validate(const AttentionConfig& config, const Sparse
     const char* name;
     const void* pointer;
     long long token_stride, head_stride, batch_stride;
-    bool tensor_map;  // the wgmma kernel loads it by TMA
+    bool input;  // rows loaded in 16-byte pieces (mma.sync) or by TMA (wgmma); O's stored in pairs
   } tensors[] = {{"q", p.q, p.q_token_stride, p.q_head_stride, p.q_batch_stride, true},
                  {"k", p.k, p.k_token_stride, p.k_head_stride, p.k_batch_stride, true},
                  {"v", p.v, p.v_token_stride, p.v_head_stride, p.v_batch_stride, true},
-                 {"o", p.o, p.o_token_stride, p.o_head_stride, p.o_batch_stride, false}};  // see o_tensor_map
+                 {"o", p.o, p.o_token_stride, p.o_head_stride, p.o_batch_stride, false}};
   for (const auto& tensor : tensors) {
     if (tensor.pointer == nullptr) fail(std::string(tensor.name) + " is null");
     if (!aligned_16(tensor.pointer) || (tensor.token_stride * 2) % 16 != 0)
       fail(std::string(tensor.name) +
            ": the pointer and the token stride (in bytes) must be multiples of 16");
-    // Q, K and V rows are loaded in 16-byte pieces, O's stored in 4-byte pairs of elements.
     if (const std::string problem = row_stride_problem(tensor.name, tensor.head_stride, p.heads, tensor.batch_stride,
-                                                       p.batch, tensor.tensor_map ? 16 : 4);
+                                                       p.batch, tensor.input ? 16 : 4);
         !problem.empty())
       fail(problem);
-    if (config.wgmma && tensor.tensor_map)
+    // O takes a tensor map only where its strides allow one (stores_o_by_tensor_map).
+    if (config.wgmma && tensor.input)
       for (long long stride : {tensor.head_stride, tensor.batch_stride})
         if (!tensor_map_strides(stride))
           fail(std::string(tensor.name) + ": the wgmma kernel loads by TMA, which needs head and batch strides "
@@ -395,6 +395,10 @@ unsigned persistent_ctas(const jit::Kernel& kernel, const AttentionConfig& confi
 
 }  // namespace
 
+bool SparseAttentionFamily::stores_o_by_tensor_map(const AttentionConfig& config, const SparseAttentionParams& p) {
+  return config.o_staged() && tensor_map_strides(p.o_head_stride) && tensor_map_strides(p.o_batch_stride);
+}
+
 void SparseAttentionFamily::launch(const jit::Kernel& kernel, const AttentionConfig& config,
                                    const SparseAttentionParams& params, int max_shared_bytes,
                                    CUstream stream) {
@@ -413,10 +417,9 @@ void SparseAttentionFamily::launch(const jit::Kernel& kernel, const AttentionCon
                                         p.k_token_stride, p.k_head_stride, p.k_batch_stride, config.block_n);
   CUtensorMap v_map = encode_tensor_map(p.v, config.dtype, config.head_dim, p.tokens_kv, p.heads, p.batch,
                                         p.v_token_stride, p.v_head_stride, p.v_batch_stride, config.block_n);
-  // O is stored by TMA (a box of 64 rows per consumer warpgroup) where the specialization
-  // stages it and O's strides make a tensor map; otherwise thread by thread, any strides.
+  // O's box: 64 rows, one consumer warpgroup's.
   CUtensorMap o_map{};
-  copy.o_tensor_map = config.o_staged() && tensor_map_strides(p.o_head_stride) && tensor_map_strides(p.o_batch_stride);
+  copy.o_tensor_map = stores_o_by_tensor_map(config, p);
   if (copy.o_tensor_map)
     o_map = encode_tensor_map(p.o, config.dtype, config.head_dim, p.tokens_q, p.heads, p.batch, p.o_token_stride,
                               p.o_head_stride, p.o_batch_stride, 64);

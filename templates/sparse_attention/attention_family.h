@@ -123,8 +123,9 @@ class SparseAttentionFamily final : public KernelFamily {
 
   static jit::KernelSpec render(const AttentionConfig& config, const jit::Target& target);
   // Throws std::invalid_argument for: an invalid config, null or misaligned pointers (16
-  // bytes for Q/K/V/O and their token strides), non-positive sizes, a null mask, fine bits
-  // missing or given against the config. Does not read the mask (see validate_block_mask).
+  // bytes for Q/K/V/O and their token strides; head and batch strides that would misalign a
+  // row), non-positive sizes, a null mask, fine bits missing or given against the config. Does
+  // not read the mask (see validate_block_mask).
   static void validate(const AttentionConfig& config, const SparseAttentionParams& params,
                        int max_shared_bytes);
   // One CTA per query tile, head and batch (grid x, y, z). The wgmma kernel walks work items:
@@ -133,9 +134,14 @@ class SparseAttentionFamily final : public KernelFamily {
   static jit::LaunchConfig geometry(const AttentionConfig& config,
                                     const SparseAttentionParams& params, CUstream stream);
   // validate, raise the kernel's shared-memory limit, launch on `stream`.
-  // The wgmma kernel also takes tensor maps of Q, K and V, encoded here per launch.
+  // The wgmma kernel also takes tensor maps of Q, K and V (and of O where
+  // stores_o_by_tensor_map), encoded here per launch.
   static void launch(const jit::Kernel& kernel, const AttentionConfig& config,
                      const SparseAttentionParams& params, int max_shared_bytes, CUstream stream);
+  // Whether the wgmma kernel stores this call's O by TMA through shared memory (what launch
+  // sets o_tensor_map to): where the specialization stages O (AttentionConfig::o_staged) and
+  // O's head and batch strides make a tensor map; else each thread stores its own elements.
+  static bool stores_o_by_tensor_map(const AttentionConfig& config, const SparseAttentionParams& params);
 };
 
 }  // namespace sparsejit::templates

@@ -267,6 +267,19 @@ TEST(AttentionValidate, RefusesBadParamsWithTheReason) {
     bad = p;
     bad.o_head_stride = 4;
     EXPECT_NO_THROW(SparseAttentionFamily::validate(wgmma, bad, kHopperShared)) << "O is stored without TMA";
+    // Which way O leaves: by TMA where the specialization stages it and O's strides make a
+    // tensor map, else thread by thread.
+    ASSERT_TRUE(wgmma.o_staged());
+    EXPECT_TRUE(SparseAttentionFamily::stores_o_by_tensor_map(wgmma, p));
+    EXPECT_FALSE(SparseAttentionFamily::stores_o_by_tensor_map(wgmma, bad)) << "head stride of 8 bytes";
+    bad = p;
+    bad.o_batch_stride = 1LL << 40;
+    EXPECT_FALSE(SparseAttentionFamily::stores_o_by_tensor_map(wgmma, bad)) << "batch stride of 2^41 bytes";
+    AttentionConfig three_stages = wgmma;
+    three_stages.stages = 3;
+    ASSERT_FALSE(three_stages.o_staged());
+    EXPECT_FALSE(SparseAttentionFamily::stores_o_by_tensor_map(three_stages, p)) << "no room to stage O";
+    EXPECT_FALSE(SparseAttentionFamily::stores_o_by_tensor_map(config, p)) << "mma.sync";
     bad = p;  // 8192 query tiles x 65535 heads x 3 batches: more work items than 32 bits number
     bad.tokens_q = 1 << 20;
     bad.heads = 65535;

@@ -473,6 +473,7 @@ TEST_F(AttentionGpuTest, WgmmaStoresOWithAndWithoutATensorMap) {
       params.o_head_stride = padded;  // 2 * (head_dim + pad) bytes
       params.o_token_stride = static_cast<long long>(heads) * padded;
       params.o_batch_stride = static_cast<long long>(tokens) * heads * padded;
+      ASSERT_EQ(SparseAttentionFamily::stores_o_by_tensor_map(config, params), pad == 8);
       const jit::Kernel kernel = provider_.kernel(context(), SparseAttentionFamily::render(config, runtime_->target()));
       SparseAttentionFamily::launch(kernel, config, params, runtime_->device().max_shared_bytes_per_block,
                                     stream_->handle());
