@@ -20,3 +20,8 @@ write_basic_package_version_file(${PROJECT_BINARY_DIR}/sparsejitConfigVersion.cm
 install(FILES ${PROJECT_BINARY_DIR}/sparsejitConfig.cmake
               ${PROJECT_BINARY_DIR}/sparsejitConfigVersion.cmake
         DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/sparsejit)
+
+# The Python package (ctypes over the C API, no extension to build): PYTHONPATH=
+# <prefix>/share/sparsejit/python, with <prefix>/lib on the loader's path (or SPARSEJIT_LIBRARY).
+install(DIRECTORY ${PROJECT_SOURCE_DIR}/python/sparsejit DESTINATION ${CMAKE_INSTALL_DATADIR}/sparsejit/python
+        FILES_MATCHING PATTERN "*.py")

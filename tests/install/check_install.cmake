@@ -4,7 +4,8 @@
 # only) and runs it: it must either run the layer or, without a GPU, exit 2 saying so.
 # Variables: BUILD_DIR (the sparsejit build tree), CONFIG (its build type), WORK_DIR (scratch,
 # emptied first), CONSUMER_SOURCE, EXAMPLE_SOURCE, NM (binutils' nm), GENERATOR, CXX_COMPILER,
-# EXPECTED_VERSION, and optionally CUDA_ROOT (passed on as CUDAToolkit_ROOT).
+# EXPECTED_VERSION, and optionally CUDA_ROOT (passed on as CUDAToolkit_ROOT) and PYTHON (a
+# python3 that imports the installed Python package against the installed library).
 cmake_minimum_required(VERSION 3.24)
 foreach(variable BUILD_DIR WORK_DIR CONSUMER_SOURCE EXAMPLE_SOURCE NM GENERATOR CXX_COMPILER EXPECTED_VERSION)
   if(NOT DEFINED ${variable} OR "${${variable}}" STREQUAL "")
@@ -48,6 +49,8 @@ foreach(file
     ${prefix}/include/sparsejit/db/database.h
     ${prefix}/include/sparsejit/runtime/runtime.h
     ${prefix}/include/sparsejit/runtime/sparsejit.h
+    ${prefix}/share/sparsejit/python/sparsejit/__init__.py
+    ${prefix}/share/sparsejit/python/sparsejit/_capi.py
     ${prefix}/bin/sparsejit)
   if(NOT EXISTS ${file})
     list(APPEND missing ${file})
@@ -150,6 +153,20 @@ foreach(symbol IN LISTS used)
 endforeach()
 if(NOT used)
   message(FATAL_ERROR "the example links no sparsejit_* function:\n${step_output}")
+endif()
+
+# The installed Python package loads the installed library, of the API version it declares.
+if(PYTHON)
+  get_filename_component(library_dir ${library} DIRECTORY)
+  file(WRITE ${WORK_DIR}/import_check.py
+    "import sparsejit\nfrom sparsejit import _capi\n"
+    "print('python package: API version', _capi.lib.sparsejit_api_version(), _capi.lib._name)\n")
+  run_step("importing the Python package" ${CMAKE_COMMAND} -E env --unset=SPARSEJIT_LIBRARY
+    PYTHONPATH=${prefix}/share/sparsejit/python LD_LIBRARY_PATH=${library_dir}
+    ${PYTHON} ${WORK_DIR}/import_check.py)
+  if(NOT step_output MATCHES "python package: API version 1 libsparsejit.so.0\n")
+    message(FATAL_ERROR "the installed Python package did not load the installed library:\n${step_output}")
+  endif()
 endif()
 
 # Runs the layer where there is a GPU; without one it must exit 2 and say so, nothing else.

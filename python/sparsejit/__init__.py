@@ -1,0 +1,355 @@
+"""sparsejit from PyTorch: block-sparse attention, the DFSAttn mask build and token reordering
+on torch CUDA tensors, through the stable C API of libsparsejit.so (runtime/sparsejit.h) and
+ctypes, with no extension to compile.
+
+    import sparsejit
+    runtime = sparsejit.Runtime()                       # the current CUDA device, the default database
+    builder = sparsejit.MaskBuilder(runtime)
+    mask = builder.build(q, k, density=0.3)             # q, k: [B, N, H, D] bf16/fp16 on the GPU
+    out = runtime.attention(q, k, v, mask)              # [B, N, H, D], like q
+
+Tensors are 4-D, `layout="bnhd"` ([batch, tokens, heads, head_dim], most model code) or
+"bhnd"; any strides with the head dim contiguous (views of a fused QKV projection work
+without copies); bf16 or fp16; head dim 64, 96 or 128. Work runs on torch's current stream of
+the tensors' device. Every failure raises SparsejitError, whose `status` is the C API's status
+name and whose message says which argument and value were wrong.
+"""
+import ctypes
+
+from . import _capi
+from ._capi import API_VERSION, SparsejitError
+
+__all__ = ["API_VERSION", "BlockMask", "MaskBuilder", "Runtime", "SparsejitError", "token_order"]
+
+_LAYOUTS = ("bnhd", "bhnd")
+_ORDERS = {"raster": _capi.ORDER_RASTER, "tile3d": _capi.ORDER_TILE3D, "hilbert": _capi.ORDER_HILBERT}
+_DIRECTIONS = {"gather": _capi.PERMUTE_GATHER, "scatter": _capi.PERMUTE_SCATTER}
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError as error:
+        raise ImportError("sparsejit: this needs PyTorch (import torch failed)") from error
+    return torch
+
+
+def _dtype_code(tensor, name):
+    torch = _torch()
+    codes = {torch.bfloat16: _capi.BF16, torch.float16: _capi.FP16}
+    if tensor.dtype not in codes:
+        raise TypeError(f"sparsejit: {name} is {tensor.dtype}; bfloat16 or float16 is supported")
+    return codes[tensor.dtype]
+
+
+def _shape(tensor, layout, name):
+    """(batch, heads, tokens, head_dim) and the strides (batch, head, token) in elements."""
+    if layout not in _LAYOUTS:
+        raise ValueError(f"sparsejit: layout {layout!r}; 'bnhd' or 'bhnd'")
+    if not tensor.is_cuda:
+        raise ValueError(f"sparsejit: {name} is on {tensor.device}; it must be on a CUDA device")
+    if tensor.dim() != 4:
+        raise ValueError(f"sparsejit: {name} has {tensor.dim()} dims; 4 are needed ({layout})")
+    if tensor.stride(3) != 1:
+        raise ValueError(f"sparsejit: {name}'s head dim has stride {tensor.stride(3)}; it must be contiguous "
+                         "(stride 1: call .contiguous())")
+    if layout == "bnhd":
+        batch, tokens, heads, head_dim = tensor.shape
+        strides = (tensor.stride(0), tensor.stride(2), tensor.stride(1))
+    else:
+        batch, heads, tokens, head_dim = tensor.shape
+        strides = (tensor.stride(0), tensor.stride(1), tensor.stride(2))
+    return (batch, heads, tokens, head_dim), strides
+
+
+def _describe(tensor, layout, name):
+    """The sparsejit_tensor of a torch tensor in `layout`."""
+    (batch, heads, tokens, head_dim), (batch_stride, head_stride, token_stride) = _shape(tensor, layout, name)
+    return _capi.Tensor(tensor.data_ptr(), batch, heads, tokens, head_dim, batch_stride, head_stride, token_stride)
+
+
+def _pointer(tensor, pointer_type):
+    return ctypes.cast(tensor.data_ptr(), pointer_type) if tensor is not None else None
+
+
+def _device_index(device):
+    torch = _torch()
+    if device is None:
+        return torch.cuda.current_device()
+    device = torch.device(device) if not isinstance(device, int) else torch.device("cuda", device)
+    if device.type != "cuda":
+        raise ValueError(f"sparsejit: device {device}; a CUDA device is needed")
+    return device.index if device.index is not None else torch.cuda.current_device()
+
+
+def _stream(device_index):
+    return ctypes.c_void_p(_torch().cuda.current_stream(device_index).cuda_stream)
+
+
+class BlockMask:
+    """A block mask on the GPU over blocks of block_q queries x block_kv keys (QB query blocks
+    and KB key blocks per (batch, head); the format of runtime/sparsejit.h):
+     - block-CSR: `count` int32 [B, H, QB] kept key blocks per row, listed ascending in `index`
+       int32 [B, H, QB, max_kv_blocks] (entries past a row's count are ignored);
+     - bitmask: `bits` int64 [B, H, QB, ceil(KB / 64)], bit k % 64 of word k / 64 set when key
+       block k is kept (count and index None).
+    Optional FG-Attn fine bits: `fine_bits` int64 [B, H, QB, max_kv_blocks], one word per kept
+    block, a bit per sub-tile of 16 queries x fine_n keys. max_kv_blocks bounds every row's
+    count (default: index's last dim; for a bitmask, KB).
+    MaskBuilder.build makes one; a mask of your own goes the same way."""
+
+    def __init__(self, *, block_q, block_kv, count=None, index=None, bits=None, max_kv_blocks=None, fine_n=0,
+                 fine_bits=None):
+        torch = _torch()
+        if bits is None and (count is None or index is None):
+            raise ValueError("sparsejit: a BlockMask needs count and index (block-CSR) or bits (bitmask)")
+        if bits is not None and (count is not None or index is not None):
+            raise ValueError("sparsejit: a BlockMask has either count and index or bits, not both")
+        for name, tensor, dtype in (("count", count, torch.int32), ("index", index, torch.int32),
+                                    ("bits", bits, torch.int64), ("fine_bits", fine_bits, torch.int64)):
+            if tensor is None:
+                continue
+            if tensor.dtype != dtype or not tensor.is_cuda or not tensor.is_contiguous():
+                raise ValueError(f"sparsejit: the mask's {name} must be a contiguous {dtype} CUDA tensor "
+                                 f"(it is {tensor.dtype} on {tensor.device}"
+                                 f"{'' if tensor.is_contiguous() else ', not contiguous'})")
+        if (fine_n > 0) != (fine_bits is not None):
+            raise ValueError("sparsejit: fine_bits and fine_n > 0 go together")
+        self.block_q, self.block_kv, self.fine_n = block_q, block_kv, fine_n
+        self.count, self.index, self.bits, self.fine_bits = count, index, bits, fine_bits
+        if max_kv_blocks is None:
+            max_kv_blocks = index.shape[-1] if index is not None else 64 * bits.shape[-1]
+        self.max_kv_blocks = max_kv_blocks
+
+    @property
+    def form(self):
+        return "bitmask" if self.bits is not None else "csr"
+
+    def _c(self):
+        return _capi.BlockMask(
+            _capi.MASK_BITMASK if self.bits is not None else _capi.MASK_BLOCK_CSR, self.block_q, self.block_kv,
+            _pointer(self.count, _capi.c_int32_p), _pointer(self.index, _capi.c_int32_p),
+            _pointer(self.bits, _capi.c_uint64_p), self.bits.shape[-1] if self.bits is not None else 0,
+            self.max_kv_blocks, self.fine_n, _pointer(self.fine_bits, _capi.c_uint64_p))
+
+    def __repr__(self):
+        return (f"BlockMask({self.form}, blocks {self.block_q}x{self.block_kv}, max_kv_blocks {self.max_kv_blocks}"
+                f"{f', fine {self.fine_n}' if self.fine_n else ''})")
+
+
+class _Owned:
+    """Owns a C object: close() (or leaving a `with` block) destroys it; nothing is freed
+    behind the caller's back, since GPU work may still use it."""
+
+    _destroy_name = ""  # the C function that destroys the handle
+    _handle = None
+
+    def close(self):
+        if self._handle:
+            getattr(_capi.lib, self._destroy_name)(self._handle)
+            self._handle = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class Runtime(_Owned):
+    """sparsejit on one GPU with a tuning database (default: $SPARSEJIT_DB, else
+    ~/.cache/sparsejit/tuning.db; `use_database=False`: none, every kernel compiled here with
+    the built-in defaults). It only looks configurations up (tune with `sparsejit tune`), and
+    stores the kernels it had to compile. Safe to share between threads. close() it after its
+    MaskBuilders, once the GPU work it launched has finished."""
+
+    _destroy_name = "sparsejit_runtime_destroy"
+
+    def __init__(self, device=None, database=None, use_database=True):
+        self.device = _device_index(device)
+        _torch().cuda.init()  # the primary context that torch and sparsejit share
+        options = _capi.RuntimeOptions()
+        _capi.lib.sparsejit_runtime_options_init(ctypes.byref(options))
+        options.device = self.device
+        options.database_path = None if database is None else str(database).encode()
+        options.use_database = 1 if use_database else 0
+        handle = ctypes.c_void_p()
+        _capi.check(_capi.lib.sparsejit_runtime_create(ctypes.byref(options), ctypes.byref(handle)))
+        self._handle = handle
+
+    def _live(self):
+        if not self._handle:
+            raise ValueError("sparsejit: the runtime is closed")
+        return self._handle
+
+    def _attention_args(self, q, k, v, mask, layout, scale, out, lse, checked):
+        dtype = _dtype_code(q, "q")
+        for name, tensor in (("k", k), ("v", v), ("out", out)):
+            if tensor is not None and tensor.dtype != q.dtype:
+                raise TypeError(f"sparsejit: {name} is {tensor.dtype} and q {q.dtype}; they must agree")
+        for name, tensor in (("q", q), ("k", k), ("v", v)):
+            if tensor.is_cuda and tensor.device.index != self.device:
+                raise ValueError(f"sparsejit: {name} is on {tensor.device}; this runtime is on cuda:{self.device}")
+        if not isinstance(mask, BlockMask):
+            raise TypeError(f"sparsejit: mask is a {type(mask).__name__}; a sparsejit.BlockMask is needed")
+        args = _capi.AttentionArgs()
+        _capi.lib.sparsejit_attention_args_init(ctypes.byref(args))
+        args.dtype = dtype
+        args.q, args.k, args.v = _describe(q, layout, "q"), _describe(k, layout, "k"), _describe(v, layout, "v")
+        if out is not None:
+            args.o = _describe(out, layout, "out")
+        args.lse = _pointer(lse, _capi.c_float_p)
+        args.mask = mask._c()
+        args.softmax_scale = 0.0 if scale is None else float(scale)
+        args.checked = 1 if checked else 0
+        return args
+
+    def attention(self, q, k, v, mask, *, layout="bnhd", scale=None, out=None, return_lse=False, checked=False):
+        """O = softmax(Q K^T * scale) V over the kept blocks of `mask` (a BlockMask), per
+        (batch, head). q [B, Nq, H, D], k and v [B, Nkv, H, D] (layout "bnhd"; "bhnd":
+        [B, H, N, D]); scale defaults to 1 / sqrt(D). Returns O (in `out` if given, else a new
+        tensor shaped and strided like q) and, with return_lse, the float32 log-sum-exp
+        [B, H, Nq] (natural log; -inf where a row keeps nothing, whose O is 0). checked=True
+        copies the mask to the host and checks every entry first (slow: for debugging a mask)."""
+        torch = _torch()
+        if out is None:
+            out = torch.empty_like(q)
+        lse = None
+        if return_lse:
+            (batch, heads, tokens, _), _ = _shape(q, layout, "q")
+            lse = torch.empty((batch, heads, tokens), dtype=torch.float32, device=q.device)
+        args = self._attention_args(q, k, v, mask, layout, scale, out, lse, checked)
+        _capi.check(_capi.lib.sparsejit_attention(self._live(), ctypes.byref(args), _stream(self.device)))
+        return (out, lse) if return_lse else out
+
+    def lookup(self, q, k, v, mask, *, layout="bnhd", scale=None):
+        """Which configuration attention() would use for these arguments, and where it came
+        from (a dict: level, tile, the call's problem key, the problem and GPU it was tuned
+        for), without running anything."""
+        args = self._attention_args(q, k, v, mask, layout, scale, q, None, False)
+        choice = _capi.AttentionChoice()
+        _capi.check(_capi.lib.sparsejit_attention_lookup(self._live(), ctypes.byref(args), ctypes.byref(choice)))
+        return {"level": _capi.lib.sparsejit_lookup_level_name(choice.level).decode(), "block_m": choice.block_m,
+                "block_n": choice.block_n, "warps": choice.warps, "problem_key": choice.problem_key.decode(),
+                "tuned_for": choice.source_key.decode(), "tuned_on": choice.source_gpu.decode()}
+
+    def permute(self, tensors, order, *, direction="gather", source_layout="bnhd", destination_layout="bhnd",
+                out=None):
+        """Moves the tokens of up to three tensors of one shape (Q, K, V) into a token order
+        (direction "gather": destination token i is source token order[i]) or back out of it
+        ("scatter"), changing the layout on the way, in one launch. `order` is an int32 CUDA
+        tensor of N entries (token_order's, moved to the GPU). Returns the destination tensors
+        (`out` if given, else new contiguous ones in destination_layout)."""
+        torch = _torch()
+        tensors = list(tensors)
+        if not 1 <= len(tensors) <= 3:
+            raise ValueError(f"sparsejit: {len(tensors)} tensors; 1 to 3 move in one launch")
+        if order.dtype != torch.int32 or not order.is_cuda or order.dim() != 1 or not order.is_contiguous():
+            raise ValueError("sparsejit: order must be a contiguous 1-D int32 CUDA tensor")
+        if direction not in _DIRECTIONS:
+            raise ValueError(f"sparsejit: direction {direction!r}; 'gather' or 'scatter'")
+        dims, _ = _shape(tensors[0], source_layout, "tensors[0]")
+        if out is None:
+            batch, heads, tokens, head_dim = dims
+            shape = (batch, tokens, heads, head_dim) if destination_layout == "bnhd" else (batch, heads, tokens, head_dim)
+            out = [torch.empty(shape, dtype=tensors[0].dtype, device=tensors[0].device) for _ in tensors]
+        out = list(out)
+        if len(out) != len(tensors):
+            raise ValueError(f"sparsejit: {len(tensors)} tensors but {len(out)} outputs")
+        args = _capi.PermuteArgs()
+        args.tensor_count = len(tensors)
+        for i, (source, destination) in enumerate(zip(tensors, out)):
+            _dtype_code(source, f"tensors[{i}]")
+            args.source[i] = _describe(source, source_layout, f"tensors[{i}]")
+            args.destination[i] = _describe(destination, destination_layout, f"out[{i}]")
+        args.permutation = _pointer(order, _capi.c_int32_p)
+        args.direction = _DIRECTIONS[direction]
+        _capi.check(_capi.lib.sparsejit_permute_tokens(self._live(), ctypes.byref(args), _stream(self.device)))
+        return out
+
+
+class MaskBuilder(_Owned):
+    """Builds DFSAttn block masks from Q and K on the runtime's GPU (mean-pooled tiles, block
+    scores, top-k or a cumulative threshold, always-kept first, diagonal and text blocks,
+    optional fine bits). Owns a workspace that only grows; one thread at a time. Each mask it
+    returns lives in tensors of its own."""
+
+    _destroy_name = "sparsejit_mask_builder_destroy"
+
+    def __init__(self, runtime):
+        handle = ctypes.c_void_p()
+        _capi.check(_capi.lib.sparsejit_mask_builder_create(runtime._live(), ctypes.byref(handle)))
+        self.runtime, self._handle = runtime, handle
+
+    def build(self, q, k, *, layout="bnhd", density=0.3, threshold=0.0, block=128, tile=16, text_blocks=0,
+              fine_n=0, fine_share=0.9, head_densities=None, first_block_by_score=False, scale=None):
+        """A block-CSR BlockMask of q [B, Nq, H, D] and k [B, Nkv, H, D] (layout as attention's):
+        each query block keeps its ceil(density * KB) best key blocks, or with threshold > 0 the
+        fewest whose scores reach that share of the row's mass; head_densities (one per head)
+        gives each head its own density (SVOO profiles). The first key block (unless
+        first_block_by_score), the diagonal one and the last text_blocks are always kept.
+        fine_n (8, 16 or 32) adds fine bits keeping fine_share of each scored pair's mass."""
+        torch = _torch()
+        if not self._handle:
+            raise ValueError("sparsejit: the mask builder is closed")
+        inputs = _capi.MaskInputs(_dtype_code(q, "q"), _describe(q, layout, "q"), _describe(k, layout, "k"),
+                                  0.0 if scale is None else float(scale))
+        if k.dtype != q.dtype:
+            raise TypeError(f"sparsejit: k is {k.dtype} and q {q.dtype}; they must agree")
+        options = _capi.MaskOptions()
+        _capi.lib.sparsejit_mask_options_init(ctypes.byref(options))
+        options.block_q = options.block_kv = block
+        options.tile = tile
+        options.density = 0.0 if threshold > 0 else density
+        options.threshold = threshold
+        options.text_blocks = text_blocks
+        options.fine_n = fine_n
+        options.fine_share = fine_share
+        layout_out = _capi.MaskLayout()
+        per_head = None
+        if head_densities is not None:
+            values = [float(d) for d in head_densities]
+            per_head = ((ctypes.c_double * len(values))(*values), len(values))
+            _capi.check(_capi.lib.sparsejit_mask_layout_of_per_head(ctypes.byref(inputs), ctypes.byref(options),
+                                                                    per_head[0], per_head[1],
+                                                                    ctypes.byref(layout_out)))
+        else:
+            _capi.check(_capi.lib.sparsejit_mask_layout_of(ctypes.byref(inputs), ctypes.byref(options),
+                                                           ctypes.byref(layout_out)))
+        (batch, heads, _, _), _ = _shape(q, layout, "q")
+        rows_shape = (batch, heads, layout_out.q_blocks)
+        width = max(layout_out.max_kv_blocks, 1)
+        count = torch.empty(rows_shape, dtype=torch.int32, device=q.device)
+        index = torch.empty(rows_shape + (width,), dtype=torch.int32, device=q.device)
+        fine_bits = torch.empty(rows_shape + (width,), dtype=torch.int64, device=q.device) if fine_n else None
+        mask = _capi.BlockMask()
+        mask.kv_block_count = _pointer(count, _capi.c_int32_p)
+        mask.kv_block_index = _pointer(index, _capi.c_int32_p)
+        mask.fine_bits = _pointer(fine_bits, _capi.c_uint64_p)
+        _capi.check(_capi.lib.sparsejit_mask_builder_set_first_block_by_score(self._handle,
+                                                                              1 if first_block_by_score else 0))
+        stream = _stream(self.runtime.device)
+        if per_head is not None:
+            _capi.check(_capi.lib.sparsejit_mask_build_per_head(self._handle, ctypes.byref(inputs),
+                                                                ctypes.byref(options), per_head[0], per_head[1],
+                                                                stream, ctypes.byref(mask), None))
+        else:
+            _capi.check(_capi.lib.sparsejit_mask_build(self._handle, ctypes.byref(inputs), ctypes.byref(options),
+                                                       stream, ctypes.byref(mask), None))
+        return BlockMask(block_q=mask.block_q, block_kv=mask.block_kv, count=count, index=index,
+                         max_kv_blocks=mask.max_kv_blocks, fine_n=mask.fine_n, fine_bits=fine_bits)
+
+
+def token_order(kind, frames, height, width, extra_tokens=0):
+    """The gather order of a frames x height x width latent grid plus extra (text) tokens kept
+    last: an int32 CPU tensor whose entry i is the original token (raster numbering) put at
+    position i. kind: "hilbert", "tile3d" or "raster". Host only; move it to the GPU for
+    Runtime.permute."""
+    torch = _torch()
+    if kind not in _ORDERS:
+        raise ValueError(f"sparsejit: token order {kind!r}; 'hilbert', 'tile3d' or 'raster'")
+    tokens = frames * height * width + extra_tokens
+    order = torch.empty(max(tokens, 1), dtype=torch.int32)
+    _capi.check(_capi.lib.sparsejit_token_order(_ORDERS[kind], frames, height, width, extra_tokens,
+                                                _pointer(order, _capi.c_int32_p), order.numel()))
+    return order[:tokens]
