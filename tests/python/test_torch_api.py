@@ -156,6 +156,10 @@ class TorchApiTest(unittest.TestCase):
         expected, expected_lse = reference(q, k, v, fine, "bnhd")
         self.assert_matches(out, lse, expected, expected_lse, "bnhd", torch.bfloat16, "built mask, fine bits")
 
+        compact = self.builder.to_bitmask(fine)
+        self.assertEqual((compact.form, compact.bits.shape), ("bitmask", (1, 2, blocks, 1)))
+        self.assertTrue(torch.equal(self.runtime.attention(q, k, v, compact), out), "bitmask and block-CSR differ")
+
         per_head = self.builder.build(q, k, head_densities=[0.2, 0.6])
         self.assertEqual(per_head.count[0, :, 0].tolist(), [math.ceil(0.2 * 8), math.ceil(0.6 * 8)])
 
