@@ -24,6 +24,7 @@ __all__ = ["API_VERSION", "BlockMask", "MaskBuilder", "Runtime", "SparsejitError
 _LAYOUTS = ("bnhd", "bhnd")
 _ORDERS = {"raster": _capi.ORDER_RASTER, "tile3d": _capi.ORDER_TILE3D, "hilbert": _capi.ORDER_HILBERT}
 _DIRECTIONS = {"gather": _capi.PERMUTE_GATHER, "scatter": _capi.PERMUTE_SCATTER}
+_INT32_MAX = 2**31 - 1
 
 
 def _torch():
@@ -46,6 +47,8 @@ def _shape(tensor, layout, name):
     """(batch, heads, tokens, head_dim) and the strides (batch, head, token) in elements."""
     if layout not in _LAYOUTS:
         raise ValueError(f"sparsejit: layout {layout!r}; 'bnhd' or 'bhnd'")
+    if not isinstance(tensor, _torch().Tensor):
+        raise TypeError(f"sparsejit: {name} is a {type(tensor).__name__}; a torch.Tensor is needed")
     if not tensor.is_cuda:
         raise ValueError(f"sparsejit: {name} is on {tensor.device}; it must be on a CUDA device")
     if tensor.dim() != 4:
@@ -59,6 +62,8 @@ def _shape(tensor, layout, name):
     else:
         batch, heads, tokens, head_dim = tensor.shape
         strides = (tensor.stride(0), tensor.stride(1), tensor.stride(2))
+    if max(batch, heads, tokens, head_dim) > _INT32_MAX:
+        raise ValueError(f"sparsejit: {name} has a dim over {_INT32_MAX} ({tuple(tensor.shape)})")
     return (batch, heads, tokens, head_dim), strides
 
 
@@ -82,6 +87,13 @@ def _device_index(device):
     return device.index if device.index is not None else torch.cuda.current_device()
 
 
+def _on_device(tensors, device_index):
+    """Raises where a (name, tensor) pair's tensor is not on cuda:device_index (None: skipped)."""
+    for name, tensor in tensors:
+        if tensor is not None and (not tensor.is_cuda or tensor.device.index != device_index):
+            raise ValueError(f"sparsejit: {name} is on {tensor.device}; this runtime is on cuda:{device_index}")
+
+
 def _stream(device_index):
     return ctypes.c_void_p(_torch().cuda.current_stream(device_index).cuda_stream)
 
@@ -95,7 +107,8 @@ class BlockMask:
        block k is kept (count and index None).
     Optional FG-Attn fine bits: `fine_bits` int64 [B, H, QB, max_kv_blocks], one word per kept
     block, a bit per sub-tile of 16 queries x fine_n keys. max_kv_blocks bounds every row's
-    count (default: index's last dim; for a bitmask, KB).
+    count and is the row pitch of index and fine_bits (default: their last dim; a bitmask
+    without fine bits: the call's KB). A call checks that the tensors hold its rows.
     MaskBuilder.build makes one; a mask of your own goes the same way."""
 
     _layout = None  # the C layout of a mask MaskBuilder.build made (for to_bitmask)
@@ -119,20 +132,44 @@ class BlockMask:
             raise ValueError("sparsejit: fine_bits and fine_n > 0 go together")
         self.block_q, self.block_kv, self.fine_n = block_q, block_kv, fine_n
         self.count, self.index, self.bits, self.fine_bits = count, index, bits, fine_bits
-        if max_kv_blocks is None:
-            max_kv_blocks = index.shape[-1] if index is not None else 64 * bits.shape[-1]
-        self.max_kv_blocks = max_kv_blocks
+        if max_kv_blocks is None and index is not None:
+            max_kv_blocks = index.shape[-1]
+        elif max_kv_blocks is None and fine_bits is not None:
+            max_kv_blocks = fine_bits.shape[-1]
+        self.max_kv_blocks = max_kv_blocks  # None: a bitmask without fine bits, KB of the call
 
     @property
     def form(self):
         return "bitmask" if self.bits is not None else "csr"
 
-    def _c(self):
+    def _c(self, kv_blocks):
+        """The sparsejit_block_mask, for a call with kv_blocks key blocks."""
         return _capi.BlockMask(
             _capi.MASK_BITMASK if self.bits is not None else _capi.MASK_BLOCK_CSR, self.block_q, self.block_kv,
             _pointer(self.count, _capi.c_int32_p), _pointer(self.index, _capi.c_int32_p),
             _pointer(self.bits, _capi.c_uint64_p), self.bits.shape[-1] if self.bits is not None else 0,
-            self.max_kv_blocks, self.fine_n, _pointer(self.fine_bits, _capi.c_uint64_p))
+            kv_blocks if self.max_kv_blocks is None else self.max_kv_blocks, self.fine_n,
+            _pointer(self.fine_bits, _capi.c_uint64_p))
+
+    def _check_sizes(self, batch, heads, tokens_q, tokens_kv, device_index):
+        """Raises where the mask's tensors do not hold the rows of a call of that shape (the
+        kernels would read past them) or are on another device; returns KB."""
+        q_blocks, kv_blocks = -(-tokens_q // self.block_q), -(-tokens_kv // self.block_kv)
+        rows = batch * heads * q_blocks
+        pitch = kv_blocks if self.max_kv_blocks is None else self.max_kv_blocks
+        expected = {"count": rows, "index": rows * pitch, "bits": rows * -(-kv_blocks // 64),
+                    "fine_bits": rows * pitch}
+        for name, tensor in (("count", self.count), ("index", self.index), ("bits", self.bits),
+                             ("fine_bits", self.fine_bits)):
+            if tensor is not None and tensor.numel() != expected[name]:
+                raise ValueError(f"sparsejit: the mask's {name} holds {tensor.numel()} entries; a call of "
+                                 f"[B={batch}, H={heads}] x {tokens_q} queries x {tokens_kv} keys over blocks of "
+                                 f"{self.block_q} x {self.block_kv} ({q_blocks} x {kv_blocks} blocks, "
+                                 f"max_kv_blocks {pitch}) needs {expected[name]}")
+        _on_device([(f"the mask's {name}", tensor) for name, tensor in
+                    (("count", self.count), ("index", self.index), ("bits", self.bits),
+                     ("fine_bits", self.fine_bits))], device_index)
+        return kv_blocks
 
     def __repr__(self):
         return (f"BlockMask({self.form}, blocks {self.block_q}x{self.block_kv}, max_kv_blocks {self.max_kv_blocks}"
@@ -145,11 +182,26 @@ class _Owned:
 
     _destroy_name = ""  # the C function that destroys the handle
     _handle = None
+    device = None  # the CUDA device index its work runs on
 
     def close(self):
+        """Waits for the device's work (the C object must outlive what it launched), then
+        destroys it. Closing twice does nothing."""
         if self._handle:
-            getattr(_capi.lib, self._destroy_name)(self._handle)
+            self._before_close()
+            with _torch().cuda.device(self.device):  # destroying makes the device's context current
+                _torch().cuda.synchronize()
+                getattr(_capi.lib, self._destroy_name)(self._handle)
             self._handle = None
+
+    def _before_close(self):
+        pass
+
+    def _call(self, function, *args):
+        """Calls a C function with this object's device current for torch too: sparsejit makes
+        its device's context current, and torch's current device is restored afterwards."""
+        with _torch().cuda.device(self.device):
+            _capi.check(function(*args))
 
     def __enter__(self):
         return self
@@ -162,13 +214,16 @@ class Runtime(_Owned):
     """sparsejit on one GPU with a tuning database (default: $SPARSEJIT_DB, else
     ~/.cache/sparsejit/tuning.db; `use_database=False`: none, every kernel compiled here with
     the built-in defaults). It only looks configurations up (tune with `sparsejit tune`), and
-    stores the kernels it had to compile. Safe to share between threads. close() it after its
-    MaskBuilders, once the GPU work it launched has finished."""
+    stores the kernels it had to compile. Safe to share between threads. close() closes its
+    MaskBuilders first."""
 
     _destroy_name = "sparsejit_runtime_destroy"
 
     def __init__(self, device=None, database=None, use_database=True):
+        import weakref
+
         self.device = _device_index(device)
+        self._builders = weakref.WeakSet()  # closed before the runtime: they use its context
         _torch().cuda.init()  # the primary context that torch and sparsejit share
         options = _capi.RuntimeOptions()
         _capi.lib.sparsejit_runtime_options_init(ctypes.byref(options))
@@ -176,8 +231,12 @@ class Runtime(_Owned):
         options.database_path = None if database is None else str(database).encode()
         options.use_database = 1 if use_database else 0
         handle = ctypes.c_void_p()
-        _capi.check(_capi.lib.sparsejit_runtime_create(ctypes.byref(options), ctypes.byref(handle)))
+        self._call(_capi.lib.sparsejit_runtime_create, ctypes.byref(options), ctypes.byref(handle))
         self._handle = handle
+
+    def _before_close(self):
+        for builder in list(self._builders):
+            builder.close()
 
     def _live(self):
         if not self._handle:
@@ -185,23 +244,23 @@ class Runtime(_Owned):
         return self._handle
 
     def _attention_args(self, q, k, v, mask, layout, scale, out, lse, checked):
-        dtype = _dtype_code(q, "q")
-        for name, tensor in (("k", k), ("v", v), ("out", out)):
-            if tensor is not None and tensor.dtype != q.dtype:
-                raise TypeError(f"sparsejit: {name} is {tensor.dtype} and q {q.dtype}; they must agree")
-        for name, tensor in (("q", q), ("k", k), ("v", v)):
-            if tensor.is_cuda and tensor.device.index != self.device:
-                raise ValueError(f"sparsejit: {name} is on {tensor.device}; this runtime is on cuda:{self.device}")
         if not isinstance(mask, BlockMask):
             raise TypeError(f"sparsejit: mask is a {type(mask).__name__}; a sparsejit.BlockMask is needed")
         args = _capi.AttentionArgs()
         _capi.lib.sparsejit_attention_args_init(ctypes.byref(args))
-        args.dtype = dtype
-        args.q, args.k, args.v = _describe(q, layout, "q"), _describe(k, layout, "k"), _describe(v, layout, "v")
-        if out is not None:
-            args.o = _describe(out, layout, "out")
+        args.q, args.k, args.v, args.o = (_describe(t, layout, name) for name, t in
+                                          (("q", q), ("k", k), ("v", v), ("out", out)))
+        args.dtype = _dtype_code(q, "q")
+        for name, tensor in (("k", k), ("v", v), ("out", out)):
+            if tensor.dtype != q.dtype:
+                raise TypeError(f"sparsejit: {name} is {tensor.dtype} and q {q.dtype}; they must agree")
+        _on_device([("q", q), ("k", k), ("v", v), ("out", out), ("lse", lse)], self.device)
+        if lse is not None and (lse.dtype != _torch().float32 or not lse.is_contiguous() or
+                                lse.numel() != args.q.batch * args.q.heads * args.q.tokens):
+            raise ValueError("sparsejit: lse must be a contiguous float32 tensor of B * H * Nq entries")
+        kv_blocks = mask._check_sizes(args.q.batch, args.q.heads, args.q.tokens, args.k.tokens, self.device)
         args.lse = _pointer(lse, _capi.c_float_p)
-        args.mask = mask._c()
+        args.mask = mask._c(kv_blocks)
         args.softmax_scale = 0.0 if scale is None else float(scale)
         args.checked = 1 if checked else 0
         return args
@@ -214,14 +273,12 @@ class Runtime(_Owned):
         [B, H, Nq] (natural log; -inf where a row keeps nothing, whose O is 0). checked=True
         copies the mask to the host and checks every entry first (slow: for debugging a mask)."""
         torch = _torch()
+        (batch, heads, tokens, _), _ = _shape(q, layout, "q")
         if out is None:
             out = torch.empty_like(q)
-        lse = None
-        if return_lse:
-            (batch, heads, tokens, _), _ = _shape(q, layout, "q")
-            lse = torch.empty((batch, heads, tokens), dtype=torch.float32, device=q.device)
+        lse = torch.empty((batch, heads, tokens), dtype=torch.float32, device=q.device) if return_lse else None
         args = self._attention_args(q, k, v, mask, layout, scale, out, lse, checked)
-        _capi.check(_capi.lib.sparsejit_attention(self._live(), ctypes.byref(args), _stream(self.device)))
+        self._call(_capi.lib.sparsejit_attention, self._live(), ctypes.byref(args), _stream(self.device))
         return (out, lse) if return_lse else out
 
     def lookup(self, q, k, v, mask, *, layout="bnhd", scale=None):
@@ -230,7 +287,7 @@ class Runtime(_Owned):
         for), without running anything."""
         args = self._attention_args(q, k, v, mask, layout, scale, q, None, False)
         choice = _capi.AttentionChoice()
-        _capi.check(_capi.lib.sparsejit_attention_lookup(self._live(), ctypes.byref(args), ctypes.byref(choice)))
+        self._call(_capi.lib.sparsejit_attention_lookup, self._live(), ctypes.byref(args), ctypes.byref(choice))
         return {"level": _capi.lib.sparsejit_lookup_level_name(choice.level).decode(), "block_m": choice.block_m,
                 "block_n": choice.block_n, "warps": choice.warps, "problem_key": choice.problem_key.decode(),
                 "tuned_for": choice.source_key.decode(), "tuned_on": choice.source_gpu.decode()}
@@ -246,11 +303,12 @@ class Runtime(_Owned):
         tensors = list(tensors)
         if not 1 <= len(tensors) <= 3:
             raise ValueError(f"sparsejit: {len(tensors)} tensors; 1 to 3 move in one launch")
-        if order.dtype != torch.int32 or not order.is_cuda or order.dim() != 1 or not order.is_contiguous():
-            raise ValueError("sparsejit: order must be a contiguous 1-D int32 CUDA tensor")
         if direction not in _DIRECTIONS:
             raise ValueError(f"sparsejit: direction {direction!r}; 'gather' or 'scatter'")
         dims, _ = _shape(tensors[0], source_layout, "tensors[0]")
+        if (not isinstance(order, torch.Tensor) or order.dtype != torch.int32 or order.dim() != 1 or
+                not order.is_contiguous() or order.numel() != dims[2]):
+            raise ValueError(f"sparsejit: order must be a contiguous 1-D int32 CUDA tensor of the {dims[2]} tokens")
         if out is None:
             batch, heads, tokens, head_dim = dims
             shape = (batch, tokens, heads, head_dim) if destination_layout == "bnhd" else (batch, heads, tokens, head_dim)
@@ -261,12 +319,16 @@ class Runtime(_Owned):
         args = _capi.PermuteArgs()
         args.tensor_count = len(tensors)
         for i, (source, destination) in enumerate(zip(tensors, out)):
-            _dtype_code(source, f"tensors[{i}]")
             args.source[i] = _describe(source, source_layout, f"tensors[{i}]")
             args.destination[i] = _describe(destination, destination_layout, f"out[{i}]")
+            _dtype_code(source, f"tensors[{i}]")
+            if destination.dtype != source.dtype:
+                raise TypeError(f"sparsejit: out[{i}] is {destination.dtype} and tensors[{i}] {source.dtype}")
+            _on_device([(f"tensors[{i}]", source), (f"out[{i}]", destination)], self.device)
+        _on_device([("order", order)], self.device)
         args.permutation = _pointer(order, _capi.c_int32_p)
         args.direction = _DIRECTIONS[direction]
-        _capi.check(_capi.lib.sparsejit_permute_tokens(self._live(), ctypes.byref(args), _stream(self.device)))
+        self._call(_capi.lib.sparsejit_permute_tokens, self._live(), ctypes.byref(args), _stream(self.device))
         return out
 
 
@@ -279,9 +341,17 @@ class MaskBuilder(_Owned):
     _destroy_name = "sparsejit_mask_builder_destroy"
 
     def __init__(self, runtime):
+        self.runtime, self.device = runtime, runtime.device
         handle = ctypes.c_void_p()
-        _capi.check(_capi.lib.sparsejit_mask_builder_create(runtime._live(), ctypes.byref(handle)))
-        self.runtime, self._handle = runtime, handle
+        self._call(_capi.lib.sparsejit_mask_builder_create, runtime._live(), ctypes.byref(handle))
+        self._handle = handle
+        runtime._builders.add(self)
+
+    def _live(self):
+        if not self._handle:
+            raise ValueError("sparsejit: the mask builder is closed")
+        self.runtime._live()
+        return self._handle
 
     def build(self, q, k, *, layout="bnhd", density=0.3, threshold=0.0, block=128, tile=16, text_blocks=0,
               fine_n=0, fine_share=0.9, head_densities=None, first_block_by_score=False, scale=None):
@@ -292,12 +362,13 @@ class MaskBuilder(_Owned):
         first_block_by_score), the diagonal one and the last text_blocks are always kept.
         fine_n (8, 16 or 32) adds fine bits keeping fine_share of each scored pair's mass."""
         torch = _torch()
-        if not self._handle:
-            raise ValueError("sparsejit: the mask builder is closed")
-        inputs = _capi.MaskInputs(_dtype_code(q, "q"), _describe(q, layout, "q"), _describe(k, layout, "k"),
+        handle = self._live()
+        inputs = _capi.MaskInputs(0, _describe(q, layout, "q"), _describe(k, layout, "k"),
                                   0.0 if scale is None else float(scale))
+        inputs.dtype = _dtype_code(q, "q")
         if k.dtype != q.dtype:
             raise TypeError(f"sparsejit: k is {k.dtype} and q {q.dtype}; they must agree")
+        _on_device([("q", q), ("k", k)], self.device)
         options = _capi.MaskOptions()
         _capi.lib.sparsejit_mask_options_init(ctypes.byref(options))
         options.block_q = options.block_kv = block
@@ -328,16 +399,14 @@ class MaskBuilder(_Owned):
         mask.kv_block_count = _pointer(count, _capi.c_int32_p)
         mask.kv_block_index = _pointer(index, _capi.c_int32_p)
         mask.fine_bits = _pointer(fine_bits, _capi.c_uint64_p)
-        _capi.check(_capi.lib.sparsejit_mask_builder_set_first_block_by_score(self._handle,
-                                                                              1 if first_block_by_score else 0))
-        stream = _stream(self.runtime.device)
+        _capi.check(_capi.lib.sparsejit_mask_builder_set_first_block_by_score(handle, 1 if first_block_by_score else 0))
+        stream = _stream(self.device)
         if per_head is not None:
-            _capi.check(_capi.lib.sparsejit_mask_build_per_head(self._handle, ctypes.byref(inputs),
-                                                                ctypes.byref(options), per_head[0], per_head[1],
-                                                                stream, ctypes.byref(mask), None))
+            self._call(_capi.lib.sparsejit_mask_build_per_head, handle, ctypes.byref(inputs), ctypes.byref(options),
+                       per_head[0], per_head[1], stream, ctypes.byref(mask), None)
         else:
-            _capi.check(_capi.lib.sparsejit_mask_build(self._handle, ctypes.byref(inputs), ctypes.byref(options),
-                                                       stream, ctypes.byref(mask), None))
+            self._call(_capi.lib.sparsejit_mask_build, handle, ctypes.byref(inputs), ctypes.byref(options), stream,
+                       ctypes.byref(mask), None)
         built = BlockMask(block_q=mask.block_q, block_kv=mask.block_kv, count=count, index=index,
                           max_kv_blocks=mask.max_kv_blocks, fine_n=mask.fine_n, fine_bits=fine_bits)
         built._layout = layout_out
@@ -349,17 +418,17 @@ class MaskBuilder(_Owned):
         all 40 layers of Wan2.1-14B at 720p, both guidance passes, against 1.3 GB of lists at
         density 0.3), for keeping masks across diffusion steps; the same fine bits."""
         torch = _torch()
-        if not self._handle:
-            raise ValueError("sparsejit: the mask builder is closed")
+        handle = self._live()
         layout = getattr(mask, "_layout", None)
         if layout is None:
             raise ValueError("sparsejit: to_bitmask takes a mask that MaskBuilder.build made (it needs its layout)")
+        _on_device([("the mask's count", mask.count)], self.device)
         bits = torch.empty(tuple(mask.count.shape) + (layout.kv_block_words,), dtype=torch.int64,
                            device=mask.count.device)
         converted = _capi.BlockMask()
-        _capi.check(_capi.lib.sparsejit_mask_to_bitmask(self._handle, ctypes.byref(mask._c()), ctypes.byref(layout),
-                                                        _pointer(bits, _capi.c_uint64_p), _stream(self.runtime.device),
-                                                        ctypes.byref(converted)))
+        self._call(_capi.lib.sparsejit_mask_to_bitmask, handle, ctypes.byref(mask._c(layout.kv_blocks)),
+                   ctypes.byref(layout), _pointer(bits, _capi.c_uint64_p), _stream(self.device),
+                   ctypes.byref(converted))
         return BlockMask(block_q=mask.block_q, block_kv=mask.block_kv, bits=bits,
                          max_kv_blocks=converted.max_kv_blocks, fine_n=mask.fine_n, fine_bits=mask.fine_bits)
 

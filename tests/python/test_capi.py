@@ -66,7 +66,7 @@ class CapiWithoutGpuTest(unittest.TestCase):
         args.mask = _capi.BlockMask(_capi.MASK_BLOCK_CSR, 128, 128, count, count, None, 0, 2, 0, None)
         status = _capi.lib.sparsejit_attention_validate(ctypes.byref(args))
         self.assertEqual(_capi.STATUS_NAMES[status], "SPARSEJIT_ERROR_NULL_POINTER")
-        self.assertIn("q", _capi.lib.sparsejit_last_error_message().decode())
+        self.assertIn("q.data is NULL", _capi.lib.sparsejit_last_error_message().decode())
         args.q.data = fake
         _capi.check(_capi.lib.sparsejit_attention_validate(ctypes.byref(args)))  # now valid
         args.q.head_dim = args.k.head_dim = args.v.head_dim = args.o.head_dim = 80

@@ -158,10 +158,33 @@ class TorchApiTest(unittest.TestCase):
 
         compact = self.builder.to_bitmask(fine)
         self.assertEqual((compact.form, compact.bits.shape), ("bitmask", (1, 2, blocks, 1)))
-        self.assertTrue(torch.equal(self.runtime.attention(q, k, v, compact), out), "bitmask and block-CSR differ")
+        compact_out, compact_lse = self.runtime.attention(q, k, v, compact, return_lse=True)
+        self.assertTrue(torch.equal(compact_out, out) and torch.equal(compact_lse, lse), "bitmask and block-CSR differ")
+        # A bitmask of one's own, without fine bits: max_kv_blocks is the call's KB (8 here, no multiple of 64).
+        own = sparsejit.BlockMask(block_q=128, block_kv=128, bits=self.builder.to_bitmask(mask).bits)
+        self.assertTrue(torch.equal(self.runtime.attention(q, k, v, own), self.runtime.attention(q, k, v, mask)))
 
         per_head = self.builder.build(q, k, head_densities=[0.2, 0.6])
         self.assertEqual(per_head.count[0, :, 0].tolist(), [math.ceil(0.2 * 8), math.ceil(0.6 * 8)])
+
+        # The [B, H, N, D] layout, a threshold and text blocks: the last text block is in every row.
+        q_h, k_h = (t.transpose(1, 2).contiguous() for t in (q, k))
+        by_threshold = self.builder.build(q_h, k_h, layout="bhnd", threshold=0.5, text_blocks=1)
+        self.assertEqual(by_threshold.max_kv_blocks, blocks)  # a threshold row may keep every block
+        counts, index = by_threshold.count.cpu(), by_threshold.index.cpu()
+        for qb in range(blocks):
+            self.assertIn(blocks - 1, index[0, 1, qb, :int(counts[0, 1, qb])].tolist())
+
+    def test_cross_attention_with_fewer_keys_than_queries(self):
+        generator = torch.Generator().manual_seed(9)
+        q = self.random((1, 900, 2, 64), torch.float16, generator)
+        k, v = (self.random((1, 300, 2, 64), torch.float16, generator) for _ in range(2))
+        count = torch.full((1, 2, 8), 2, dtype=torch.int32)
+        index = torch.tensor([0, 2], dtype=torch.int32).expand(1, 2, 8, 2).contiguous()
+        mask = sparsejit.BlockMask(block_q=128, block_kv=128, count=count.cuda(), index=index.cuda())
+        out, lse = self.runtime.attention(q, k, v, mask, return_lse=True)
+        expected, expected_lse = reference(q, k, v, mask, "bnhd")
+        self.assert_matches(out, lse, expected, expected_lse, "bnhd", torch.float16, "cross-attention")
 
     def test_permute_gathers_into_an_order_and_scatters_back(self):
         generator = torch.Generator().manual_seed(4)
@@ -178,6 +201,43 @@ class TorchApiTest(unittest.TestCase):
         for source, restored in zip(tensors, back):
             self.assertTrue(torch.equal(restored, source))
 
+    def test_a_layer_captured_in_a_cuda_graph_replays_on_new_inputs(self):
+        generator = torch.Generator().manual_seed(6)
+        q, k, v = (self.random((1, 1000, 2, 128), torch.bfloat16, generator) for _ in range(3))
+        self.runtime.attention(q, k, v, self.builder.build(q, k, density=0.5))  # loads the kernels, sizes the workspace
+        torch.cuda.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):  # torch's capture stream is the current one in here
+            mask = self.builder.build(q, k, density=0.5)
+            out = self.runtime.attention(q, k, v, mask)
+        for seed in (7, 8):
+            generator.manual_seed(seed)
+            for tensor in (q, k, v):
+                tensor.copy_(self.random(tensor.shape, tensor.dtype, generator))
+            out.fill_(float("nan"))
+            graph.replay()
+            torch.cuda.synchronize()
+            expected, expected_lse = reference(q, k, v, mask, "bnhd")
+            error = (torch.linalg.vector_norm(out.double().permute(0, 2, 1, 3) - expected) /
+                     torch.linalg.vector_norm(expected)).item()
+            self.assertLess(error, BOUNDS["bfloat16"], f"replay {seed}: relative L2 error {error:.2e}")
+
+    @unittest.skipIf(WHY_SKIPPED or torch.cuda.device_count() < 2, "needs two GPUs")
+    def test_a_runtime_on_another_gpu_leaves_torchs_current_device_alone(self):
+        generator = torch.Generator().manual_seed(10)
+        torch.cuda.set_device(0)
+        with sparsejit.Runtime(device=1) as second, sparsejit.MaskBuilder(second) as builder:
+            q, k, v = (self.random((1, 700, 2, 128), torch.bfloat16, generator).to("cuda:1") for _ in range(3))
+            mask = builder.build(q, k, density=0.5)
+            out, lse = second.attention(q, k, v, mask, return_lse=True)
+            self.assertEqual(torch.cuda.current_device(), 0)
+            self.assertEqual(out.device, torch.device("cuda:1"))
+            expected, expected_lse = reference(q, k, v, mask, "bnhd")
+            self.assert_matches(out, lse, expected, expected_lse, "bnhd", torch.bfloat16, "second GPU")
+            with self.assertRaisesRegex(ValueError, "k is on cuda:0; this runtime is on cuda:1"):
+                second.attention(q, k.to("cuda:0"), v, mask)
+        self.assertEqual(torch.cuda.current_device(), 0, "closing the runtime on cuda:1 changed torch's device")
+
     def test_bad_input_raises_saying_what(self):
         generator = torch.Generator().manual_seed(5)
         mask = random_mask(1, 2, 256, 128, 1.0, generator, empty_row=False)
@@ -192,6 +252,13 @@ class TorchApiTest(unittest.TestCase):
         with self.assertRaises(sparsejit.SparsejitError) as raised:
             self.runtime.attention(q, q, q, bad, checked=True)
         self.assertEqual(raised.exception.status, "SPARSEJIT_ERROR_BAD_MASK")
+        longer = self.random((1, 512, 2, 64), torch.bfloat16, generator)  # the mask has rows for 256 tokens
+        with self.assertRaisesRegex(ValueError, "count holds 4 entries.*needs 8"):
+            self.runtime.attention(longer, longer, longer, mask)
+        with self.assertRaisesRegex(ValueError, "order must be .* of the 256 tokens"):
+            self.runtime.permute([q], torch.arange(255, dtype=torch.int32, device="cuda"))
+        with self.assertRaisesRegex(TypeError, "q is a list"):
+            self.runtime.attention([1], q, q, mask)
         choice = self.runtime.lookup(q, q, q, mask)
         self.assertIn(choice["level"], ("exact", "nearest bucket", "same compute capability", "built-in default"))
         self.assertTrue(choice["problem_key"].startswith("sparse_attention|bf16|d64|"))
