@@ -335,8 +335,9 @@ class Runtime(_Owned):
 class MaskBuilder(_Owned):
     """Builds DFSAttn block masks from Q and K on the runtime's GPU (mean-pooled tiles, block
     scores, top-k or a cumulative threshold, always-kept first, diagonal and text blocks,
-    optional fine bits). Owns a workspace that only grows; one thread at a time. Each mask it
-    returns lives in tensors of its own."""
+    optional fine bits). Owns a workspace that only grows: one thread at a time, and builds on
+    different streams must be ordered by the caller. Each mask it returns lives in tensors of
+    its own."""
 
     _destroy_name = "sparsejit_mask_builder_destroy"
 
