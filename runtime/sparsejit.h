@@ -2,9 +2,10 @@
  * sparsejit's stable C API (C99 and C++), exported by libsparsejit.so.
  *
  * What it covers: a runtime for one GPU and a tuning database; the DFSAttn mask pipeline
- * (token reordering, block scoring and selection into a block mask); block-sparse attention
- * with the tuned kernel for the call, and which lookup level chose it. It wraps the C++ API
- * (runtime/runtime.h, runtime/mask_builder.h, runtime/token_order.h): the same rules hold,
+ * (token reordering, block scoring and selection into a block mask, the schedule of mask
+ * refreshes across diffusion steps); block-sparse attention with the tuned kernel for the call,
+ * and which lookup level chose it. It wraps the C++ API (runtime/runtime.h,
+ * runtime/mask_builder.h, runtime/mask_schedule.h, runtime/token_order.h): the same rules hold,
  * and those headers say more about each step.
  *
  * Conventions
@@ -348,6 +349,53 @@ SPARSEJIT_API sparsejit_status sparsejit_mask_to_bitmask(sparsejit_mask_builder*
                                                          const sparsejit_block_mask* csr,
                                                          const sparsejit_mask_layout* layout, uint64_t* bits,
                                                          sparsejit_stream stream, sparsejit_block_mask* bitmask);
+
+/* ---------------------------------------------------------------------------------------
+ * Masks across diffusion steps (DFSAttn's mask caching with an adaptive ratio; host only)
+ * ------------------------------------------------------------------------------------- */
+
+/* When a layer builds its mask, reuses it, or runs dense, over a sampler's steps
+ * (runtime/mask_schedule.h): steps 0..dense_steps-1 run dense; from dense_steps on the steps
+ * fall into refresh windows of refresh_interval steps, and window w builds its mask at its first
+ * step at densities[min(w, density_count - 1)] (the last repeats), or with thresholds instead
+ * in threshold mode at thresholds[min(w, threshold_count - 1)], and reuses it for the rest of
+ * the window; the dense_layers run dense at every step. The arrays are the caller's, read
+ * during each call. */
+typedef struct sparsejit_mask_schedule {
+  int32_t steps;            /* the sampler's steps */
+  int32_t dense_steps;      /* warm-up steps run dense, 0..steps */
+  int32_t refresh_interval; /* steps per refresh window, >= 1 */
+  const double* densities;  /* density_count values in (0, 1]; or none, with thresholds */
+  int32_t density_count;
+  const double* thresholds; /* threshold_count values in (0, 1]; exactly one list is non-empty */
+  int32_t threshold_count;
+  const int32_t* dense_layers; /* dense_layer_count distinct layers >= 0 */
+  int32_t dense_layer_count;
+} sparsejit_mask_schedule;
+
+/* Fills the DFSAttn code's defaults: 50 steps, dense for 12, refresh every 12, densities 0.3,
+ * 0.2, 0.1 (arrays of the library, never freed), layer 0 dense, no thresholds. */
+SPARSEJIT_API void sparsejit_mask_schedule_init(sparsejit_mask_schedule* schedule);
+
+typedef enum sparsejit_mask_action {
+  SPARSEJIT_MASK_DENSE = 0,   /* dense attention, no mask */
+  SPARSEJIT_MASK_REFRESH = 1, /* build the mask (at the decision's density or threshold), use it */
+  SPARSEJIT_MASK_REUSE = 2    /* use the mask built at the window's refresh */
+} sparsejit_mask_action;
+
+typedef struct sparsejit_mask_decision {
+  sparsejit_mask_action action;
+  int32_t window;   /* the refresh window (refresh, reuse); -1 when dense */
+  double density;   /* the window's density in a density schedule; else 0 */
+  double threshold; /* the window's threshold in a threshold schedule; else 0 */
+} sparsejit_mask_decision;
+
+/* What `layer` does at `step` under `schedule`. No GPU needed.
+ * Errors: NULL_POINTER (schedule, decision, a list with a count but no array),
+ * INVALID_ARGUMENT (the schedule, naming the field and value; a negative step or layer, or a
+ * step at or past schedule->steps). */
+SPARSEJIT_API sparsejit_status sparsejit_mask_schedule_decide(const sparsejit_mask_schedule* schedule, int32_t step,
+                                                              int32_t layer, sparsejit_mask_decision* decision);
 
 /* ---------------------------------------------------------------------------------------
  * Sparse attention

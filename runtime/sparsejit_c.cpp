@@ -16,6 +16,7 @@
 #include <span>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -24,6 +25,7 @@
 #include "jit/device.h"
 #include "jit/error.h"
 #include "runtime/mask_builder.h"
+#include "runtime/mask_schedule.h"
 #include "runtime/runtime.h"
 #include "runtime/token_order.h"
 #include "templates/block_select/block_select_family.h"
@@ -631,6 +633,52 @@ sparsejit_status sparsejit_mask_to_bitmask(sparsejit_mask_builder* builder, cons
     result.kv_block_bits = bits;
     result.kv_block_words = templates::bitmask_words(layout->kv_blocks);
     *bitmask = result;
+  });
+}
+
+void sparsejit_mask_schedule_init(sparsejit_mask_schedule* schedule) {
+  if (schedule == nullptr) return;
+  // The defaults of runtime::MaskScheduleConfig, in arrays that live as long as the library.
+  static const runtime::MaskScheduleConfig defaults;
+  static const std::vector<int32_t> dense_layers(defaults.dense_layers.begin(), defaults.dense_layers.end());
+  *schedule = sparsejit_mask_schedule{};
+  schedule->steps = defaults.steps;
+  schedule->dense_steps = defaults.dense_steps;
+  schedule->refresh_interval = defaults.refresh_interval;
+  schedule->densities = defaults.densities.data();
+  schedule->density_count = static_cast<int32_t>(defaults.densities.size());
+  schedule->dense_layers = dense_layers.data();
+  schedule->dense_layer_count = static_cast<int32_t>(dense_layers.size());
+}
+
+sparsejit_status sparsejit_mask_schedule_decide(const sparsejit_mask_schedule* schedule, int32_t step, int32_t layer,
+                                                sparsejit_mask_decision* decision) {
+  return guarded(__func__, [&] {
+    require_pointer(schedule, "schedule");
+    require_pointer(decision, "decision");
+    // A list of `count` values at `values` (a count of 0 or less: none).
+    const auto list = [](const auto* values, int32_t count, const char* name) {
+      using Value = std::remove_cv_t<std::remove_pointer_t<decltype(values)>>;
+      if (count > 0) require_pointer(values, std::string("schedule->") + name);
+      return count > 0 ? std::vector<Value>(values, values + count) : std::vector<Value>{};
+    };
+    runtime::MaskScheduleConfig config;
+    config.steps = schedule->steps;
+    config.dense_steps = schedule->dense_steps;
+    config.refresh_interval = schedule->refresh_interval;
+    config.densities = list(schedule->densities, schedule->density_count, "densities");
+    config.thresholds = list(schedule->thresholds, schedule->threshold_count, "thresholds");
+    const std::vector<int32_t> dense_layers = list(schedule->dense_layers, schedule->dense_layer_count, "dense_layers");
+    config.dense_layers.assign(dense_layers.begin(), dense_layers.end());
+    const runtime::MaskDecision decided = runtime::MaskSchedule(std::move(config)).decide(step, layer);
+    sparsejit_mask_decision result{};
+    result.action = decided.action == runtime::MaskAction::refresh ? SPARSEJIT_MASK_REFRESH
+                    : decided.action == runtime::MaskAction::reuse ? SPARSEJIT_MASK_REUSE
+                                                                   : SPARSEJIT_MASK_DENSE;
+    result.window = decided.window;
+    result.density = decided.density;
+    result.threshold = decided.threshold;
+    *decision = result;
   });
 }
 

@@ -14,12 +14,14 @@ without copies); bf16 or fp16; head dim 64, 96 or 128. Work runs on torch's curr
 the tensors' device. Every failure raises SparsejitError, whose `status` is the C API's status
 name and whose message says which argument and value were wrong.
 """
+import collections
 import ctypes
 
 from . import _capi
 from ._capi import API_VERSION, SparsejitError
 
-__all__ = ["API_VERSION", "BlockMask", "MaskBuilder", "Runtime", "SparsejitError", "token_order"]
+__all__ = ["API_VERSION", "BlockMask", "MaskBuilder", "MaskCache", "MaskDecision", "MaskSchedule", "Runtime",
+           "SparsejitError", "token_order"]
 
 _LAYOUTS = ("bnhd", "bhnd")
 _ORDERS = {"raster": _capi.ORDER_RASTER, "tile3d": _capi.ORDER_TILE3D, "hilbert": _capi.ORDER_HILBERT}
@@ -432,6 +434,94 @@ class MaskBuilder(_Owned):
                    ctypes.byref(converted))
         return BlockMask(block_q=mask.block_q, block_kv=mask.block_kv, bits=bits,
                          max_kv_blocks=converted.max_kv_blocks, fine_n=mask.fine_n, fine_bits=mask.fine_bits)
+
+
+MaskDecision = collections.namedtuple("MaskDecision", "action window density threshold")
+MaskDecision.__doc__ = """What a layer does at a step: action "dense", "refresh" (build the mask at
+`density`, or at `threshold` in a threshold schedule) or "reuse" (the mask of refresh window
+`window`); window -1, density and threshold 0 when dense."""
+
+
+class MaskSchedule:
+    """When each layer builds its mask, reuses it or runs dense across a sampler's steps
+    (DFSAttn's mask caching with an adaptive ratio; runtime/mask_schedule.h): steps
+    0..dense_steps-1 run dense; from then on refresh windows of refresh_interval steps, window w
+    building its mask at its first step at densities[min(w, len - 1)] (or thresholds[...] in
+    threshold mode: give thresholds and densities=()) and reusing it for the rest of the
+    window; the dense_layers run dense at every step. Unset arguments take the DFSAttn code's
+    defaults: 50 steps, dense for 12, refresh every 12, densities (0.3, 0.2, 0.1), layer 0
+    dense. Host only; a bad schedule raises SparsejitError at once, naming the field."""
+
+    def __init__(self, steps=None, dense_steps=None, refresh_interval=None, densities=None, thresholds=(),
+                 dense_layers=None):
+        defaults = _capi.MaskSchedule()
+        _capi.lib.sparsejit_mask_schedule_init(ctypes.byref(defaults))
+        self.steps = defaults.steps if steps is None else steps
+        self.dense_steps = defaults.dense_steps if dense_steps is None else dense_steps
+        self.refresh_interval = defaults.refresh_interval if refresh_interval is None else refresh_interval
+        self.densities = tuple(defaults.densities[:defaults.density_count] if densities is None else densities)
+        self.thresholds = tuple(thresholds)
+        self.dense_layers = tuple(defaults.dense_layers[:defaults.dense_layer_count] if dense_layers is None
+                                  else dense_layers)
+        self._arrays = [(ctypes.c_double * len(self.densities))(*self.densities),
+                        (ctypes.c_double * len(self.thresholds))(*self.thresholds),
+                        (ctypes.c_int32 * len(self.dense_layers))(*self.dense_layers)]  # alive with the schedule
+        self._c = _capi.MaskSchedule(self.steps, self.dense_steps, self.refresh_interval,
+                                     ctypes.cast(self._arrays[0], _capi.c_double_p), len(self.densities),
+                                     ctypes.cast(self._arrays[1], _capi.c_double_p), len(self.thresholds),
+                                     ctypes.cast(self._arrays[2], _capi.c_int32_p), len(self.dense_layers))
+        self.decide(0, 0)  # validates the schedule now
+
+    def decide(self, step, layer):
+        """The MaskDecision of `layer` at `step` (0 <= step < steps)."""
+        decision = _capi.MaskDecision()
+        _capi.check(_capi.lib.sparsejit_mask_schedule_decide(ctypes.byref(self._c), step, layer,
+                                                             ctypes.byref(decision)))
+        return MaskDecision(_capi.MASK_ACTIONS[decision.action], decision.window, decision.density,
+                            decision.threshold)
+
+    def __repr__(self):
+        return (f"MaskSchedule(steps={self.steps}, dense_steps={self.dense_steps}, "
+                f"refresh_interval={self.refresh_interval}, densities={self.densities}, "
+                f"thresholds={self.thresholds}, dense_layers={self.dense_layers})")
+
+
+class MaskCache:
+    """The masks of a sampler's layers kept across its steps, as a MaskSchedule says (what
+    runtime/mask_cache.h does in C++): prepare() returns None where the layer runs dense at that
+    step (run dense attention there), else its mask: built at a refresh (or where the window's
+    mask is missing), in the compact bitmask form unless compact=False, and returned again for
+    the rest of the window. Guidance passes (say 0 conditional, 1 unconditional) keep masks of
+    their own. `build_options` are MaskBuilder.build's but density and threshold, which the
+    schedule gives."""
+
+    def __init__(self, builder, schedule=None, *, compact=True, **build_options):
+        for given in ("density", "threshold", "head_densities"):
+            if given in build_options:
+                raise ValueError(f"sparsejit: MaskCache takes no {given}: the schedule says each window's")
+        self.builder = builder
+        self.schedule = MaskSchedule() if schedule is None else schedule
+        self.compact = compact
+        self.build_options = build_options
+        self._masks = {}  # (layer, guidance pass) -> (window, BlockMask)
+
+    def prepare(self, step, layer, q, k, guidance_pass=0):
+        decision = self.schedule.decide(step, layer)
+        if decision.action == "dense":
+            return None
+        key = (layer, guidance_pass)
+        kept = self._masks.get(key)
+        if decision.action == "refresh" or kept is None or kept[0] != decision.window:
+            mask = self.builder.build(q, k, density=decision.density, threshold=decision.threshold,
+                                      **self.build_options)
+            if self.compact:
+                mask = self.builder.to_bitmask(mask)
+            kept = self._masks[key] = (decision.window, mask)
+        return kept[1]
+
+    def clear(self):
+        """Drops every kept mask (a new video: the next steps build again)."""
+        self._masks.clear()
 
 
 def token_order(kind, frames, height, width, extra_tokens=0):

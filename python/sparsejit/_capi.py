@@ -28,6 +28,7 @@ LAYOUT_BHND, LAYOUT_BNHD = 0, 1
 ORDER_RASTER, ORDER_TILE3D, ORDER_HILBERT = 0, 1, 2
 PERMUTE_GATHER, PERMUTE_SCATTER = 0, 1
 MASK_BLOCK_CSR, MASK_BITMASK = 0, 1
+MASK_ACTIONS = {0: "dense", 1: "refresh", 2: "reuse"}  # sparsejit_mask_action
 
 c_int32_p = ctypes.POINTER(ctypes.c_int32)
 c_uint64_p = ctypes.POINTER(ctypes.c_uint64)
@@ -73,6 +74,17 @@ class MaskLayout(ctypes.Structure):  # sparsejit_mask_layout
                 ("top_k", ctypes.c_int32), ("kv_block_words", ctypes.c_int32), ("rows", ctypes.c_int64)]
 
 
+class MaskSchedule(ctypes.Structure):  # sparsejit_mask_schedule
+    _fields_ = [("steps", ctypes.c_int32), ("dense_steps", ctypes.c_int32), ("refresh_interval", ctypes.c_int32),
+                ("densities", c_double_p), ("density_count", ctypes.c_int32), ("thresholds", c_double_p),
+                ("threshold_count", ctypes.c_int32), ("dense_layers", c_int32_p), ("dense_layer_count", ctypes.c_int32)]
+
+
+class MaskDecision(ctypes.Structure):  # sparsejit_mask_decision
+    _fields_ = [("action", ctypes.c_int), ("window", ctypes.c_int32), ("density", ctypes.c_double),
+                ("threshold", ctypes.c_double)]
+
+
 class AttentionArgs(ctypes.Structure):  # sparsejit_attention_args
     _fields_ = [("dtype", ctypes.c_int), ("q", Tensor), ("k", Tensor), ("v", Tensor), ("o", Tensor),
                 ("lse", c_float_p), ("mask", BlockMask), ("softmax_scale", ctypes.c_float),
@@ -88,7 +100,8 @@ class AttentionChoice(ctypes.Structure):  # sparsejit_attention_choice
 STRUCTS = {"sparsejit_tensor": Tensor, "sparsejit_runtime_options": RuntimeOptions,
            "sparsejit_permute_args": PermuteArgs, "sparsejit_block_mask": BlockMask,
            "sparsejit_mask_inputs": MaskInputs, "sparsejit_mask_options": MaskOptions,
-           "sparsejit_mask_layout": MaskLayout, "sparsejit_attention_args": AttentionArgs,
+           "sparsejit_mask_layout": MaskLayout, "sparsejit_mask_schedule": MaskSchedule,
+           "sparsejit_mask_decision": MaskDecision, "sparsejit_attention_args": AttentionArgs,
            "sparsejit_attention_choice": AttentionChoice}
 
 _status = ctypes.c_int
@@ -120,6 +133,8 @@ _FUNCTIONS = {
                                                 ctypes.c_int32, c_stream, _p(BlockMask), _p(MaskLayout)]),
     "sparsejit_mask_to_bitmask": (_status, [ctypes.c_void_p, _p(BlockMask), _p(MaskLayout), c_uint64_p, c_stream,
                                             _p(BlockMask)]),
+    "sparsejit_mask_schedule_init": (None, [_p(MaskSchedule)]),
+    "sparsejit_mask_schedule_decide": (_status, [_p(MaskSchedule), ctypes.c_int32, ctypes.c_int32, _p(MaskDecision)]),
     "sparsejit_attention_args_init": (None, [_p(AttentionArgs)]),
     "sparsejit_attention_validate": (_status, [_p(AttentionArgs)]),
     "sparsejit_attention": (_status, [ctypes.c_void_p, _p(AttentionArgs), c_stream]),

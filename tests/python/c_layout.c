@@ -60,6 +60,17 @@ int main(void) {
   FIELD(sparsejit_mask_layout, max_kv_blocks); FIELD(sparsejit_mask_layout, top_k);
   FIELD(sparsejit_mask_layout, kv_block_words); FIELD(sparsejit_mask_layout, rows);
   end();
+  BEGIN(sparsejit_mask_schedule);
+  FIELD(sparsejit_mask_schedule, steps); FIELD(sparsejit_mask_schedule, dense_steps);
+  FIELD(sparsejit_mask_schedule, refresh_interval); FIELD(sparsejit_mask_schedule, densities);
+  FIELD(sparsejit_mask_schedule, density_count); FIELD(sparsejit_mask_schedule, thresholds);
+  FIELD(sparsejit_mask_schedule, threshold_count); FIELD(sparsejit_mask_schedule, dense_layers);
+  FIELD(sparsejit_mask_schedule, dense_layer_count);
+  end();
+  BEGIN(sparsejit_mask_decision);
+  FIELD(sparsejit_mask_decision, action); FIELD(sparsejit_mask_decision, window);
+  FIELD(sparsejit_mask_decision, density); FIELD(sparsejit_mask_decision, threshold);
+  end();
   BEGIN(sparsejit_attention_args);
   FIELD(sparsejit_attention_args, dtype); FIELD(sparsejit_attention_args, q); FIELD(sparsejit_attention_args, k);
   FIELD(sparsejit_attention_args, v); FIELD(sparsejit_attention_args, o); FIELD(sparsejit_attention_args, lse);

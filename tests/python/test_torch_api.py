@@ -175,6 +175,32 @@ class TorchApiTest(unittest.TestCase):
         for qb in range(blocks):
             self.assertIn(blocks - 1, index[0, 1, qb, :int(counts[0, 1, qb])].tolist())
 
+    def test_the_mask_cache_follows_its_schedule(self):
+        generator = torch.Generator().manual_seed(11)
+        q, k, v = (self.random((1, 1000, 2, 128), torch.bfloat16, generator) for _ in range(3))
+        schedule = sparsejit.MaskSchedule(steps=5, dense_steps=1, refresh_interval=2, densities=(0.5, 0.25))
+        cache = sparsejit.MaskCache(self.builder, schedule)
+        masks = {(step, layer, guidance): cache.prepare(step, layer, q, k, guidance_pass=guidance)
+                 for step in range(5) for layer in (0, 1) for guidance in (0, 1)}
+        self.assertTrue(all(masks[step, 0, g] is None for step in range(5) for g in (0, 1)), "layer 0 is dense")
+        self.assertIsNone(masks[0, 1, 0])  # the dense warm-up step
+        for guidance in (0, 1):
+            self.assertIs(masks[2, 1, guidance], masks[1, 1, guidance])  # reused within a window
+            self.assertIs(masks[4, 1, guidance], masks[3, 1, guidance])
+            self.assertIsNot(masks[3, 1, guidance], masks[1, 1, guidance])  # refreshed for the next one
+        self.assertIsNot(masks[1, 1, 0], masks[1, 1, 1])  # the guidance passes keep their own
+        for step, kept in ((1, 4), (3, 2)):  # ceil(0.5 * 8), ceil(0.25 * 8) key blocks per row
+            mask = masks[step, 1, 0]
+            self.assertEqual(mask.form, "bitmask")
+            words = mask.bits.cpu().flatten().tolist()
+            self.assertEqual({bin(word & (2**64 - 1)).count("1") for word in words}, {kept})
+            out, lse = self.runtime.attention(q, k, v, mask, return_lse=True)
+            csr = self.builder.build(q, k, density=0.5 if step == 1 else 0.25)
+            expected, expected_lse = reference(q, k, v, csr, "bnhd")
+            self.assert_matches(out, lse, expected, expected_lse, "bnhd", torch.bfloat16, f"cached mask, step {step}")
+        with self.assertRaisesRegex(ValueError, "takes no density"):
+            sparsejit.MaskCache(self.builder, schedule, density=0.3)
+
     def test_cross_attention_with_fewer_keys_than_queries(self):
         generator = torch.Generator().manual_seed(9)
         q = self.random((1, 900, 2, 64), torch.float16, generator)

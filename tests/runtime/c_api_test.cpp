@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "jit/driver_api.h"
+#include "runtime/mask_schedule.h"
 #include "runtime/sparsejit.h"
 #include "runtime/token_order.h"
 
@@ -301,6 +302,73 @@ TEST(CApiTokenOrder, MatchesTheCppOrderAndChecksItsBuffer) {
                     SPARSEJIT_ERROR_INVALID_ARGUMENT, "sparsejit_token_order:");
   EXPECT_FAILS_WITH(sparsejit_token_order(SPARSEJIT_ORDER_RASTER, 3, 5, 7, 4, nullptr, 0), SPARSEJIT_ERROR_NULL_POINTER,
                     "order is NULL");
+}
+
+// The C schedule's decision as the C++ one's.
+sparsejit::runtime::MaskDecision as_cpp(const sparsejit_mask_decision& decision) {
+  using sparsejit::runtime::MaskAction;
+  return {decision.action == SPARSEJIT_MASK_REFRESH ? MaskAction::refresh
+          : decision.action == SPARSEJIT_MASK_REUSE ? MaskAction::reuse
+                                                    : MaskAction::dense,
+          decision.density, decision.window, decision.threshold};
+}
+
+TEST(CApiMaskSchedule, DecidesAsTheCppScheduleAtEveryStepAndLayer) {
+  sparsejit_mask_schedule schedule;
+  sparsejit_mask_schedule_init(&schedule);
+  const sparsejit::runtime::MaskSchedule defaults;  // DFSAttn's
+  ASSERT_EQ(schedule.steps, defaults.config().steps);
+  const std::vector<double> thresholds = {0.9, 0.8};
+  const std::vector<int32_t> dense_layers = {0, 3};
+  sparsejit::runtime::MaskScheduleConfig by_threshold{20, 4, 5, {}, {0, 3}, {0.9, 0.8}};
+  sparsejit_mask_schedule c_by_threshold{20, 4, 5, nullptr, 0, thresholds.data(), 2, dense_layers.data(), 2};
+  for (const auto& [c_schedule, cpp_schedule] :
+       {std::pair{schedule, defaults}, std::pair{c_by_threshold, sparsejit::runtime::MaskSchedule(by_threshold)}})
+    for (int step = 0; step < c_schedule.steps; ++step)
+      for (int layer = 0; layer < 5; ++layer) {
+        sparsejit_mask_decision decision;
+        ASSERT_EQ(sparsejit_mask_schedule_decide(&c_schedule, step, layer, &decision), SPARSEJIT_OK)
+            << sparsejit_last_error_message();
+        EXPECT_EQ(as_cpp(decision), cpp_schedule.decide(step, layer)) << "step " << step << ", layer " << layer;
+      }
+  sparsejit_mask_decision decision;
+  ASSERT_EQ(sparsejit_mask_schedule_decide(&schedule, 24, 1, &decision), SPARSEJIT_OK);
+  EXPECT_EQ(decision.action, SPARSEJIT_MASK_REFRESH);
+  EXPECT_EQ(decision.density, 0.2);
+  EXPECT_EQ(decision.window, 1);
+}
+
+TEST(CApiMaskSchedule, BadSchedulesAndStepsAreNamed) {
+  sparsejit_mask_schedule schedule;
+  sparsejit_mask_schedule_init(&schedule);
+  sparsejit_mask_decision decision;
+  EXPECT_FAILS_WITH(sparsejit_mask_schedule_decide(nullptr, 0, 0, &decision), SPARSEJIT_ERROR_NULL_POINTER,
+                    "schedule is NULL");
+  EXPECT_FAILS_WITH(sparsejit_mask_schedule_decide(&schedule, 0, 0, nullptr), SPARSEJIT_ERROR_NULL_POINTER,
+                    "decision is NULL");
+  EXPECT_FAILS_WITH(sparsejit_mask_schedule_decide(&schedule, 50, 0, &decision), SPARSEJIT_ERROR_INVALID_ARGUMENT,
+                    "50");
+  EXPECT_FAILS_WITH(sparsejit_mask_schedule_decide(&schedule, 0, -1, &decision), SPARSEJIT_ERROR_INVALID_ARGUMENT,
+                    "-1");
+  const std::vector<double> too_dense = {0.3, 1.5};
+  sparsejit_mask_schedule bad = schedule;
+  bad.densities = too_dense.data();
+  bad.density_count = 2;
+  EXPECT_FAILS_WITH(sparsejit_mask_schedule_decide(&bad, 0, 0, &decision), SPARSEJIT_ERROR_INVALID_ARGUMENT,
+                    "densities", "1.5");
+  bad = schedule;
+  bad.thresholds = too_dense.data();
+  bad.threshold_count = 1;
+  EXPECT_FAILS_WITH(sparsejit_mask_schedule_decide(&bad, 0, 0, &decision), SPARSEJIT_ERROR_INVALID_ARGUMENT,
+                    "both given");
+  bad = schedule;
+  bad.dense_layers = nullptr;
+  EXPECT_FAILS_WITH(sparsejit_mask_schedule_decide(&bad, 0, 0, &decision), SPARSEJIT_ERROR_NULL_POINTER,
+                    "schedule->dense_layers is NULL");
+  bad = schedule;
+  bad.refresh_interval = 0;
+  EXPECT_FAILS_WITH(sparsejit_mask_schedule_decide(&bad, 0, 0, &decision), SPARSEJIT_ERROR_INVALID_ARGUMENT,
+                    "refresh_interval");
 }
 
 TEST(CApiPermute, ArgumentsAreCheckedBeforeTheRuntime) {
