@@ -16,12 +16,13 @@ name and whose message says which argument and value were wrong.
 """
 import collections
 import ctypes
+import threading
 
 from . import _capi
 from ._capi import API_VERSION, SparsejitError
 
 __all__ = ["API_VERSION", "BlockMask", "MaskBuilder", "MaskCache", "MaskDecision", "MaskSchedule", "Runtime",
-           "SparsejitError", "token_order"]
+           "SparsejitError", "attention", "default_runtime", "token_order"]
 
 _LAYOUTS = ("bnhd", "bhnd")
 _ORDERS = {"raster": _capi.ORDER_RASTER, "tile3d": _capi.ORDER_TILE3D, "hilbert": _capi.ORDER_HILBERT}
@@ -436,6 +437,37 @@ class MaskBuilder(_Owned):
                          max_kv_blocks=converted.max_kv_blocks, fine_n=mask.fine_n, fine_bits=mask.fine_bits)
 
 
+_default_runtimes = {}  # device index -> the Runtime of default_runtime
+_default_runtimes_lock = threading.Lock()
+
+
+def default_runtime(device=None):
+    """The Runtime that sparsejit.attention uses on `device` (default: torch's current one),
+    made on first use with the default database ($SPARSEJIT_DB, else ~/.cache/sparsejit/tuning.db)
+    and kept for the process."""
+    index = _device_index(device)
+    with _default_runtimes_lock:
+        runtime = _default_runtimes.get(index)
+        if runtime is None or not runtime._handle:
+            runtime = _default_runtimes[index] = Runtime(index)
+        return runtime
+
+
+def attention(q, k, v, mask, *, layout="bnhd", scale=None):
+    """Runtime.attention on the default runtime of q's device, through the custom operator
+    torch.ops.sparsejit.attention: torch.compile(fullgraph=True) takes a model that calls it
+    without a graph break, and CUDA graphs capture it. Returns a new tensor shaped like q."""
+    torch = _torch()
+    if not isinstance(mask, BlockMask):
+        raise TypeError(f"sparsejit: mask is a {type(mask).__name__}; a sparsejit.BlockMask is needed")
+    if not hasattr(torch.library, "custom_op"):
+        raise RuntimeError(f"sparsejit: attention() needs PyTorch 2.4 or newer (torch.library.custom_op; this is "
+                           f"{torch.__version__}); Runtime.attention works without it")
+    return torch.ops.sparsejit.attention(q, k, v, mask.count, mask.index, mask.bits, mask.fine_bits, mask.block_q,
+                                         mask.block_kv, -1 if mask.max_kv_blocks is None else mask.max_kv_blocks,
+                                         mask.fine_n, layout, 0.0 if scale is None else float(scale))
+
+
 MaskDecision = collections.namedtuple("MaskDecision", "action window density threshold")
 MaskDecision.__doc__ = """What a layer does at a step: action "dense", "refresh" (build the mask at
 `density`, or at `threshold` in a threshold schedule) or "reuse" (the mask of refresh window
@@ -537,3 +569,11 @@ def token_order(kind, frames, height, width, extra_tokens=0):
     _capi.check(_capi.lib.sparsejit_token_order(_ORDERS[kind], frames, height, width, extra_tokens,
                                                 _pointer(order, _capi.c_int32_p), order.numel()))
     return order[:tokens]
+
+
+try:
+    import torch as _torch_module  # the custom operator needs it; the rest of the package imports it lazily
+except ImportError:
+    _torch_module = None
+if _torch_module is not None and hasattr(_torch_module.library, "custom_op"):  # PyTorch 2.4 and newer
+    from . import _ops  # noqa: E402,F401  registers torch.ops.sparsejit.attention

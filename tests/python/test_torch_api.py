@@ -201,6 +201,21 @@ class TorchApiTest(unittest.TestCase):
         with self.assertRaisesRegex(ValueError, "takes no density"):
             sparsejit.MaskCache(self.builder, schedule, density=0.3)
 
+    def test_the_custom_op_compiles_into_one_graph(self):
+        generator = torch.Generator().manual_seed(12)
+        q, k, v = (self.random((1, 1000, 2, 128), torch.bfloat16, generator) for _ in range(3))
+        mask = self.builder.build(q, k, density=0.5)
+        self.assertTrue(torch.equal(sparsejit.attention(q, k, v, mask), self.runtime.attention(q, k, v, mask)))
+        torch.library.opcheck(torch.ops.sparsejit.attention.default,
+                              (q, k, v, mask.count, mask.index, None, None, 128, 128, mask.max_kv_blocks, 0, "bnhd", 0.0),
+                              test_utils=("test_schema", "test_faketensor"))
+
+        def layer(q, k, v):  # a model's few lines around attention
+            return sparsejit.attention(q * 2, k, v, mask, scale=0.05) + 1
+
+        compiled = torch.compile(layer, fullgraph=True)  # fullgraph: a graph break would raise
+        torch.testing.assert_close(compiled(q, k, v), layer(q, k, v))
+
     def test_cross_attention_with_fewer_keys_than_queries(self):
         generator = torch.Generator().manual_seed(9)
         q = self.random((1, 900, 2, 64), torch.float16, generator)
