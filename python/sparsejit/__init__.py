@@ -30,12 +30,18 @@ _DIRECTIONS = {"gather": _capi.PERMUTE_GATHER, "scatter": _capi.PERMUTE_SCATTER}
 _INT32_MAX = 2**31 - 1
 
 
+_torch_module = None  # torch once imported: the calls run per layer and step, so they look it up once
+
+
 def _torch():
-    try:
-        import torch
-    except ImportError as error:
-        raise ImportError("sparsejit: this needs PyTorch (import torch failed)") from error
-    return torch
+    global _torch_module
+    if _torch_module is None:
+        try:
+            import torch
+        except ImportError as error:
+            raise ImportError("sparsejit: this needs PyTorch (import torch failed)") from error
+        _torch_module = torch
+    return _torch_module
 
 
 def _dtype_code(tensor, name):
@@ -54,17 +60,18 @@ def _shape(tensor, layout, name):
         raise TypeError(f"sparsejit: {name} is a {type(tensor).__name__}; a torch.Tensor is needed")
     if not tensor.is_cuda:
         raise ValueError(f"sparsejit: {name} is on {tensor.device}; it must be on a CUDA device")
-    if tensor.dim() != 4:
-        raise ValueError(f"sparsejit: {name} has {tensor.dim()} dims; 4 are needed ({layout})")
-    if tensor.stride(3) != 1:
-        raise ValueError(f"sparsejit: {name}'s head dim has stride {tensor.stride(3)}; it must be contiguous "
+    shape, stride = tensor.shape, tensor.stride()
+    if len(shape) != 4:
+        raise ValueError(f"sparsejit: {name} has {len(shape)} dims; 4 are needed ({layout})")
+    if stride[3] != 1:
+        raise ValueError(f"sparsejit: {name}'s head dim has stride {stride[3]}; it must be contiguous "
                          "(stride 1: call .contiguous())")
     if layout == "bnhd":
-        batch, tokens, heads, head_dim = tensor.shape
-        strides = (tensor.stride(0), tensor.stride(2), tensor.stride(1))
+        batch, tokens, heads, head_dim = shape
+        strides = (stride[0], stride[2], stride[1])
     else:
-        batch, heads, tokens, head_dim = tensor.shape
-        strides = (tensor.stride(0), tensor.stride(1), tensor.stride(2))
+        batch, heads, tokens, head_dim = shape
+        strides = stride[:3]
     if max(batch, heads, tokens, head_dim) > _INT32_MAX:
         raise ValueError(f"sparsejit: {name} has a dim over {_INT32_MAX} ({tuple(tensor.shape)})")
     return (batch, heads, tokens, head_dim), strides
@@ -276,10 +283,13 @@ class Runtime(_Owned):
         [B, H, Nq] (natural log; -inf where a row keeps nothing, whose O is 0). checked=True
         copies the mask to the host and checks every entry first (slow: for debugging a mask)."""
         torch = _torch()
-        (batch, heads, tokens, _), _ = _shape(q, layout, "q")
-        if out is None:
-            out = torch.empty_like(q)
-        lse = torch.empty((batch, heads, tokens), dtype=torch.float32, device=q.device) if return_lse else None
+        lse = None
+        if out is None or return_lse:
+            (batch, heads, tokens, _), _ = _shape(q, layout, "q")
+            if out is None:
+                out = torch.empty_like(q)
+            if return_lse:
+                lse = torch.empty((batch, heads, tokens), dtype=torch.float32, device=q.device)
         args = self._attention_args(q, k, v, mask, layout, scale, out, lse, checked)
         self._call(_capi.lib.sparsejit_attention, self._live(), ctypes.byref(args), _stream(self.device))
         return (out, lse) if return_lse else out
@@ -572,8 +582,9 @@ def token_order(kind, frames, height, width, extra_tokens=0):
 
 
 try:
-    import torch as _torch_module  # the custom operator needs it; the rest of the package imports it lazily
+    _torch()  # the custom operator needs PyTorch at import; without it the rest imports it lazily
 except ImportError:
-    _torch_module = None
-if _torch_module is not None and hasattr(_torch_module.library, "custom_op"):  # PyTorch 2.4 and newer
-    from . import _ops  # noqa: E402,F401  registers torch.ops.sparsejit.attention
+    pass
+else:
+    if hasattr(_torch_module.library, "custom_op"):  # PyTorch 2.4 and newer
+        from . import _ops  # noqa: E402,F401  registers torch.ops.sparsejit.attention
