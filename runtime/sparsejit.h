@@ -360,7 +360,7 @@ SPARSEJIT_API sparsejit_status sparsejit_mask_to_bitmask(sparsejit_mask_builder*
  * step at densities[min(w, density_count - 1)] (the last repeats), or with thresholds instead
  * in threshold mode at thresholds[min(w, threshold_count - 1)], and reuses it for the rest of
  * the window; the dense_layers run dense at every step. The arrays are the caller's, read
- * during each call. */
+ * during each call; counts are >= 0. */
 typedef struct sparsejit_mask_schedule {
   int32_t steps;            /* the sampler's steps */
   int32_t dense_steps;      /* warm-up steps run dense, 0..steps */
@@ -392,8 +392,8 @@ typedef struct sparsejit_mask_decision {
 
 /* What `layer` does at `step` under `schedule`. No GPU needed.
  * Errors: NULL_POINTER (schedule, decision, a list with a count but no array),
- * INVALID_ARGUMENT (the schedule, naming the field and value; a negative step or layer, or a
- * step at or past schedule->steps). */
+ * INVALID_ARGUMENT (the schedule, naming the field and value, a negative count among them; a
+ * negative step or layer, or a step at or past schedule->steps). */
 SPARSEJIT_API sparsejit_status sparsejit_mask_schedule_decide(const sparsejit_mask_schedule* schedule, int32_t step,
                                                               int32_t layer, sparsejit_mask_decision* decision);
 

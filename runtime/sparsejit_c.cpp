@@ -638,17 +638,19 @@ sparsejit_status sparsejit_mask_to_bitmask(sparsejit_mask_builder* builder, cons
 
 void sparsejit_mask_schedule_init(sparsejit_mask_schedule* schedule) {
   if (schedule == nullptr) return;
-  // The defaults of runtime::MaskScheduleConfig, in arrays that live as long as the library.
-  static const runtime::MaskScheduleConfig defaults;
-  static const std::vector<int32_t> dense_layers(defaults.dense_layers.begin(), defaults.dense_layers.end());
+  // The defaults of runtime::MaskScheduleConfig, in arrays never destroyed (the header promises
+  // them to callers at any time, static destructors and atexit handlers included).
+  static const auto* const defaults = new runtime::MaskScheduleConfig();
+  static const auto* const dense_layers =
+      new std::vector<int32_t>(defaults->dense_layers.begin(), defaults->dense_layers.end());
   *schedule = sparsejit_mask_schedule{};
-  schedule->steps = defaults.steps;
-  schedule->dense_steps = defaults.dense_steps;
-  schedule->refresh_interval = defaults.refresh_interval;
-  schedule->densities = defaults.densities.data();
-  schedule->density_count = static_cast<int32_t>(defaults.densities.size());
-  schedule->dense_layers = dense_layers.data();
-  schedule->dense_layer_count = static_cast<int32_t>(dense_layers.size());
+  schedule->steps = defaults->steps;
+  schedule->dense_steps = defaults->dense_steps;
+  schedule->refresh_interval = defaults->refresh_interval;
+  schedule->densities = defaults->densities.data();
+  schedule->density_count = static_cast<int32_t>(defaults->densities.size());
+  schedule->dense_layers = dense_layers->data();
+  schedule->dense_layer_count = static_cast<int32_t>(dense_layers->size());
 }
 
 sparsejit_status sparsejit_mask_schedule_decide(const sparsejit_mask_schedule* schedule, int32_t step, int32_t layer,
@@ -656,9 +658,12 @@ sparsejit_status sparsejit_mask_schedule_decide(const sparsejit_mask_schedule* s
   return guarded(__func__, [&] {
     require_pointer(schedule, "schedule");
     require_pointer(decision, "decision");
-    // A list of `count` values at `values` (a count of 0 or less: none).
+    // A list of `count` values at `values` (a count of 0: none).
     const auto list = [](const auto* values, int32_t count, const char* name) {
       using Value = std::remove_cv_t<std::remove_pointer_t<decltype(values)>>;
+      if (count < 0)
+        fail(SPARSEJIT_ERROR_INVALID_ARGUMENT,
+             std::string("schedule->") + name + " has the negative count " + std::to_string(count));
       if (count > 0) require_pointer(values, std::string("schedule->") + name);
       return count > 0 ? std::vector<Value>(values, values + count) : std::vector<Value>{};
     };

@@ -87,6 +87,13 @@ def _pointer(tensor, pointer_type):
     return ctypes.cast(tensor.data_ptr(), pointer_type) if tensor is not None else None
 
 
+def _int32(value, name):
+    """value as an int that a C int32_t holds, or a ValueError naming it (ctypes would truncate)."""
+    if not isinstance(value, int) or not -2**31 <= value <= _INT32_MAX:
+        raise ValueError(f"sparsejit: {name} = {value!r} is no 32-bit integer")
+    return value
+
+
 def _device_index(device):
     torch = _torch()
     if device is None:
@@ -498,24 +505,40 @@ class MaskSchedule:
                  dense_layers=None):
         defaults = _capi.MaskSchedule()
         _capi.lib.sparsejit_mask_schedule_init(ctypes.byref(defaults))
-        self.steps = defaults.steps if steps is None else steps
-        self.dense_steps = defaults.dense_steps if dense_steps is None else dense_steps
-        self.refresh_interval = defaults.refresh_interval if refresh_interval is None else refresh_interval
-        self.densities = tuple(defaults.densities[:defaults.density_count] if densities is None else densities)
-        self.thresholds = tuple(thresholds)
-        self.dense_layers = tuple(defaults.dense_layers[:defaults.dense_layer_count] if dense_layers is None
-                                  else dense_layers)
-        self._arrays = [(ctypes.c_double * len(self.densities))(*self.densities),
-                        (ctypes.c_double * len(self.thresholds))(*self.thresholds),
-                        (ctypes.c_int32 * len(self.dense_layers))(*self.dense_layers)]  # alive with the schedule
-        self._c = _capi.MaskSchedule(self.steps, self.dense_steps, self.refresh_interval,
-                                     ctypes.cast(self._arrays[0], _capi.c_double_p), len(self.densities),
-                                     ctypes.cast(self._arrays[1], _capi.c_double_p), len(self.thresholds),
-                                     ctypes.cast(self._arrays[2], _capi.c_int32_p), len(self.dense_layers))
+        if densities is None:  # the defaults, unless thresholds take their place
+            densities = () if thresholds else defaults.densities[:defaults.density_count]
+        self._values = {
+            "steps": _int32(defaults.steps if steps is None else steps, "steps"),
+            "dense_steps": _int32(defaults.dense_steps if dense_steps is None else dense_steps, "dense_steps"),
+            "refresh_interval": _int32(defaults.refresh_interval if refresh_interval is None else refresh_interval,
+                                       "refresh_interval"),
+            "densities": tuple(float(d) for d in densities),
+            "thresholds": tuple(float(t) for t in thresholds),
+            "dense_layers": tuple(_int32(layer, "dense_layers") for layer in
+                                  (defaults.dense_layers[:defaults.dense_layer_count] if dense_layers is None
+                                   else dense_layers)),
+        }
+        values = self._values
+        self._arrays = [(ctypes.c_double * len(values["densities"]))(*values["densities"]),
+                        (ctypes.c_double * len(values["thresholds"]))(*values["thresholds"]),
+                        (ctypes.c_int32 * len(values["dense_layers"]))(*values["dense_layers"])]  # alive with it
+        self._c = _capi.MaskSchedule(values["steps"], values["dense_steps"], values["refresh_interval"],
+                                     ctypes.cast(self._arrays[0], _capi.c_double_p), len(values["densities"]),
+                                     ctypes.cast(self._arrays[1], _capi.c_double_p), len(values["thresholds"]),
+                                     ctypes.cast(self._arrays[2], _capi.c_int32_p), len(values["dense_layers"]))
         self.decide(0, 0)  # validates the schedule now
+
+    # Read only: the C schedule is made once, at construction.
+    steps = property(lambda self: self._values["steps"])
+    dense_steps = property(lambda self: self._values["dense_steps"])
+    refresh_interval = property(lambda self: self._values["refresh_interval"])
+    densities = property(lambda self: self._values["densities"])
+    thresholds = property(lambda self: self._values["thresholds"])
+    dense_layers = property(lambda self: self._values["dense_layers"])
 
     def decide(self, step, layer):
         """The MaskDecision of `layer` at `step` (0 <= step < steps)."""
+        step, layer = _int32(step, "step"), _int32(layer, "layer")
         decision = _capi.MaskDecision()
         _capi.check(_capi.lib.sparsejit_mask_schedule_decide(ctypes.byref(self._c), step, layer,
                                                              ctypes.byref(decision)))
@@ -533,9 +556,10 @@ class MaskCache:
     runtime/mask_cache.h does in C++): prepare() returns None where the layer runs dense at that
     step (run dense attention there), else its mask: built at a refresh (or where the window's
     mask is missing), in the compact bitmask form unless compact=False, and returned again for
-    the rest of the window. Guidance passes (say 0 conditional, 1 unconditional) keep masks of
-    their own. `build_options` are MaskBuilder.build's but density and threshold, which the
-    schedule gives."""
+    the rest of the window. Each guidance pass (say 0 conditional, 1 unconditional; name it on
+    every call) keeps masks of its own. A mask is kept for one shape of Q and K: clear() before
+    a video of another shape. `build_options` are MaskBuilder.build's but density and
+    threshold, which the schedule gives."""
 
     def __init__(self, builder, schedule=None, *, compact=True, **build_options):
         for given in ("density", "threshold", "head_densities"):
@@ -545,20 +569,27 @@ class MaskCache:
         self.schedule = MaskSchedule() if schedule is None else schedule
         self.compact = compact
         self.build_options = build_options
-        self._masks = {}  # (layer, guidance pass) -> (window, BlockMask)
+        self._masks = {}  # (layer, guidance pass) -> (window, BlockMask, (Q's shape, K's shape))
 
-    def prepare(self, step, layer, q, k, guidance_pass=0):
+    def prepare(self, step, layer, q, k, *, guidance_pass):
+        if not isinstance(guidance_pass, int) or guidance_pass < 0:
+            raise ValueError(f"sparsejit: guidance_pass = {guidance_pass!r}; 0, 1, ... (say 0 conditional, "
+                             "1 unconditional)")
         decision = self.schedule.decide(step, layer)
         if decision.action == "dense":
             return None
         key = (layer, guidance_pass)
+        shapes = (tuple(q.shape), tuple(k.shape))
         kept = self._masks.get(key)
+        if kept is not None and kept[2] != shapes:
+            raise ValueError(f"sparsejit: layer {layer} (guidance pass {guidance_pass}) keeps a mask of Q {kept[2][0]} "
+                             f"and K {kept[2][1]}, not {shapes[0]} and {shapes[1]}: clear() the cache for a new shape")
         if decision.action == "refresh" or kept is None or kept[0] != decision.window:
             mask = self.builder.build(q, k, density=decision.density, threshold=decision.threshold,
                                       **self.build_options)
             if self.compact:
                 mask = self.builder.to_bitmask(mask)
-            kept = self._masks[key] = (decision.window, mask)
+            kept = self._masks[key] = (decision.window, mask, shapes)
         return kept[1]
 
     def clear(self):
@@ -583,8 +614,11 @@ def token_order(kind, frames, height, width, extra_tokens=0):
 
 try:
     _torch()  # the custom operator needs PyTorch at import; without it the rest imports it lazily
-except ImportError:
-    pass
-else:
     if hasattr(_torch_module.library, "custom_op"):  # PyTorch 2.4 and newer
         from . import _ops  # noqa: E402,F401  registers torch.ops.sparsejit.attention
+except ImportError:
+    pass  # no PyTorch: the schedule and the C API's host calls still work
+except Exception as error:  # a PyTorch that fails to load (its CUDA libraries, say)
+    import warnings
+
+    warnings.warn(f"sparsejit: PyTorch failed to import ({error}); sparsejit.attention is not registered")

@@ -20,15 +20,16 @@ class MaskScheduleTest(unittest.TestCase):
                           ("reuse", 3, 0.1, 0.0)])
 
     def test_a_threshold_schedule(self):
-        schedule = sparsejit.MaskSchedule(steps=10, dense_steps=2, refresh_interval=4, densities=(),
-                                          thresholds=(0.9, 0.8), dense_layers=())
+        schedule = sparsejit.MaskSchedule(steps=10, dense_steps=2, refresh_interval=4, thresholds=(0.9, 0.8),
+                                          dense_layers=())  # thresholds take the default densities' place
+        self.assertEqual(schedule.densities, ())
         self.assertEqual([schedule.decide(step, 0) for step in (1, 2, 5, 6, 9)],
                          [("dense", -1, 0.0, 0.0), ("refresh", 0, 0.0, 0.9), ("reuse", 0, 0.0, 0.9),
                           ("refresh", 1, 0.0, 0.8), ("reuse", 1, 0.0, 0.8)])
 
     def test_bad_schedules_and_steps_are_named(self):
         for arguments, words in (({"densities": (0.3, 1.5)}, "densities[1]"),
-                                 ({"thresholds": (0.9,)}, "both given"),
+                                 ({"densities": (0.3,), "thresholds": (0.9,)}, "both given"),
                                  ({"refresh_interval": 0}, "refresh_interval"),
                                  ({"dense_layers": (2, 2)}, "twice")):
             with self.subTest(arguments=arguments), self.assertRaises(sparsejit.SparsejitError) as raised:
@@ -37,6 +38,16 @@ class MaskScheduleTest(unittest.TestCase):
             self.assertIn(words, str(raised.exception))
         with self.assertRaisesRegex(sparsejit.SparsejitError, "50"):
             sparsejit.MaskSchedule().decide(50, 1)
+        for arguments in ({"steps": 2**32 + 50}, {"dense_layers": (2**31,)}):
+            with self.subTest(arguments=arguments), self.assertRaisesRegex(ValueError, "no 32-bit integer"):
+                sparsejit.MaskSchedule(**arguments)
+        with self.assertRaisesRegex(ValueError, "step = 4294967320 is no 32-bit integer"):
+            sparsejit.MaskSchedule().decide(2**32 + 24, 1)
+
+    def test_a_schedule_is_read_only(self):
+        schedule = sparsejit.MaskSchedule()
+        with self.assertRaises(AttributeError):
+            schedule.densities = (0.9,)  # it would not reach the C schedule made at construction
 
 
 if __name__ == "__main__":

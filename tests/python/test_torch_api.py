@@ -200,12 +200,27 @@ class TorchApiTest(unittest.TestCase):
             self.assert_matches(out, lse, expected, expected_lse, "bnhd", torch.bfloat16, f"cached mask, step {step}")
         with self.assertRaisesRegex(ValueError, "takes no density"):
             sparsejit.MaskCache(self.builder, schedule, density=0.3)
+        with self.assertRaises(TypeError):  # the guidance pass is named on every call
+            cache.prepare(2, 1, q, k)
+        longer = self.random((1, 1200, 2, 128), torch.bfloat16, generator)
+        with self.assertRaisesRegex(ValueError, r"keeps a mask of Q \(1, 1000, 2, 128\).*clear\(\)"):
+            cache.prepare(2, 1, longer, longer, guidance_pass=0)
+        cache.clear()
+        self.assertEqual(cache.prepare(2, 1, longer, longer, guidance_pass=0).bits.shape, (1, 2, 10, 1))
+        # A layer first seen in the middle of a window builds the window's mask; compact=False keeps block-CSR.
+        lists = sparsejit.MaskCache(self.builder, schedule, compact=False)
+        first = lists.prepare(4, 1, q, k, guidance_pass=0)
+        self.assertEqual((first.form, first.count.unique().tolist()), ("csr", [2]))
+        self.assertIs(lists.prepare(4, 1, q, k, guidance_pass=0), first)
 
     def test_the_custom_op_compiles_into_one_graph(self):
         generator = torch.Generator().manual_seed(12)
         q, k, v = (self.random((1, 1000, 2, 128), torch.bfloat16, generator) for _ in range(3))
         mask = self.builder.build(q, k, density=0.5)
         self.assertTrue(torch.equal(sparsejit.attention(q, k, v, mask), self.runtime.attention(q, k, v, mask)))
+        compact = self.builder.to_bitmask(mask)  # the bits and the -1 (None) max_kv_blocks through the op
+        own = sparsejit.BlockMask(block_q=128, block_kv=128, bits=compact.bits)
+        self.assertTrue(torch.equal(sparsejit.attention(q, k, v, own), self.runtime.attention(q, k, v, mask)))
         torch.library.opcheck(torch.ops.sparsejit.attention.default,
                               (q, k, v, mask.count, mask.index, None, None, 128, 128, mask.max_kv_blocks, 0, "bnhd", 0.0),
                               test_utils=("test_schema", "test_faketensor"))

@@ -366,6 +366,10 @@ TEST(CApiMaskSchedule, BadSchedulesAndStepsAreNamed) {
   EXPECT_FAILS_WITH(sparsejit_mask_schedule_decide(&bad, 0, 0, &decision), SPARSEJIT_ERROR_NULL_POINTER,
                     "schedule->dense_layers is NULL");
   bad = schedule;
+  bad.density_count = -1;
+  EXPECT_FAILS_WITH(sparsejit_mask_schedule_decide(&bad, 0, 0, &decision), SPARSEJIT_ERROR_INVALID_ARGUMENT,
+                    "schedule->densities has the negative count -1");
+  bad = schedule;
   bad.refresh_interval = 0;
   EXPECT_FAILS_WITH(sparsejit_mask_schedule_decide(&bad, 0, 0, &decision), SPARSEJIT_ERROR_INVALID_ARGUMENT,
                     "refresh_interval");
