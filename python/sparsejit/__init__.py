@@ -473,7 +473,7 @@ def default_runtime(device=None):
 def attention(q, k, v, mask, *, layout="bnhd", scale=None):
     """Runtime.attention on the default runtime of q's device, through the custom operator
     torch.ops.sparsejit.attention: torch.compile(fullgraph=True) takes a model that calls it
-    without a graph break, and CUDA graphs capture it. Returns a new tensor shaped like q."""
+    without a graph break (it has no backward). Returns a new tensor shaped like q."""
     torch = _torch()
     if not isinstance(mask, BlockMask):
         raise TypeError(f"sparsejit: mask is a {type(mask).__name__}; a sparsejit.BlockMask is needed")

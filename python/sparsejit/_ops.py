@@ -1,6 +1,6 @@
 """torch.ops.sparsejit.attention: sparse attention as a PyTorch custom operator, so that
 torch.compile keeps a model that calls it in one graph (the fake implementation below gives the
-output's shape and strides without running anything) and CUDA graphs capture it. It runs on
+output's shape and strides without running anything; there is no backward). It runs on
 the default runtime of q's device (sparsejit.default_runtime). sparsejit.attention is the way
 to call it with a BlockMask."""
 from typing import Optional
