@@ -81,4 +81,15 @@ DeviceContext::~DeviceContext() {
 
 void DeviceContext::make_current() const { SJ_CU(cuCtxSetCurrent(context_)); }
 
+CurrentContextRestorer::CurrentContextRestorer() {
+  try {
+    restore_ = driver().cuCtxGetCurrent(&previous_) == CUDA_SUCCESS;
+  } catch (...) {  // no driver: no context can be current, none is restored
+  }
+}
+
+CurrentContextRestorer::~CurrentContextRestorer() {
+  if (restore_) driver().cuCtxSetCurrent(previous_);  // a failure leaves the thread's context as it is
+}
+
 }  // namespace sparsejit::jit

@@ -46,4 +46,20 @@ class DeviceContext {
   CUcontext context_ = nullptr;
 };
 
+// Remembers the calling thread's current context and makes it current again when destroyed
+// (none, where there was none), so that an entry point that makes its own context current
+// leaves the thread as it found it (a CUDA runtime user's current device included). Where the
+// driver cannot be loaded there is nothing to restore, and constructing one does not fail.
+class CurrentContextRestorer {
+ public:
+  CurrentContextRestorer();
+  ~CurrentContextRestorer();  // never throws
+  CurrentContextRestorer(const CurrentContextRestorer&) = delete;
+  CurrentContextRestorer& operator=(const CurrentContextRestorer&) = delete;
+
+ private:
+  bool restore_ = false;
+  CUcontext previous_ = nullptr;
+};
+
 }  // namespace sparsejit::jit

@@ -18,9 +18,9 @@
  *  - Device work is asynchronous on the stream given (a CUstream or cudaStream_t of the
  *    runtime's device; NULL is the legacy default stream), except where a function says it
  *    synchronizes. Device pointers must stay valid until that work has finished.
- *  - A call that touches the GPU makes the runtime's device context (its primary context)
- *    current on the calling thread and leaves it current, as cudaSetDevice would: with several
- *    GPUs, set your own current device again afterwards (the Python package does).
+ *  - A call that works on the GPU makes the runtime's device context (its primary context)
+ *    current while it runs and makes the caller's current context (or none) current again
+ *    before it returns: the thread's current device is as the caller left it.
  *  - Structs are plain values that the caller owns. Their layout is frozen for API version 1:
  *    a later version adds functions and structs, never changes these. Fill the ones that
  *    have defaults with their *_init function first, then set what differs.

@@ -442,6 +442,7 @@ void sparsejit_runtime_options_init(sparsejit_runtime_options* options) {
 
 sparsejit_status sparsejit_runtime_create(const sparsejit_runtime_options* options, sparsejit_runtime** runtime) {
   return guarded(__func__, [&] {
+    const jit::CurrentContextRestorer restore_context;  // the caller's context again on return
     require_pointer(runtime, "runtime");
     sparsejit_runtime_options chosen;
     sparsejit_runtime_options_init(&chosen);
@@ -466,7 +467,10 @@ sparsejit_status sparsejit_runtime_create(const sparsejit_runtime_options* optio
   });
 }
 
-void sparsejit_runtime_destroy(sparsejit_runtime* runtime) { delete runtime; }
+void sparsejit_runtime_destroy(sparsejit_runtime* runtime) {
+  const jit::CurrentContextRestorer restore_context;  // releasing the context may make it current
+  delete runtime;
+}
 
 sparsejit_status sparsejit_token_order(sparsejit_token_order_kind kind, int32_t frames, int32_t height, int32_t width,
                                        int32_t extra_tokens, int32_t* order, int64_t capacity) {
@@ -492,6 +496,7 @@ sparsejit_status sparsejit_token_order(sparsejit_token_order_kind kind, int32_t 
 sparsejit_status sparsejit_permute_tokens(sparsejit_runtime* runtime, const sparsejit_permute_args* args,
                                           sparsejit_stream stream) {
   return guarded(__func__, [&] {
+    const jit::CurrentContextRestorer restore_context;  // the caller's context again on return
     // The arguments first, the runtime last (current()): the checks need no GPU.
     require_pointer(args, "args");
     if (args->tensor_count < 1 || args->tensor_count > kMaxPermuteTensors)
@@ -555,6 +560,7 @@ sparsejit_status sparsejit_mask_layout_of_per_head(const sparsejit_mask_inputs* 
 
 sparsejit_status sparsejit_mask_builder_create(sparsejit_runtime* runtime, sparsejit_mask_builder** builder) {
   return guarded(__func__, [&] {
+    const jit::CurrentContextRestorer restore_context;  // the caller's context again on return
     require_pointer(runtime, "runtime");
     require_pointer(builder, "builder");
     *builder = new sparsejit_mask_builder(runtime->runtime);
@@ -572,6 +578,7 @@ sparsejit_status sparsejit_mask_builder_set_first_block_by_score(sparsejit_mask_
 }
 
 void sparsejit_mask_builder_destroy(sparsejit_mask_builder* builder) {
+  const jit::CurrentContextRestorer restore_context;  // freeing the buffers makes the runtime's context current
   if (builder == nullptr) return;
   // Freeing device buffers needs the runtime's context on this thread; a destructor may not
   // report a failure, and the buffers then go with the context.
@@ -585,7 +592,10 @@ void sparsejit_mask_builder_destroy(sparsejit_mask_builder* builder) {
 sparsejit_status sparsejit_mask_build(sparsejit_mask_builder* builder, const sparsejit_mask_inputs* inputs,
                                       const sparsejit_mask_options* options, sparsejit_stream stream,
                                       sparsejit_block_mask* mask, sparsejit_mask_layout* layout) {
-  return guarded(__func__, [&] { build(builder, inputs, options, nullptr, 0, stream, mask, layout); });
+  return guarded(__func__, [&] {
+    const jit::CurrentContextRestorer restore_context;  // the caller's context again on return
+    build(builder, inputs, options, nullptr, 0, stream, mask, layout);
+  });
 }
 
 sparsejit_status sparsejit_mask_build_per_head(sparsejit_mask_builder* builder, const sparsejit_mask_inputs* inputs,
@@ -593,6 +603,7 @@ sparsejit_status sparsejit_mask_build_per_head(sparsejit_mask_builder* builder, 
                                                int32_t head_count, sparsejit_stream stream, sparsejit_block_mask* mask,
                                                sparsejit_mask_layout* layout) {
   return guarded(__func__, [&] {
+    const jit::CurrentContextRestorer restore_context;  // the caller's context again on return
     require_pointer(head_densities, "head_densities");
     build(builder, inputs, options, head_densities, head_count, stream, mask, layout);
   });
@@ -602,6 +613,7 @@ sparsejit_status sparsejit_mask_to_bitmask(sparsejit_mask_builder* builder, cons
                                            const sparsejit_mask_layout* layout, uint64_t* bits,
                                            sparsejit_stream stream, sparsejit_block_mask* bitmask) {
   return guarded(__func__, [&] {
+    const jit::CurrentContextRestorer restore_context;  // the caller's context again on return
     require_pointer(builder, "builder");
     require_pointer(csr, "csr");
     require_pointer(layout, "layout");
@@ -698,6 +710,7 @@ sparsejit_status sparsejit_attention_validate(const sparsejit_attention_args* ar
 sparsejit_status sparsejit_attention(sparsejit_runtime* runtime, const sparsejit_attention_args* args,
                                      sparsejit_stream stream) {
   return guarded(__func__, [&] {
+    const jit::CurrentContextRestorer restore_context;  // the caller's context again on return
     require_pointer(runtime, "runtime");
     const AttentionCall call = validated_attention(args);
     runtime::Runtime& cpp_runtime = current(runtime);
@@ -725,6 +738,7 @@ const char* sparsejit_lookup_level_name(sparsejit_lookup_level level) {
 sparsejit_status sparsejit_attention_lookup(sparsejit_runtime* runtime, const sparsejit_attention_args* args,
                                             sparsejit_attention_choice* choice) {
   return guarded(__func__, [&] {
+    const jit::CurrentContextRestorer restore_context;  // the caller's context again on return
     require_pointer(runtime, "runtime");
     require_pointer(choice, "choice");
     const AttentionCall call = validated_attention(args);

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "jit/device_memory.h"
+#include "jit/driver_api.h"
 #include "runtime/sparsejit.h"
 #include "runtime/token_order.h"
 #include "templates/common/half_precision.h"
@@ -224,6 +225,41 @@ TEST_F(CApiGpuTest, CheckedModeRefusesAnIndexOutOfRangeBeforeAnyLaunch) {
   EXPECT_EQ(status, SPARSEJIT_ERROR_BAD_MASK) << sparsejit_status_name(status) << ": " << message;
   EXPECT_NE(message.find("index[b=0, h=0, qb=0, i=1]"), std::string::npos) << message;
   for (std::uint16_t bits : data.o.device.download_as<std::uint16_t>()) ASSERT_EQ(bits, 0xffff) << "nothing may be launched";
+}
+
+// A caller's current context (here: none, as on a thread that never touched CUDA) is what
+// every call that works on the GPU leaves current, even though it makes its own current inside.
+TEST_F(CApiGpuTest, CallsLeaveTheCallersCurrentContextAsTheyFoundIt) {
+  AttentionData data(generator_);
+  const BlockMask mask = templates::random_block_mask(1, kHeads, kTokensQ, kTokensKv, 128, 128, 0.5, generator_);
+  const DeviceMask device_mask(mask);
+  sparsejit_attention_args args = data.args();
+  args.mask = device_mask.c_mask(mask);
+  sparsejit_mask_inputs inputs{SPARSEJIT_BF16, data.q.c_tensor(), data.k.c_tensor(), 0.f};
+  const sparsejit_mask_options options = mask_options(0.5);
+  // The context current after `call`, which runs with none current; the fixture's is restored.
+  const auto current_after = [&](const char* what, auto&& call) {
+    ASSERT_EQ(jit::driver().cuCtxSetCurrent(nullptr), CUDA_SUCCESS);
+    const sparsejit_status status = call();
+    CUcontext after = context().handle();
+    const CUresult got = jit::driver().cuCtxGetCurrent(&after);
+    context().make_current();
+    ASSERT_EQ(status, SPARSEJIT_OK) << what << ": " << sparsejit_last_error_message();
+    ASSERT_EQ(got, CUDA_SUCCESS);
+    EXPECT_EQ(after, nullptr) << what << " left its context current";
+  };
+  current_after("sparsejit_attention", [&] { return sparsejit_attention(runtime_, &args, stream()); });
+  sparsejit_mask_builder* builder = nullptr;
+  current_after("sparsejit_mask_builder_create", [&] { return sparsejit_mask_builder_create(runtime_, &builder); });
+  sparsejit_block_mask built{};
+  current_after("sparsejit_mask_build", [&] {
+    return sparsejit_mask_build(builder, &inputs, &options, stream(), &built, nullptr);
+  });
+  stream_->synchronize();
+  current_after("sparsejit_mask_builder_destroy", [&] {
+    sparsejit_mask_builder_destroy(builder);
+    return SPARSEJIT_OK;
+  });
 }
 
 TEST_F(CApiGpuTest, BuiltMaskRunsAsBlockCsrAndAsBitmask) {
