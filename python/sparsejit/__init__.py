@@ -198,6 +198,7 @@ class _Owned:
     behind the caller's back, since GPU work may still use it."""
 
     _destroy_name = ""  # the C function that destroys the handle
+    _what = ""  # what the object is, for the error once it is closed
     _handle = None
     device = None  # the CUDA device index its work runs on
 
@@ -213,6 +214,12 @@ class _Owned:
 
     def _before_close(self):
         pass
+
+    def _live(self):
+        """The handle, or a ValueError once closed."""
+        if not self._handle:
+            raise ValueError(f"sparsejit: the {self._what} is closed")
+        return self._handle
 
     def _call(self, function, *args):
         """Calls a C function with this object's device current for torch too: sparsejit makes
@@ -235,6 +242,7 @@ class Runtime(_Owned):
     MaskBuilders first."""
 
     _destroy_name = "sparsejit_runtime_destroy"
+    _what = "runtime"
 
     def __init__(self, device=None, database=None, use_database=True):
         import weakref
@@ -254,11 +262,6 @@ class Runtime(_Owned):
     def _before_close(self):
         for builder in list(self._builders):
             builder.close()
-
-    def _live(self):
-        if not self._handle:
-            raise ValueError("sparsejit: the runtime is closed")
-        return self._handle
 
     def _attention_args(self, q, k, v, mask, layout, scale, out, lse, checked):
         if not isinstance(mask, BlockMask):
@@ -360,6 +363,7 @@ class MaskBuilder(_Owned):
     its own."""
 
     _destroy_name = "sparsejit_mask_builder_destroy"
+    _what = "mask builder"
 
     def __init__(self, runtime):
         self.runtime, self.device = runtime, runtime.device
@@ -369,10 +373,9 @@ class MaskBuilder(_Owned):
         runtime._builders.add(self)
 
     def _live(self):
-        if not self._handle:
-            raise ValueError("sparsejit: the mask builder is closed")
-        self.runtime._live()
-        return self._handle
+        handle = super()._live()
+        self.runtime._live()  # a builder works only while its runtime is open
+        return handle
 
     def build(self, q, k, *, layout="bnhd", density=0.3, threshold=0.0, block=128, tile=16, text_blocks=0,
               fine_n=0, fine_share=0.9, head_densities=None, first_block_by_score=False, scale=None):

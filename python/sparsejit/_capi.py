@@ -12,15 +12,7 @@ import os
 
 API_VERSION = 1  # SPARSEJIT_API_VERSION of the header these declarations mirror
 
-# sparsejit_status
-OK = 0
-STATUS_NAMES = {
-    0: "SPARSEJIT_OK", 1: "SPARSEJIT_ERROR_NULL_POINTER", 2: "SPARSEJIT_ERROR_MISALIGNED",
-    3: "SPARSEJIT_ERROR_UNSUPPORTED", 4: "SPARSEJIT_ERROR_SHAPE_MISMATCH", 5: "SPARSEJIT_ERROR_BAD_MASK",
-    6: "SPARSEJIT_ERROR_INVALID_ARGUMENT", 7: "SPARSEJIT_ERROR_NO_GPU", 8: "SPARSEJIT_ERROR_DATABASE",
-    9: "SPARSEJIT_ERROR_COMPILE", 10: "SPARSEJIT_ERROR_CUDA", 11: "SPARSEJIT_ERROR_OUT_OF_MEMORY",
-    12: "SPARSEJIT_ERROR_INTERNAL",
-}
+OK = 0  # sparsejit_status; sparsejit_status_name() names the others
 # sparsejit_dtype, sparsejit_layout, sparsejit_token_order_kind, sparsejit_permute_direction,
 # sparsejit_mask_form
 BF16, FP16 = 0, 1
