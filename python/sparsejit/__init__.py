@@ -207,9 +207,8 @@ class _Owned:
         destroys it. Closing twice does nothing."""
         if self._handle:
             self._before_close()
-            with _torch().cuda.device(self.device):  # destroying makes the device's context current
-                _torch().cuda.synchronize()
-                getattr(_capi.lib, self._destroy_name)(self._handle)
+            _torch().cuda.synchronize(self.device)
+            getattr(_capi.lib, self._destroy_name)(self._handle)
             self._handle = None
 
     def _before_close(self):
@@ -220,12 +219,6 @@ class _Owned:
         if not self._handle:
             raise ValueError(f"sparsejit: the {self._what} is closed")
         return self._handle
-
-    def _call(self, function, *args):
-        """Calls a C function with this object's device current for torch too: sparsejit makes
-        its device's context current, and torch's current device is restored afterwards."""
-        with _torch().cuda.device(self.device):
-            _capi.check(function(*args))
 
     def __enter__(self):
         return self
@@ -256,7 +249,7 @@ class Runtime(_Owned):
         options.database_path = None if database is None else str(database).encode()
         options.use_database = 1 if use_database else 0
         handle = ctypes.c_void_p()
-        self._call(_capi.lib.sparsejit_runtime_create, ctypes.byref(options), ctypes.byref(handle))
+        _capi.check(_capi.lib.sparsejit_runtime_create(ctypes.byref(options), ctypes.byref(handle)))
         self._handle = handle
 
     def _before_close(self):
@@ -301,7 +294,7 @@ class Runtime(_Owned):
             if return_lse:
                 lse = torch.empty((batch, heads, tokens), dtype=torch.float32, device=q.device)
         args = self._attention_args(q, k, v, mask, layout, scale, out, lse, checked)
-        self._call(_capi.lib.sparsejit_attention, self._live(), ctypes.byref(args), _stream(self.device))
+        _capi.check(_capi.lib.sparsejit_attention(self._live(), ctypes.byref(args), _stream(self.device)))
         return (out, lse) if return_lse else out
 
     def lookup(self, q, k, v, mask, *, layout="bnhd", scale=None):
@@ -310,7 +303,7 @@ class Runtime(_Owned):
         for), without running anything."""
         args = self._attention_args(q, k, v, mask, layout, scale, q, None, False)
         choice = _capi.AttentionChoice()
-        self._call(_capi.lib.sparsejit_attention_lookup, self._live(), ctypes.byref(args), ctypes.byref(choice))
+        _capi.check(_capi.lib.sparsejit_attention_lookup(self._live(), ctypes.byref(args), ctypes.byref(choice)))
         return {"level": _capi.lib.sparsejit_lookup_level_name(choice.level).decode(), "block_m": choice.block_m,
                 "block_n": choice.block_n, "warps": choice.warps, "problem_key": choice.problem_key.decode(),
                 "tuned_for": choice.source_key.decode(), "tuned_on": choice.source_gpu.decode()}
@@ -351,7 +344,7 @@ class Runtime(_Owned):
         _on_device([("order", order)], self.device)
         args.permutation = _pointer(order, _capi.c_int32_p)
         args.direction = _DIRECTIONS[direction]
-        self._call(_capi.lib.sparsejit_permute_tokens, self._live(), ctypes.byref(args), _stream(self.device))
+        _capi.check(_capi.lib.sparsejit_permute_tokens(self._live(), ctypes.byref(args), _stream(self.device)))
         return out
 
 
@@ -368,7 +361,7 @@ class MaskBuilder(_Owned):
     def __init__(self, runtime):
         self.runtime, self.device = runtime, runtime.device
         handle = ctypes.c_void_p()
-        self._call(_capi.lib.sparsejit_mask_builder_create, runtime._live(), ctypes.byref(handle))
+        _capi.check(_capi.lib.sparsejit_mask_builder_create(runtime._live(), ctypes.byref(handle)))
         self._handle = handle
         runtime._builders.add(self)
 
@@ -426,11 +419,12 @@ class MaskBuilder(_Owned):
         _capi.check(_capi.lib.sparsejit_mask_builder_set_first_block_by_score(handle, 1 if first_block_by_score else 0))
         stream = _stream(self.device)
         if per_head is not None:
-            self._call(_capi.lib.sparsejit_mask_build_per_head, handle, ctypes.byref(inputs), ctypes.byref(options),
-                       per_head[0], per_head[1], stream, ctypes.byref(mask), None)
+            _capi.check(_capi.lib.sparsejit_mask_build_per_head(handle, ctypes.byref(inputs), ctypes.byref(options),
+                                                                per_head[0], per_head[1], stream,
+                                                                ctypes.byref(mask), None))
         else:
-            self._call(_capi.lib.sparsejit_mask_build, handle, ctypes.byref(inputs), ctypes.byref(options), stream,
-                       ctypes.byref(mask), None)
+            _capi.check(_capi.lib.sparsejit_mask_build(handle, ctypes.byref(inputs), ctypes.byref(options), stream,
+                                                       ctypes.byref(mask), None))
         built = BlockMask(block_q=mask.block_q, block_kv=mask.block_kv, count=count, index=index,
                           max_kv_blocks=mask.max_kv_blocks, fine_n=mask.fine_n, fine_bits=fine_bits)
         built._layout = layout_out
@@ -450,9 +444,9 @@ class MaskBuilder(_Owned):
         bits = torch.empty(tuple(mask.count.shape) + (layout.kv_block_words,), dtype=torch.int64,
                            device=mask.count.device)
         converted = _capi.BlockMask()
-        self._call(_capi.lib.sparsejit_mask_to_bitmask, handle, ctypes.byref(mask._c(layout.kv_blocks)),
-                   ctypes.byref(layout), _pointer(bits, _capi.c_uint64_p), _stream(self.device),
-                   ctypes.byref(converted))
+        _capi.check(_capi.lib.sparsejit_mask_to_bitmask(handle, ctypes.byref(mask._c(layout.kv_blocks)),
+                                                        ctypes.byref(layout), _pointer(bits, _capi.c_uint64_p),
+                                                        _stream(self.device), ctypes.byref(converted)))
         return BlockMask(block_q=mask.block_q, block_kv=mask.block_kv, bits=bits,
                          max_kv_blocks=converted.max_kv_blocks, fine_n=mask.fine_n, fine_bits=mask.fine_bits)
 
