@@ -81,15 +81,15 @@ DeviceContext::~DeviceContext() {
 
 void DeviceContext::make_current() const { SJ_CU(cuCtxSetCurrent(context_)); }
 
-CurrentContextRestorer::CurrentContextRestorer() {
-  try {
-    restore_ = driver().cuCtxGetCurrent(&previous_) == CUDA_SUCCESS;
-  } catch (...) {  // no driver: no context can be current, none is restored
-  }
+ScopedCurrentContext::ScopedCurrentContext(CUcontext context) {
+  SJ_CU(cuCtxGetCurrent(&previous_));
+  if (previous_ == context) return;
+  SJ_CU(cuCtxSetCurrent(context));
+  switched_ = true;
 }
 
-CurrentContextRestorer::~CurrentContextRestorer() {
-  if (restore_) driver().cuCtxSetCurrent(previous_);  // a failure leaves the thread's context as it is
+ScopedCurrentContext::~ScopedCurrentContext() {
+  if (switched_) driver().cuCtxSetCurrent(previous_);  // a failure leaves the thread's context as it is
 }
 
 }  // namespace sparsejit::jit

@@ -46,20 +46,22 @@ class DeviceContext {
   CUcontext context_ = nullptr;
 };
 
-// Remembers the calling thread's current context and makes it current again when destroyed
-// (none, where there was none), so that an entry point that makes its own context current
-// leaves the thread as it found it (a CUDA runtime user's current device included). Where the
-// driver cannot be loaded there is nothing to restore, and constructing one does not fail.
-class CurrentContextRestorer {
+// Makes `context` current on the calling thread for this object's lifetime, then whatever was
+// current before again (none, where none was). Every entry point of sparsejit that works on
+// the GPU holds one, so that it runs in its runtime's context whichever context the caller
+// has current, and leaves the caller's (a CUDA runtime user's current device included) as it
+// found it. Where `context` is already current it costs one cuCtxGetCurrent.
+class ScopedCurrentContext {
  public:
-  CurrentContextRestorer();
-  ~CurrentContextRestorer();  // never throws
-  CurrentContextRestorer(const CurrentContextRestorer&) = delete;
-  CurrentContextRestorer& operator=(const CurrentContextRestorer&) = delete;
+  explicit ScopedCurrentContext(CUcontext context);  // throws CudaError where it cannot switch
+  explicit ScopedCurrentContext(const DeviceContext& context) : ScopedCurrentContext(context.handle()) {}
+  ~ScopedCurrentContext();  // never throws
+  ScopedCurrentContext(const ScopedCurrentContext&) = delete;
+  ScopedCurrentContext& operator=(const ScopedCurrentContext&) = delete;
 
  private:
-  bool restore_ = false;
   CUcontext previous_ = nullptr;
+  bool switched_ = false;
 };
 
 }  // namespace sparsejit::jit

@@ -4,6 +4,7 @@
 #include <string>
 #include <utility>
 
+#include "jit/device.h"
 #include "jit/driver_api.h"
 #include "jit/error.h"
 
@@ -11,22 +12,38 @@ namespace sparsejit::jit {
 
 DeviceBuffer::DeviceBuffer(std::size_t bytes) : bytes_(bytes) {
   if (bytes == 0) return;
+  SJ_CU(cuCtxGetCurrent(&context_));
+  if (context_ == nullptr)
+    throw JitError("cuMemAlloc(" + std::to_string(bytes) + " bytes) needs a current context; none is current");
   check_driver_result(driver().cuMemAlloc(&address_, bytes),
                       ("cuMemAlloc(" + std::to_string(bytes) + " bytes)").c_str());
 }
 
-DeviceBuffer::~DeviceBuffer() {
-  if (address_ != 0) driver().cuMemFree(address_);  // no throw from a destructor
+void DeviceBuffer::release() noexcept {
+  if (address_ == 0) return;
+  // No throw from a destructor: where its context cannot be made current, the memory is
+  // left to that context's teardown.
+  try {
+    const ScopedCurrentContext current(context_);
+    driver().cuMemFree(address_);
+  } catch (...) {
+  }
+  address_ = 0;
 }
 
+DeviceBuffer::~DeviceBuffer() { release(); }
+
 DeviceBuffer::DeviceBuffer(DeviceBuffer&& other) noexcept
-    : address_(std::exchange(other.address_, 0)), bytes_(std::exchange(other.bytes_, 0)) {}
+    : address_(std::exchange(other.address_, 0)),
+      bytes_(std::exchange(other.bytes_, 0)),
+      context_(std::exchange(other.context_, nullptr)) {}
 
 DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& other) noexcept {
   if (this != &other) {
-    if (address_ != 0) driver().cuMemFree(address_);
+    release();
     address_ = std::exchange(other.address_, 0);
     bytes_ = std::exchange(other.bytes_, 0);
+    context_ = std::exchange(other.context_, nullptr);
   }
   return *this;
 }
@@ -36,6 +53,7 @@ void DeviceBuffer::upload(std::span<const std::uint8_t> host) {
     throw JitError("upload of " + std::to_string(host.size()) + " bytes into a buffer of " +
                    std::to_string(bytes_));
   if (bytes_ == 0) return;
+  const ScopedCurrentContext current(context_);
   SJ_CU(cuMemcpyHtoD(address_, host.data(), bytes_));
   // From pageable memory the copy may still be in flight on the legacy stream, which
   // sparsejit's non-blocking streams do not wait for: finish it here.
@@ -44,12 +62,15 @@ void DeviceBuffer::upload(std::span<const std::uint8_t> host) {
 
 std::vector<std::uint8_t> DeviceBuffer::download() const {
   std::vector<std::uint8_t> host(bytes_);
-  if (bytes_ != 0) SJ_CU(cuMemcpyDtoH(host.data(), address_, bytes_));
+  if (bytes_ == 0) return host;
+  const ScopedCurrentContext current(context_);
+  SJ_CU(cuMemcpyDtoH(host.data(), address_, bytes_));
   return host;
 }
 
 void DeviceBuffer::fill(std::uint8_t byte) {
   if (bytes_ == 0) return;
+  const ScopedCurrentContext current(context_);
   SJ_CU(cuMemsetD8(address_, byte, bytes_));
   SJ_CU(cuStreamSynchronize(CU_STREAM_LEGACY));  // as in upload(): done before any stream reads
 }

@@ -10,10 +10,13 @@
 
 namespace sparsejit::jit {
 
+// Device memory of the context current where it was allocated. Its methods and its destructor
+// work in that context whatever the calling thread has current, and leave the thread's
+// current context as they found it.
 class DeviceBuffer {
  public:
   DeviceBuffer() = default;
-  explicit DeviceBuffer(std::size_t bytes);  // the current context must be set
+  explicit DeviceBuffer(std::size_t bytes);  // allocates in the current context (one must be current)
   ~DeviceBuffer();
   DeviceBuffer(DeviceBuffer&& other) noexcept;
   DeviceBuffer& operator=(DeviceBuffer&& other) noexcept;
@@ -46,6 +49,9 @@ class DeviceBuffer {
  private:
   CUdeviceptr address_ = 0;
   std::size_t bytes_ = 0;
+  CUcontext context_ = nullptr;  // where address_ was allocated
+
+  void release() noexcept;  // frees address_ (in context_), if any
 };
 
 // Copies `bytes` from device memory the caller owns (synchronous).

@@ -43,7 +43,7 @@ std::shared_ptr<LoadedModule> LoadedModule::load(const DeviceContext& context,
                                                  std::span<const std::uint8_t> cubin,
                                                  std::map<std::string, std::string> lowered_names) {
   if (cubin.empty()) throw JitError("cannot load an empty CUBIN");
-  context.make_current();
+  const ScopedCurrentContext current(context);
   CUmodule module = nullptr;
   SJ_CU(cuModuleLoadData(&module, cubin.data()));
   return std::shared_ptr<LoadedModule>(new LoadedModule(context, module, std::move(lowered_names)));
@@ -51,7 +51,11 @@ std::shared_ptr<LoadedModule> LoadedModule::load(const DeviceContext& context,
 
 LoadedModule::~LoadedModule() {
   // Destructors must not throw: errors here leave the module to context teardown.
-  if (driver().cuCtxSetCurrent(context_.handle()) == CUDA_SUCCESS) driver().cuModuleUnload(module_);
+  try {
+    const ScopedCurrentContext current(context_);
+    driver().cuModuleUnload(module_);
+  } catch (...) {
+  }
 }
 
 Kernel LoadedModule::kernel(const std::string& name_expression) const {

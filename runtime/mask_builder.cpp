@@ -83,7 +83,7 @@ DeviceBlockMask MaskBuilder::build_into(const QueryKeyInputs& inputs, const Mask
   const MaskLayout layout = MaskBuilder::layout(inputs, options);
   if (options.fine_n == 0 && output.fine_bits != nullptr)
     fail("fine_bits were given for a build without fine bits (fine_n = 0)");
-  runtime_.context().make_current();
+  const jit::ScopedCurrentContext current(runtime_.context());
   const int max_shared = runtime_.device().max_shared_bytes_per_block;
   const BlockScoreConfig score_config = default_block_score_config(
       inputs.dtype, inputs.head_dim, options.tile, options.block_q, options.block_kv, max_shared);
@@ -165,7 +165,7 @@ DeviceBlockMask MaskBuilder::build_into(const QueryKeyInputs& inputs, const Mask
 }
 
 void MaskBuilder::to_bitmask(const DeviceBlockMask& mask, unsigned long long* bits, CUstream stream) {
-  runtime_.context().make_current();
+  const jit::ScopedCurrentContext current(runtime_.context());
   CsrToBitmaskParams params{};
   params.kv_block_count = mask.kv_block_count;
   params.kv_block_index = mask.kv_block_index;

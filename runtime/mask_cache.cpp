@@ -91,7 +91,7 @@ PreparedMask MaskCache::prepare(int step, int layer, GuidancePass pass, const Qu
   prepared.action = MaskAction::reuse;
   if (decision.action == MaskAction::refresh || entry.window != decision.window) {
     if (entry.bits.bytes() == 0) {
-      builder_.runtime().context().make_current();
+      const jit::ScopedCurrentContext current(builder_.runtime().context());
       entry.bits = jit::DeviceBuffer(footprint_.bitmask_bytes);
       if (footprint_.fine_bits_bytes > 0) entry.fine_bits = jit::DeviceBuffer(footprint_.fine_bits_bytes);
     }

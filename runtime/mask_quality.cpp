@@ -78,7 +78,7 @@ void run_dense(Runtime& runtime, const AttentionInputs& inputs, int block_q, int
 std::vector<float> masses_under_lse(Runtime& runtime, const QueryKeyInputs& qk, int block_q, int block_kv,
                                     const float* lse, CUstream stream) {
   using templates::AttentionQualityFamily;
-  runtime.context().make_current();
+  const jit::ScopedCurrentContext current(runtime.context());
   const templates::BlockMassConfig config{qk.dtype, qk.head_dim, block_q, block_kv};
   jit::DeviceBuffer mass(static_cast<std::size_t>(qk.batch) * qk.heads * ceil_div(qk.tokens_q, block_q) *
                          ceil_div(qk.tokens_kv, block_kv) * sizeof(float));
@@ -131,7 +131,7 @@ MaskQuality::MaskQuality(Runtime& runtime, const AttentionInputs& inputs, int bl
       stream_(stream) {
   const QueryKeyInputs& qk = inputs.qk;
   check_sizes(qk);
-  runtime_.context().make_current();
+  const jit::ScopedCurrentContext current(runtime_.context());
   const std::size_t slices = static_cast<std::size_t>(qk.batch) * static_cast<std::size_t>(qk.heads);
   const std::size_t rows = slices * static_cast<std::size_t>(qk.tokens_q);
   dense_o_ = jit::DeviceBuffer(rows * static_cast<std::size_t>(qk.head_dim) * 2);
@@ -153,7 +153,7 @@ const std::vector<float>& MaskQuality::block_masses() {
 std::vector<float> exact_block_masses(Runtime& runtime, const QueryKeyInputs& inputs, int block_q, int block_kv,
                                       CUstream stream) {
   check_sizes(inputs);
-  runtime.context().make_current();
+  const jit::ScopedCurrentContext current(runtime.context());
   // The row LSE does not depend on V: K serves as V (same tokens and head dim).
   AttentionInputs keys_as_values{inputs, inputs.k, inputs.k_batch_stride, inputs.k_head_stride, inputs.k_token_stride};
   const std::size_t rows = static_cast<std::size_t>(inputs.batch) * static_cast<std::size_t>(inputs.heads) *
@@ -166,7 +166,7 @@ std::vector<float> exact_block_masses(Runtime& runtime, const QueryKeyInputs& in
 MaskQualityReport MaskQuality::measure(const DeviceBlockMask& mask, int fine_n) {
   using templates::AttentionQualityFamily;
   const QueryKeyInputs& qk = inputs_.qk;
-  runtime_.context().make_current();
+  const jit::ScopedCurrentContext current(runtime_.context());
   SparseAttentionParams sparse =
       attention_params(inputs_, sparse_o_.pointer(), static_cast<float*>(sparse_lse_.pointer()));
   sparse.kv_block_count = mask.kv_block_count;

@@ -56,6 +56,7 @@ PermuteChoice Runtime::permute_config(int head_dim, templates::PermuteDirection 
 void Runtime::permute_tokens(const PermuteParams& params, int head_dim,
                              templates::PermuteDirection direction, CUstream stream) {
   using templates::PermuteFamily;
+  const jit::ScopedCurrentContext current(*context_);
   const templates::PermuteConfig config =
       permute_config(head_dim, direction, PermuteFamily::max_vector_bytes(params)).config;
   PermuteFamily::validate(config, params);
@@ -86,6 +87,7 @@ const AttentionChoice& Runtime::attention_config(const AttentionProblem& problem
 void Runtime::sparse_attention(const SparseAttentionParams& params, const AttentionProblem& problem,
                                CUstream stream, bool check_mask) {
   using templates::SparseAttentionFamily;
+  const jit::ScopedCurrentContext current(*context_);
   templates::AttentionConfig config =
       attention_config(problem, templates::attention_call_shape(params, problem.block_kv)).config;
   config.bitmask = params.kv_block_bits != nullptr;  // the form the call gives
@@ -99,6 +101,7 @@ void Runtime::sparse_attention(const SparseAttentionParams& params, const Attent
 
 void Runtime::check_attention_mask(const SparseAttentionParams& params, const AttentionProblem& problem,
                                    CUstream stream) {
+  const jit::ScopedCurrentContext current(*context_);
   templates::BlockMask mask;
   mask.batch = params.batch;
   mask.heads = params.heads;

@@ -3,6 +3,11 @@
 // kernels loaded for them. Kernels come from the database's CUBIN store when it holds them
 // and are compiled with NVRTC (and stored) otherwise; configurations come from the
 // database's best configs for this GPU when it has been tuned, else the built-in defaults.
+//
+// Contexts: the runtime works in its device's primary context. Each call that works on the
+// GPU makes that context current for its duration, from any thread, and leaves the thread's
+// current context (a CUDA runtime user's current device) as it found it. Streams and device
+// pointers given to a call must belong to the runtime's device.
 #include <cuda.h>
 
 #include <filesystem>

@@ -350,10 +350,9 @@ sparsejit_mask_layout c_layout(const runtime::MaskLayout& layout) {
   return result;
 }
 
-// Makes the runtime's context current on the calling thread (any thread may call in).
-runtime::Runtime& current(sparsejit_runtime* runtime) {
+// The C++ runtime of a handle (its calls make its context current themselves, from any thread).
+runtime::Runtime& runtime_of(sparsejit_runtime* runtime) {
   require_pointer(runtime, "runtime");
-  runtime->runtime.context().make_current();
   return runtime->runtime;
 }
 
@@ -381,7 +380,6 @@ void build(sparsejit_mask_builder* builder, const sparsejit_mask_inputs* inputs,
   output.kv_block_count = const_cast<int*>(mask->kv_block_count);
   output.kv_block_index = const_cast<int*>(mask->kv_block_index);
   output.fine_bits = reinterpret_cast<unsigned long long*>(const_cast<uint64_t*>(mask->fine_bits));
-  builder->builder.runtime().context().make_current();
   runtime::MaskBuildOptions cpp_options = mask_options(*options, head_densities, head_count);
   cpp_options.keep_first_block = builder->keep_first_block;
   const runtime::DeviceBlockMask built = builder->builder.build_into(cpp_inputs, cpp_options, output, stream);
@@ -442,7 +440,6 @@ void sparsejit_runtime_options_init(sparsejit_runtime_options* options) {
 
 sparsejit_status sparsejit_runtime_create(const sparsejit_runtime_options* options, sparsejit_runtime** runtime) {
   return guarded(__func__, [&] {
-    const jit::CurrentContextRestorer restore_context;  // the caller's context again on return
     require_pointer(runtime, "runtime");
     sparsejit_runtime_options chosen;
     sparsejit_runtime_options_init(&chosen);
@@ -468,7 +465,6 @@ sparsejit_status sparsejit_runtime_create(const sparsejit_runtime_options* optio
 }
 
 void sparsejit_runtime_destroy(sparsejit_runtime* runtime) {
-  const jit::CurrentContextRestorer restore_context;  // releasing the context may make it current
   delete runtime;
 }
 
@@ -496,8 +492,7 @@ sparsejit_status sparsejit_token_order(sparsejit_token_order_kind kind, int32_t 
 sparsejit_status sparsejit_permute_tokens(sparsejit_runtime* runtime, const sparsejit_permute_args* args,
                                           sparsejit_stream stream) {
   return guarded(__func__, [&] {
-    const jit::CurrentContextRestorer restore_context;  // the caller's context again on return
-    // The arguments first, the runtime last (current()): the checks need no GPU.
+    // The arguments first, the runtime last: the checks need no GPU.
     require_pointer(args, "args");
     if (args->tensor_count < 1 || args->tensor_count > kMaxPermuteTensors)
       fail(SPARSEJIT_ERROR_INVALID_ARGUMENT, "tensor_count " + std::to_string(args->tensor_count) + " is outside 1.." +
@@ -529,7 +524,7 @@ sparsejit_status sparsejit_permute_tokens(sparsejit_runtime* runtime, const spar
     params.tokens = shape.tokens;
     if (templates::PermuteFamily::max_vector_bytes(params) < 4)
       fail(SPARSEJIT_ERROR_MISALIGNED, "every data pointer and every stride * 2 bytes must be a multiple of 4 bytes");
-    current(runtime).permute_tokens(params, shape.head_dim,
+    runtime_of(runtime).permute_tokens(params, shape.head_dim,
                                     args->direction == SPARSEJIT_PERMUTE_GATHER ? templates::PermuteDirection::gather
                                                                                 : templates::PermuteDirection::scatter,
                                     stream);
@@ -560,7 +555,6 @@ sparsejit_status sparsejit_mask_layout_of_per_head(const sparsejit_mask_inputs* 
 
 sparsejit_status sparsejit_mask_builder_create(sparsejit_runtime* runtime, sparsejit_mask_builder** builder) {
   return guarded(__func__, [&] {
-    const jit::CurrentContextRestorer restore_context;  // the caller's context again on return
     require_pointer(runtime, "runtime");
     require_pointer(builder, "builder");
     *builder = new sparsejit_mask_builder(runtime->runtime);
@@ -578,22 +572,13 @@ sparsejit_status sparsejit_mask_builder_set_first_block_by_score(sparsejit_mask_
 }
 
 void sparsejit_mask_builder_destroy(sparsejit_mask_builder* builder) {
-  const jit::CurrentContextRestorer restore_context;  // freeing the buffers makes the runtime's context current
-  if (builder == nullptr) return;
-  // Freeing device buffers needs the runtime's context on this thread; a destructor may not
-  // report a failure, and the buffers then go with the context.
-  try {
-    builder->builder.runtime().context().make_current();
-  } catch (...) {
-  }
-  delete builder;
+  delete builder;  // its buffers are freed in their own context, the caller's left current
 }
 
 sparsejit_status sparsejit_mask_build(sparsejit_mask_builder* builder, const sparsejit_mask_inputs* inputs,
                                       const sparsejit_mask_options* options, sparsejit_stream stream,
                                       sparsejit_block_mask* mask, sparsejit_mask_layout* layout) {
   return guarded(__func__, [&] {
-    const jit::CurrentContextRestorer restore_context;  // the caller's context again on return
     build(builder, inputs, options, nullptr, 0, stream, mask, layout);
   });
 }
@@ -603,7 +588,6 @@ sparsejit_status sparsejit_mask_build_per_head(sparsejit_mask_builder* builder, 
                                                int32_t head_count, sparsejit_stream stream, sparsejit_block_mask* mask,
                                                sparsejit_mask_layout* layout) {
   return guarded(__func__, [&] {
-    const jit::CurrentContextRestorer restore_context;  // the caller's context again on return
     require_pointer(head_densities, "head_densities");
     build(builder, inputs, options, head_densities, head_count, stream, mask, layout);
   });
@@ -613,7 +597,6 @@ sparsejit_status sparsejit_mask_to_bitmask(sparsejit_mask_builder* builder, cons
                                            const sparsejit_mask_layout* layout, uint64_t* bits,
                                            sparsejit_stream stream, sparsejit_block_mask* bitmask) {
   return guarded(__func__, [&] {
-    const jit::CurrentContextRestorer restore_context;  // the caller's context again on return
     require_pointer(builder, "builder");
     require_pointer(csr, "csr");
     require_pointer(layout, "layout");
@@ -636,7 +619,6 @@ sparsejit_status sparsejit_mask_to_bitmask(sparsejit_mask_builder* builder, cons
     mask.layout.max_kv_blocks = layout->max_kv_blocks;
     mask.layout.top_k = layout->top_k;
     mask.layout.rows = static_cast<std::size_t>(layout->rows);
-    builder->builder.runtime().context().make_current();
     builder->builder.to_bitmask(mask, reinterpret_cast<unsigned long long*>(bits), stream);
     sparsejit_block_mask result = *csr;
     result.form = SPARSEJIT_MASK_BITMASK;
@@ -710,10 +692,9 @@ sparsejit_status sparsejit_attention_validate(const sparsejit_attention_args* ar
 sparsejit_status sparsejit_attention(sparsejit_runtime* runtime, const sparsejit_attention_args* args,
                                      sparsejit_stream stream) {
   return guarded(__func__, [&] {
-    const jit::CurrentContextRestorer restore_context;  // the caller's context again on return
     require_pointer(runtime, "runtime");
     const AttentionCall call = validated_attention(args);
-    runtime::Runtime& cpp_runtime = current(runtime);
+    runtime::Runtime& cpp_runtime = runtime_of(runtime);
     if (args->checked != 0) {
       try {
         cpp_runtime.check_attention_mask(call.params, call.problem, stream);
@@ -738,7 +719,6 @@ const char* sparsejit_lookup_level_name(sparsejit_lookup_level level) {
 sparsejit_status sparsejit_attention_lookup(sparsejit_runtime* runtime, const sparsejit_attention_args* args,
                                             sparsejit_attention_choice* choice) {
   return guarded(__func__, [&] {
-    const jit::CurrentContextRestorer restore_context;  // the caller's context again on return
     require_pointer(runtime, "runtime");
     require_pointer(choice, "choice");
     const AttentionCall call = validated_attention(args);

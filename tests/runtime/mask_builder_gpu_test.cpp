@@ -15,6 +15,7 @@
 #include <memory>
 
 #include "jit/device_memory.h"
+#include "jit/driver_api.h"
 #include "runtime/mask_builder.h"
 #include "runtime/mask_cache.h"
 #include "runtime/runtime.h"
@@ -26,6 +27,7 @@
 #include "templates/sparse_attention/attention_reference.h"
 #include "templates/sparse_attention/block_mask.h"
 #include "tests/support/gpu_test.h"
+#include "tests/templates/permute_case.h"
 
 namespace sparsejit::runtime {
 namespace {
@@ -384,6 +386,121 @@ TEST_F(MaskRuntimeGpuTest, CacheBuildsThresholdWindowsAndProfiledHeads) {
   const std::vector<std::uint64_t> profiled_bits = bits_of(after);
   EXPECT_EQ(profiled_bits, expected_bits({.density = 0.0, .head_densities = {0.05, 0.9}}));
   EXPECT_NE(profiled_bits, expected_bits({.density = 0.5})) << "the heads' densities differ from the schedule's";
+}
+
+// The C++ API from a thread with no context current, as a thread that never touched CUDA:
+// every call that works on the GPU runs in its runtime's context (a fresh runtime, so kernels
+// are loaded inside the calls) and leaves none current, and so do the destructors that free
+// device memory or unload modules. The results are checked, so a call that ran in no context
+// (or the wrong one) fails too; before, the launch's work counter needed the caller to have
+// made the runtime's context current.
+TEST_F(MaskRuntimeGpuTest, CallsWorkWithNoContextCurrentAndLeaveNoneCurrent) {
+  const auto none_current_after = [&](const std::string& what, auto&& call) {
+    ASSERT_EQ(jit::driver().cuCtxSetCurrent(nullptr), CUDA_SUCCESS);
+    call();
+    CUcontext after = context().handle();
+    const CUresult got = jit::driver().cuCtxGetCurrent(&after);
+    context().make_current();  // the checks below run in the fixture's context
+    ASSERT_EQ(got, CUDA_SUCCESS);
+    EXPECT_EQ(after, nullptr) << what << " left a context current";
+  };
+  auto runtime = std::make_unique<Runtime>(
+      RuntimeOptions{.device = context().ordinal(), .database_path = std::nullopt, .use_database = false});
+  auto builder = std::make_unique<MaskBuilder>(*runtime);
+  const Tensors t(2, 1000, 1000, 128, /*bnhd=*/false, generator_);
+  const CUstream stream = stream_->handle();
+  const MaskBuildOptions options{.density = 0.5};
+
+  DeviceBlockMask mask;
+  none_current_after("MaskBuilder::build", [&] { mask = builder->build(t.inputs(), options, stream); });
+  stream_->synchronize();
+  const BlockMask host_mask = downloaded(mask, 1, t.heads, options);
+  for (int count : host_mask.count) EXPECT_GE(count, mask.layout.top_k);
+
+  jit::DeviceBuffer bits(mask.layout.rows * static_cast<std::size_t>(templates::bitmask_words(mask.layout.kv_blocks)) *
+                         sizeof(std::uint64_t));
+  none_current_after("MaskBuilder::to_bitmask", [&] {
+    builder->to_bitmask(mask, static_cast<unsigned long long*>(bits.pointer()), stream);
+  });
+  stream_->synchronize();
+  EXPECT_EQ(bits.download_as<std::uint64_t>(), templates::to_bitmask(host_mask).bits);
+
+  SparseAttentionParams device{}, host{};
+  for (SparseAttentionParams* p : {&device, &host}) {
+    const auto s = t.strides(1000);
+    p->q_batch_stride = p->k_batch_stride = p->v_batch_stride = p->o_batch_stride = s[0];
+    p->q_head_stride = p->k_head_stride = p->v_head_stride = p->o_head_stride = s[1];
+    p->q_token_stride = p->k_token_stride = p->v_token_stride = p->o_token_stride = s[2];
+    p->batch = 1;
+    p->heads = t.heads;
+    p->tokens_q = p->tokens_kv = 1000;
+    p->softmax_scale = 1.0f / std::sqrt(128.0f);
+    p->max_kv_blocks = mask.layout.max_kv_blocks;
+  }
+  jit::DeviceBuffer output(t.q.size() * 2);
+  device.q = t.dq.pointer();
+  device.k = t.dk.pointer();
+  device.v = t.dv.pointer();
+  device.o = output.pointer();
+  device.kv_block_count = mask.kv_block_count;
+  device.kv_block_index = mask.kv_block_index;
+  host.q = t.q.data();
+  host.k = t.k.data();
+  host.v = t.v.data();
+  const templates::AttentionReference reference =
+      templates::sparse_attention_reference(host, HalfDtype::bf16, 128, host_mask);
+  // The first call loads the kernel; the second finds it loaded. Checked mode copies the mask
+  // to the host first.
+  for (const char* call : {"Runtime::sparse_attention (kernel loaded inside)", "Runtime::sparse_attention (checked)"}) {
+    output.fill(0xff);
+    none_current_after(call, [&] {
+      runtime->sparse_attention(device, {HalfDtype::bf16, 128, 128, 128, 0}, stream,
+                                /*check_mask=*/std::string(call).find("checked") != std::string::npos);
+    });
+    stream_->synchronize();
+    const std::vector<std::uint16_t> stored = output.download_as<std::uint16_t>();
+    std::vector<double> actual(stored.size());
+    for (std::size_t i = 0; i < stored.size(); ++i) actual[i] = templates::half_bits_to_float(stored[i], HalfDtype::bf16);
+    EXPECT_LE(templates::relative_l2_error(actual, reference.o), 1e-2) << call;
+  }
+
+  std::mt19937_64 generator = testing::fresh_generator();
+  const testing::HostPermuteCase permute = testing::make_case(
+      {1, 3, 777, 128, 2}, templates::PermuteDirection::gather, testing::kStoragePairs[0], generator);
+  const testing::DevicePermuteCase device_permute(permute);
+  none_current_after("Runtime::permute_tokens", [&] {
+    runtime->permute_tokens(device_permute.params(), 128, templates::PermuteDirection::gather, stream);
+  });
+  stream_->synchronize();
+  testing::expect_matches_reference(permute, device_permute);
+
+  const MaskSchedule schedule(
+      {.steps = 2, .dense_steps = 1, .refresh_interval = 1, .densities = {0.5}, .dense_layers = {}});
+  MaskCacheConfig config;
+  config.layers = 1;
+  config.passes = 1;
+  config.heads = t.heads;
+  config.tokens_q = config.tokens_kv = 1000;
+  auto cache = std::make_unique<MaskCache>(*builder, schedule, config);
+  PreparedMask prepared;
+  none_current_after("MaskCache::prepare (allocates)", [&] {
+    prepared = cache->prepare(1, 0, GuidancePass::conditional, t.inputs(), stream);
+  });
+  stream_->synchronize();
+  EXPECT_EQ(prepared.action, MaskAction::refresh);
+  EXPECT_EQ(download<std::uint64_t>(prepared.kv_block_bits, bits.bytes() / sizeof(std::uint64_t)),
+            bits.download_as<std::uint64_t>());
+
+  // Freeing: a buffer freed with no context current gives its memory back.
+  std::size_t free_before = 0, free_after = 0, total = 0;
+  auto large = std::make_unique<jit::DeviceBuffer>(std::size_t{512} << 20);
+  ASSERT_EQ(jit::driver().cuMemGetInfo(&free_before, &total), CUDA_SUCCESS);
+  none_current_after("~DeviceBuffer", [&] { large.reset(); });
+  ASSERT_EQ(jit::driver().cuMemGetInfo(&free_after, &total), CUDA_SUCCESS);
+  EXPECT_GE(free_after, free_before + (std::size_t{500} << 20)) << "the 512 MiB buffer was not freed";
+  none_current_after("~MaskCache", [&] { cache.reset(); });
+  none_current_after("~MaskBuilder", [&] { builder.reset(); });
+  none_current_after("~Runtime (unloads its modules)", [&] { runtime.reset(); });
 }
 
 }  // namespace
