@@ -150,7 +150,17 @@ int run_bench_attention(const GlobalOptions& global, const AttentionBenchOptions
     origin += " (tuned for " + choice.source_key +
               (choice.level == runtime::LookupLevel::same_compute_capability ? " on " + choice.source_gpu : "") + ")";
   if (tile_given) {
-    if (!o.kernel.empty()) config.wgmma = o.kernel == "wgmma";
+    // Another kernel than the runtime's choice starts from that kernel's built-in default tile.
+    if (!o.kernel.empty() && (o.kernel == "wgmma") != config.wgmma) {
+      const int max_shared = runtime.device().max_shared_bytes_per_block;
+      config = o.kernel == "wgmma"
+                   ? templates::default_attention_config(dtype, o.head_dim, o.block, o.block, o.fine_n, runtime.target())
+                   : templates::default_attention_config(dtype, o.head_dim, o.block, o.block, o.fine_n, max_shared);
+      config.bitmask = bitmask_form;
+      if (o.kernel == "wgmma" && !config.wgmma)
+        throw std::invalid_argument("the wgmma kernel does not run this problem on this GPU (" +
+                                    std::string(runtime.device().name) + ")");
+    }
     if (o.block_m != 0) config.block_m = o.block_m;
     if (o.block_n != 0) config.block_n = o.block_n;
     if (config.wgmma) config.warps = templates::wgmma_warps(config.block_m);
@@ -242,8 +252,9 @@ void add_bench_attention_command(CLI::App& bench, GlobalOptions& global) {
   attention->add_option("--warps", options->warps, "warps per CTA (default: the runtime's choice)")
       ->check(CLI::IsMember({4, 8, 12}));
   attention->add_option("--kernel", options->kernel,
-                        "mma (mma.sync, any GPU) or wgmma (wgmma + TMA, compute capability 9.0); "
-                        "default: the runtime's choice")
+                        "mma (mma.sync, any GPU) or wgmma (wgmma + TMA, compute capability 9.0), with that "
+                        "kernel's built-in default tile unless --block-m etc. say otherwise; default: the runtime's "
+                        "choice")
       ->check(CLI::IsMember({"mma", "wgmma"}));
   attention->add_option("--stages", options->stages, "wgmma K/V pipeline stages (default: the runtime's choice)")
       ->check(CLI::IsMember({2, 3}));

@@ -30,6 +30,7 @@ import gc
 import json
 import math
 import os
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -251,7 +252,7 @@ def run_sparsejit(args, heads, tokens, head_dim, prefix):
     """`sparsejit bench attention` on the mask files at `prefix`: (report, None) or (None, why)."""
     report, why = run_sparsejit_bench(args, ["attention", "--heads", str(heads), "--tokens", str(tokens),
                                              "--head-dim", str(head_dim), "--block", str(args.block),
-                                             "--mask-file", prefix])
+                                             "--mask-file", prefix, *shlex.split(args.sparsejit_tile)])
     if report is None:
         return None, why
     try:
@@ -631,6 +632,9 @@ def main():
     attention.add_argument("--mask-dir", help="keep the mask files in this folder (default: a temporary one, removed)")
     attention.add_argument("--sparsejit-timeout", type=float, default=600.0,
                            help="seconds one `sparsejit bench attention` may take (default: 600)")
+    attention.add_argument("--sparsejit-tile", default="",
+                           help="tile options passed to `sparsejit bench attention` (e.g. \"--kernel mma\" for the "
+                                "portable mma.sync kernel on a Hopper GPU; default: the runtime's choice)")
     attention.add_argument("--flex-max-autotune", action="store_true",
                            help="compile Flex with mode=max-autotune-no-cudagraphs (default: Flex's default configs)")
     attention.add_argument("--skip-check", action="store_true", help="skip the small Flex correctness check")

@@ -15,16 +15,35 @@ __device__ __forceinline__ void load_rows_async(unsigned short* shared, const ch
   constexpr int kChunksPerRow = HeadDim / 8;
   constexpr int kStride = HeadDim + 8;
   constexpr int kChunks = Rows * kChunksPerRow;
+  constexpr int kSteps = (kChunks + Threads - 1) / Threads;
+  if constexpr (Threads % kChunksPerRow == 0) {
+    // A thread's chunks share a column, kRowsPerStep rows apart: one source pointer advanced by
+    // a step's rows. (A 64-bit product per row kept 2 registers per step live across the key
+    // walk, which made 128 x 64 tiles at D = 128 spill on mma.sync.)
+    constexpr int kRowsPerStep = Threads / kChunksPerRow;
+    const int row = threadIdx.x / kChunksPerRow, column = threadIdx.x % kChunksPerRow;
+    const char* source = base + static_cast<long long>(first_row + row) * row_stride_bytes + column * 16;
+    const long long step_bytes = kRowsPerStep * row_stride_bytes;
+    unsigned short* target = shared + row * kStride + column * 8;
 #pragma unroll
-  for (int step = 0; step < (kChunks + Threads - 1) / Threads; ++step) {
-    const int chunk = threadIdx.x + step * Threads;
-    if (kChunks % Threads != 0 && chunk >= kChunks) break;
-    const int row = chunk / kChunksPerRow;
-    const int column = chunk % kChunksPerRow;
-    const bool valid = first_row + row < valid_rows;
-    const char* source =
-        base + (valid ? static_cast<long long>(first_row + row) * row_stride_bytes : 0) + column * 16;
-    copy_async_16(shared + row * kStride + column * 8, source, valid ? 16 : 0);
+    for (int step = 0; step < kSteps; ++step) {
+      if (kChunks % Threads != 0 && threadIdx.x + step * Threads >= kChunks) break;
+      const bool valid = first_row + row + step * kRowsPerStep < valid_rows;
+      copy_async_16(target + step * kRowsPerStep * kStride, valid ? source : base, valid ? 16 : 0);
+      source += step_bytes;
+    }
+  } else {  // e.g. D = 96 (12 chunks a row) over 128 threads: each chunk its own row and column
+#pragma unroll
+    for (int step = 0; step < kSteps; ++step) {
+      const int chunk = threadIdx.x + step * Threads;
+      if (kChunks % Threads != 0 && chunk >= kChunks) break;
+      const int row = chunk / kChunksPerRow;
+      const int column = chunk % kChunksPerRow;
+      const bool valid = first_row + row < valid_rows;
+      const char* source =
+          base + (valid ? static_cast<long long>(first_row + row) * row_stride_bytes : 0) + column * 16;
+      copy_async_16(shared + row * kStride + column * 8, source, valid ? 16 : 0);
+    }
   }
 }
 

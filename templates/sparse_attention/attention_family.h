@@ -33,7 +33,10 @@ inline constexpr std::array<int, 4> kAttentionFineN = {0, 8, 16, 32};
 // Registers a thread keeps live across the key walk, and the most that compile without
 // spills on sm_90 (ptxas 13.0 -v over every tile at D = 64/96/128, fine bits off and 16).
 // Warps of two row groups hold the score and output accumulators, row_groups * (block_n / 2 +
-// head_dim / 2): 160 (128x32 at D = 128) compile to 254 registers without spills, 192 spill.
+// head_dim / 2): 160 (128x32 at D = 128) compile to 254 registers without spills. At 192,
+// 128x64 at D = 128 compiles without spills since the row loads stopped keeping a 64-bit
+// offset per row (ninth session) but runs no faster than 128x32 on the H100, and still spills
+// 48-56 bytes with fine bits in the bitmask form; 128x128 at D = 64 spills 8: so 160 stays.
 // Warps of one row group also keep Q's fragments resident (head_dim / 4): 136 compile without
 // spills, 160 (64x128 or 128x128 at D = 128) spill 4-80 bytes.
 inline constexpr int kMaxLiveRegistersTwoRowGroups = 160;

@@ -909,6 +909,15 @@ TEST_F(CliTest, BenchAttentionRunsOnAGpuAndReadsMaskFiles) {
   EXPECT_NEAR(report.value("density", 0.0), 0.5, 0.07) << first.describe();
   EXPECT_EQ(report.value("repetitions", 0), 5) << "--measure-ms 0 times the minimum of 5 runs\n" << first.describe();
 
+  // --kernel alone runs that kernel with its own built-in default tile (mma.sync on any GPU;
+  // before, it kept the other kernel's tile, which the mma.sync kernel refuses).
+  std::vector<std::string> portable = random_mask;
+  portable.insert(portable.end(), {"--kernel", "mma"});
+  const CliResult mma = run(portable);
+  ASSERT_EQ(mma.exit_code, 0) << mma.describe();
+  const std::string mma_config = parse_json(mma).value("config", "");
+  EXPECT_TRUE(has(mma_config, "sparse_attention<") && !has(mma_config, "wgmma")) << mma.describe();
+
   // QB = KB = 8 blocks of 128: every query block keeps blocks 0 and its own.
   const fs::path prefix = temp_ / "mask";
   std::vector<int> count(2 * 8, 2), index;
