@@ -85,7 +85,38 @@ struct Tensors {
     in.softmax_scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
     return in;
   }
+  // Self-attention over these tensors (tokens_q == tokens_kv) writing `o`, in the tensors'
+  // layout: `device` reads the device copies, `host` the host ones (for the reference). The
+  // mask fields are the caller's.
+  void attention_params(void* o, SparseAttentionParams& device, SparseAttentionParams& host) const {
+    for (SparseAttentionParams* p : {&device, &host}) {
+      *p = SparseAttentionParams{};
+      const auto s = strides(tokens_q);
+      p->q_batch_stride = p->k_batch_stride = p->v_batch_stride = p->o_batch_stride = s[0];
+      p->q_head_stride = p->k_head_stride = p->v_head_stride = p->o_head_stride = s[1];
+      p->q_token_stride = p->k_token_stride = p->v_token_stride = p->o_token_stride = s[2];
+      p->batch = 1;
+      p->heads = heads;
+      p->tokens_q = p->tokens_kv = tokens_q;
+      p->softmax_scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+    }
+    device.q = dq.pointer();
+    device.k = dk.pointer();
+    device.v = dv.pointer();
+    device.o = o;
+    host.q = q.data();
+    host.k = k.data();
+    host.v = v.data();
+  }
 };
+
+// ||O - reference|| / ||reference|| of a bf16 output on the device.
+double output_error(const jit::DeviceBuffer& output, const std::vector<double>& reference) {
+  const std::vector<std::uint16_t> stored = output.download_as<std::uint16_t>();
+  std::vector<double> actual(stored.size());
+  for (std::size_t i = 0; i < stored.size(); ++i) actual[i] = templates::half_bits_to_float(stored[i], HalfDtype::bf16);
+  return templates::relative_l2_error(actual, reference);
+}
 
 // The block-CSR mask `mask` points at, downloaded.
 BlockMask downloaded(const DeviceBlockMask& mask, int batch, int heads, const MaskBuildOptions& options) {
@@ -290,38 +321,19 @@ TEST_F(MaskRuntimeGpuTest, CacheFollowsTheScheduleAndFeedsSparseAttention) {
   for (std::uint64_t row : bits3) EXPECT_LE(std::popcount(row), cond3.max_kv_blocks);
 
   // Sparse attention on the cached bitmask and fine bits (checked mode validates them).
-  SparseAttentionParams device{}, host{};
-  for (SparseAttentionParams* p : {&device, &host}) {
-    const auto s = conditional.strides(1000);
-    p->q_batch_stride = p->k_batch_stride = p->v_batch_stride = p->o_batch_stride = s[0];
-    p->q_head_stride = p->k_head_stride = p->v_head_stride = p->o_head_stride = s[1];
-    p->q_token_stride = p->k_token_stride = p->v_token_stride = p->o_token_stride = s[2];
-    p->batch = 1;
-    p->heads = 2;
-    p->tokens_q = p->tokens_kv = 1000;
-    p->softmax_scale = 1.0f / std::sqrt(128.0f);
-  }
   jit::DeviceBuffer output(conditional.q.size() * 2);
   output.fill(0xff);
-  device.q = conditional.dq.pointer();
-  device.k = conditional.dk.pointer();
-  device.v = conditional.dv.pointer();
-  device.o = output.pointer();
+  SparseAttentionParams device, host;
+  conditional.attention_params(output.pointer(), device, host);
   cond3.apply_to(device);
   runtime_->sparse_attention(device, {HalfDtype::bf16, 128, 128, 128, 16}, stream, /*check_mask=*/true);
   stream_->synchronize();
-  host.q = conditional.q.data();
-  host.k = conditional.k.data();
-  host.v = conditional.v.data();
   templates::BlockBitmask bitmask{1, 2, 8, 8, 1, bits3};
   BlockMask mask = templates::to_block_mask(bitmask, 128, 128, cond3.max_kv_blocks);
   mask.fine_n = 16;
   mask.fine_bits = download<std::uint64_t>(cond3.fine_bits, mask.count.size() * cond3.max_kv_blocks);
   const templates::AttentionReference reference = templates::sparse_attention_reference(host, HalfDtype::bf16, 128, mask);
-  const std::vector<std::uint16_t> stored = output.download_as<std::uint16_t>();
-  std::vector<double> actual(stored.size());
-  for (std::size_t i = 0; i < stored.size(); ++i) actual[i] = templates::half_bits_to_float(stored[i], HalfDtype::bf16);
-  EXPECT_LE(templates::relative_l2_error(actual, reference.o), 1e-2);
+  EXPECT_LE(output_error(output, reference.o), 1e-2);
 
   // Refusals: past the schedule, a layer or pass out of range, inputs of another shape.
   EXPECT_THROW(cache.prepare(6, 1, GuidancePass::conditional, conditional.inputs(), stream), std::invalid_argument);
@@ -425,28 +437,12 @@ TEST_F(MaskRuntimeGpuTest, CallsWorkWithNoContextCurrentAndLeaveNoneCurrent) {
   stream_->synchronize();
   EXPECT_EQ(bits.download_as<std::uint64_t>(), templates::to_bitmask(host_mask).bits);
 
-  SparseAttentionParams device{}, host{};
-  for (SparseAttentionParams* p : {&device, &host}) {
-    const auto s = t.strides(1000);
-    p->q_batch_stride = p->k_batch_stride = p->v_batch_stride = p->o_batch_stride = s[0];
-    p->q_head_stride = p->k_head_stride = p->v_head_stride = p->o_head_stride = s[1];
-    p->q_token_stride = p->k_token_stride = p->v_token_stride = p->o_token_stride = s[2];
-    p->batch = 1;
-    p->heads = t.heads;
-    p->tokens_q = p->tokens_kv = 1000;
-    p->softmax_scale = 1.0f / std::sqrt(128.0f);
-    p->max_kv_blocks = mask.layout.max_kv_blocks;
-  }
   jit::DeviceBuffer output(t.q.size() * 2);
-  device.q = t.dq.pointer();
-  device.k = t.dk.pointer();
-  device.v = t.dv.pointer();
-  device.o = output.pointer();
+  SparseAttentionParams device, host;
+  t.attention_params(output.pointer(), device, host);
+  device.max_kv_blocks = mask.layout.max_kv_blocks;
   device.kv_block_count = mask.kv_block_count;
   device.kv_block_index = mask.kv_block_index;
-  host.q = t.q.data();
-  host.k = t.k.data();
-  host.v = t.v.data();
   const templates::AttentionReference reference =
       templates::sparse_attention_reference(host, HalfDtype::bf16, 128, host_mask);
   // The first call loads the kernel; the second finds it loaded. Checked mode copies the mask
@@ -458,10 +454,7 @@ TEST_F(MaskRuntimeGpuTest, CallsWorkWithNoContextCurrentAndLeaveNoneCurrent) {
                                 /*check_mask=*/std::string(call).find("checked") != std::string::npos);
     });
     stream_->synchronize();
-    const std::vector<std::uint16_t> stored = output.download_as<std::uint16_t>();
-    std::vector<double> actual(stored.size());
-    for (std::size_t i = 0; i < stored.size(); ++i) actual[i] = templates::half_bits_to_float(stored[i], HalfDtype::bf16);
-    EXPECT_LE(templates::relative_l2_error(actual, reference.o), 1e-2) << call;
+    EXPECT_LE(output_error(output, reference.o), 1e-2) << call;
   }
 
   std::mt19937_64 generator = testing::fresh_generator();
