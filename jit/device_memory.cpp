@@ -13,8 +13,9 @@ namespace sparsejit::jit {
 DeviceBuffer::DeviceBuffer(std::size_t bytes) : bytes_(bytes) {
   if (bytes == 0) return;
   SJ_CU(cuCtxGetCurrent(&context_));
-  if (context_ == nullptr)
-    throw JitError("cuMemAlloc(" + std::to_string(bytes) + " bytes) needs a current context; none is current");
+  if (context_ == nullptr)  // what the driver would refuse, said plainly
+    throw CudaError(CUDA_ERROR_INVALID_CONTEXT, "cuMemAlloc(" + std::to_string(bytes) + " bytes)",
+                    "no context is current on this thread");
   check_driver_result(driver().cuMemAlloc(&address_, bytes),
                       ("cuMemAlloc(" + std::to_string(bytes) + " bytes)").c_str());
 }

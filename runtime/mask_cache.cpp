@@ -4,7 +4,10 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
+#include "jit/device.h"
+#include "jit/device_memory.h"
 #include "templates/sparse_attention/block_mask.h"
 
 namespace sparsejit::runtime {
@@ -91,9 +94,11 @@ PreparedMask MaskCache::prepare(int step, int layer, GuidancePass pass, const Qu
   prepared.action = MaskAction::reuse;
   if (decision.action == MaskAction::refresh || entry.window != decision.window) {
     if (entry.bits.bytes() == 0) {
+      // Both buffers or neither: an allocation that fails leaves the entry as it was.
       const jit::ScopedCurrentContext current(builder_.runtime().context());
-      entry.bits = jit::DeviceBuffer(footprint_.bitmask_bytes);
-      if (footprint_.fine_bits_bytes > 0) entry.fine_bits = jit::DeviceBuffer(footprint_.fine_bits_bytes);
+      jit::DeviceBuffer bits(footprint_.bitmask_bytes), fine_bits(footprint_.fine_bits_bytes);
+      entry.bits = std::move(bits);
+      entry.fine_bits = std::move(fine_bits);
     }
     DeviceBlockMask output;
     output.fine_bits = static_cast<unsigned long long*>(entry.fine_bits.pointer());

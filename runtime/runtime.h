@@ -6,8 +6,9 @@
 //
 // Contexts: the runtime works in its device's primary context. Each call that works on the
 // GPU makes that context current for its duration, from any thread, and leaves the thread's
-// current context (a CUDA runtime user's current device) as it found it. Streams and device
-// pointers given to a call must belong to the runtime's device.
+// current context (a CUDA runtime user's current device) as it found it. Streams given to a
+// call must be of that primary context (PyTorch's streams on the device are), and device
+// pointers of the runtime's device.
 #include <cuda.h>
 
 #include <filesystem>

@@ -7,6 +7,7 @@
 #include <fstream>
 #include <iostream>
 #include <random>
+#include <tuple>
 
 #include "jit/device_memory.h"
 #include "jit/driver_api.h"
@@ -150,16 +151,29 @@ int run_bench_attention(const GlobalOptions& global, const AttentionBenchOptions
     origin += " (tuned for " + choice.source_key +
               (choice.level == runtime::LookupLevel::same_compute_capability ? " on " + choice.source_gpu : "") + ")";
   if (tile_given) {
-    // Another kernel than the runtime's choice starts from that kernel's built-in default tile.
+    // Another kernel than the runtime's choice starts from that kernel's built-in default tile
+    // (for wgmma where the built-in default of the problem is the mma.sync kernel, as with fine
+    // bits at D = 64 and 64 x 64 blocks: its widest tile, then the most stages).
     if (!o.kernel.empty() && (o.kernel == "wgmma") != config.wgmma) {
       const int max_shared = runtime.device().max_shared_bytes_per_block;
-      config = o.kernel == "wgmma"
-                   ? templates::default_attention_config(dtype, o.head_dim, o.block, o.block, o.fine_n, runtime.target())
-                   : templates::default_attention_config(dtype, o.head_dim, o.block, o.block, o.fine_n, max_shared);
+      if (o.kernel == "mma") {
+        config = templates::default_attention_config(dtype, o.head_dim, o.block, o.block, o.fine_n, max_shared);
+      } else {
+        config = templates::default_attention_config(dtype, o.head_dim, o.block, o.block, o.fine_n, runtime.target());
+        if (!config.wgmma) {
+          std::optional<templates::AttentionConfig> widest;
+          for (const templates::AttentionConfig& tile : templates::attention_tiles(
+                   dtype, o.head_dim, o.block, o.block, o.fine_n, bitmask_form, runtime.target()))
+            if (tile.wgmma && (!widest || std::tuple(tile.block_m, tile.block_n, tile.stages) >
+                                              std::tuple(widest->block_m, widest->block_n, widest->stages)))
+              widest = tile;
+          if (!widest)
+            throw std::invalid_argument("the wgmma kernel has no tile for this problem on this GPU (" +
+                                        runtime.device().name + ", " + runtime.target().name() + ")");
+          config = *widest;
+        }
+      }
       config.bitmask = bitmask_form;
-      if (o.kernel == "wgmma" && !config.wgmma)
-        throw std::invalid_argument("the wgmma kernel does not run this problem on this GPU (" +
-                                    std::string(runtime.device().name) + ")");
     }
     if (o.block_m != 0) config.block_m = o.block_m;
     if (o.block_n != 0) config.block_n = o.block_n;
@@ -252,9 +266,9 @@ void add_bench_attention_command(CLI::App& bench, GlobalOptions& global) {
   attention->add_option("--warps", options->warps, "warps per CTA (default: the runtime's choice)")
       ->check(CLI::IsMember({4, 8, 12}));
   attention->add_option("--kernel", options->kernel,
-                        "mma (mma.sync, any GPU) or wgmma (wgmma + TMA, compute capability 9.0), with that "
-                        "kernel's built-in default tile unless --block-m etc. say otherwise; default: the runtime's "
-                        "choice")
+                        "mma (mma.sync, any GPU) or wgmma (wgmma + TMA, compute capability 9.0); default: the "
+                        "runtime's choice. Another kernel than the runtime's choice starts from that kernel's "
+                        "built-in default tile; --block-m, --block-n, --warps and --stages change it")
       ->check(CLI::IsMember({"mma", "wgmma"}));
   attention->add_option("--stages", options->stages, "wgmma K/V pipeline stages (default: the runtime's choice)")
       ->check(CLI::IsMember({2, 3}));

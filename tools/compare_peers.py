@@ -633,8 +633,8 @@ def main():
     attention.add_argument("--sparsejit-timeout", type=float, default=600.0,
                            help="seconds one `sparsejit bench attention` may take (default: 600)")
     attention.add_argument("--sparsejit-tile", default="",
-                           help="tile options passed to `sparsejit bench attention` (e.g. \"--kernel mma\" for the "
-                                "portable mma.sync kernel on a Hopper GPU; default: the runtime's choice)")
+                           help="tile options passed to `sparsejit bench attention`, e.g. --sparsejit-tile='--kernel mma' "
+                                "for the portable mma.sync kernel on a Hopper GPU (default: the runtime's choice)")
     attention.add_argument("--flex-max-autotune", action="store_true",
                            help="compile Flex with mode=max-autotune-no-cudagraphs (default: Flex's default configs)")
     attention.add_argument("--skip-check", action="store_true", help="skip the small Flex correctness check")

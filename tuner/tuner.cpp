@@ -8,6 +8,7 @@
 #include <random>
 #include <set>
 
+#include "jit/device.h"
 #include "jit/device_memory.h"
 #include "jit/driver_api.h"
 #include "jit/error.h"
@@ -83,8 +84,8 @@ ProblemReport tune_problem(templates::TuningProblem& problem, const TuneEnvironm
   for (const templates::TuningCandidate& candidate : candidates) with_trial += done.count(candidate.config_json) != 0;
   const int allowed = options.max_candidates.value_or(report.candidates);
 
-  environment.context.make_current();
-  jit::Stream stream;
+  const jit::ScopedCurrentContext current(environment.context);  // the caller's again on return
+  jit::Stream stream;  // destroyed before the caller's context is restored
   bool prepared = false;  // inputs are made only when something is measured (not on a resume)
   std::vector<Measured> measured;
   int step = 0;

@@ -2,7 +2,8 @@
 // Helpers of the mma.sync kernels over 16-bit row-major tiles in shared memory: asynchronous
 // row loads into padded tiles, the B fragments of a [keys][Stride] tile, and reductions of a
 // score row over the mma C layout (a lane holds rows `group` and `group + 8`, columns
-// 2 * quad and 2 * quad + 1 of each 8-column tile). Used by sparse_attention and block_score.
+// 2 * quad and 2 * quad + 1 of each 8-column tile). Used by sparse_attention, block_score and
+// attention_quality.
 #include "common/ptx.cuh"
 
 namespace sparsejit {

@@ -917,6 +917,19 @@ TEST_F(CliTest, BenchAttentionRunsOnAGpuAndReadsMaskFiles) {
   ASSERT_EQ(mma.exit_code, 0) << mma.describe();
   const std::string mma_config = parse_json(mma).value("config", "");
   EXPECT_TRUE(has(mma_config, "sparse_attention<") && !has(mma_config, "wgmma")) << mma.describe();
+  if (has(report.value("config", ""), "wgmma")) {
+    // And wgmma where the built-in default of the problem is mma.sync (fine bits at D = 64, 64 x
+    // 64 blocks): its widest tile, not a refusal.
+    std::vector<std::string> hopper = random_mask;
+    hopper.insert(hopper.end(), {"--block", "64", "--fine-n", "16"});
+    const CliResult by_default = run(hopper);
+    ASSERT_EQ(by_default.exit_code, 0) << by_default.describe();
+    EXPECT_FALSE(has(parse_json(by_default).value("config", ""), "wgmma")) << by_default.describe();
+    hopper.insert(hopper.end(), {"--kernel", "wgmma"});
+    const CliResult wgmma = run(hopper);
+    ASSERT_EQ(wgmma.exit_code, 0) << wgmma.describe();
+    EXPECT_TRUE(has(parse_json(wgmma).value("config", ""), "wgmma")) << wgmma.describe();
+  }
 
   // QB = KB = 8 blocks of 128: every query block keeps blocks 0 and its own.
   const fs::path prefix = temp_ / "mask";
