@@ -49,12 +49,16 @@ __device__ __forceinline__ void load_rows_async(unsigned short* shared, const ch
 }
 
 // B fragments of score tiles j and j + 1 (keys 8j..8j+15) for key step ks (head dims
-// 16ks..16ks+15) from a [keys][Stride] tile: b[0], b[1] for tile j, b[2], b[3] for j + 1.
+// 16ks..16ks+15) from a [keys][Stride] tile at shared address `k_tile`: b[0], b[1] for tile j,
+// b[2], b[3] for j + 1.
+template <int Stride>
+__device__ __forceinline__ void load_key_fragments(u32 (&b)[4], u32 k_tile, int j, int ks, int lane) {
+  load_matrix_x4(b, k_tile + ((j * 8 + (lane / 16) * 8 + lane % 8) * Stride + ks * 16 + ((lane / 8) % 2) * 8) * 2);
+}
 template <int Stride>
 __device__ __forceinline__ void load_key_fragments(u32 (&b)[4], const unsigned short* k_tile, int j,
                                                    int ks, int lane) {
-  load_matrix_x4(b, k_tile + (j * 8 + (lane / 16) * 8 + lane % 8) * Stride + ks * 16 +
-                        ((lane / 8) % 2) * 8);
+  load_key_fragments<Stride>(b, shared_address(k_tile), j, ks, lane);
 }
 
 // Reduces the 2 * Tiles values one lane holds for row half h (elements 2h, 2h + 1 of each

@@ -28,16 +28,22 @@ __device__ __forceinline__ void copy_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(Pending));
 }
 
-// Four 8x8 matrices of 16-bit elements; lane l supplies the address of row l % 8 of matrix l / 8.
-__device__ __forceinline__ void load_matrix_x4(u32 (&r)[4], const void* shared) {
+// Four 8x8 matrices of 16-bit elements; lane l supplies the address of row l % 8 of matrix l / 8,
+// as a shared-memory address (shared_address) or a generic pointer. Hot loops pass 32-bit
+// addresses, a lane's base plus constants: ptxas folds the constants into the instruction,
+// where 64-bit pointer arithmetic cost two IMADs an ldmatrix.
+__device__ __forceinline__ void load_matrix_x4(u32 (&r)[4], u32 shared) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(shared_address(shared)));
+               : "r"(shared));
 }
-__device__ __forceinline__ void load_matrix_x4_transposed(u32 (&r)[4], const void* shared) {
+__device__ __forceinline__ void load_matrix_x4(u32 (&r)[4], const void* shared) {
+  load_matrix_x4(r, shared_address(shared));
+}
+__device__ __forceinline__ void load_matrix_x4_transposed(u32 (&r)[4], u32 shared) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(shared_address(shared)));
+               : "r"(shared));
 }
 
 // D(16x8, fp32) += A(16x16, row) * B(16x8, col); Dtype 0 = bf16 inputs, 1 = fp16. Not

@@ -61,6 +61,12 @@ __global__ void __launch_bounds__(Warps * 32)
   unsigned short* q_tile = reinterpret_cast<unsigned short*>(shared_raw);
   unsigned short* k_tiles = q_tile + BlockM * kStride;    // [2][BlockN][kStride]
   unsigned short* v_tiles = k_tiles + 2 * BlockN * kStride;
+  // The tiles' shared addresses, for the ldmatrix in the key walk (ptxas folds each one's
+  // constant offset into the instruction); K and V buffer b starts b * kTileBytes in.
+  const u32 q_shared = shared_address(q_tile);
+  const u32 k_shared = shared_address(k_tiles);
+  const u32 v_shared = shared_address(v_tiles);
+  constexpr u32 kTileBytes = BlockN * kStride * 2;
 
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
@@ -119,7 +125,6 @@ __global__ void __launch_bounds__(Warps * 32)
   for (int t = 0; t < tiles; ++t) {
     const int tile_in_block = t % kTilesPerKvBlock;
     const int n0 = walk.block * BlockKV + tile_in_block * BlockN;
-    unsigned short* k_tile = k_tiles + (t & 1) * BlockN * kStride;
     unsigned short* v_tile = v_tiles + (t & 1) * BlockN * kStride;
     load_rows_async<BlockN, HeadDim, Tile::kThreads>(v_tile, v_base, v_row_bytes, n0, params.tokens_kv);
     copy_async_commit();
@@ -146,8 +151,8 @@ __global__ void __launch_bounds__(Warps * 32)
       if (t == 0) {
 #pragma unroll
         for (int ks = 0; ks < Tile::kKSteps; ++ks)
-          load_matrix_x4(q_fragments[ks], q_tile + (warp * 16 + lane % 16) * kStride + ks * 16 +
-                                              (lane / 16) * 8);
+          load_matrix_x4(q_fragments[ks],
+                         q_shared + ((warp * 16 + lane % 16) * kStride + ks * 16 + (lane / 16) * 8) * 2);
       }
       if constexpr (FineN == 0) {
         // Key steps outside, score tiles inside: kScoreTiles independent accumulator chains.
@@ -156,7 +161,7 @@ __global__ void __launch_bounds__(Warps * 32)
 #pragma unroll
           for (int j = 0; j < Tile::kScoreTiles; j += 2) {
             u32 b[4];
-            load_key_fragments<kStride>(b, k_tile, j, ks, lane);
+            load_key_fragments<kStride>(b, k_shared + (t & 1) * kTileBytes, j, ks, lane);
             mma_16816<Dtype>(score[0][j], q_fragments[ks], b[0], b[1]);
             mma_16816<Dtype>(score[0][j + 1], q_fragments[ks], b[2], b[3]);
           }
@@ -170,7 +175,7 @@ __global__ void __launch_bounds__(Warps * 32)
 #pragma unroll
           for (int ks = 0; ks < Tile::kKSteps; ++ks) {
             u32 b[4];
-            load_key_fragments<kStride>(b, k_tile, j, ks, lane);
+            load_key_fragments<kStride>(b, k_shared + (t & 1) * kTileBytes, j, ks, lane);
             mma_16816<Dtype>(score[0][j], q_fragments[ks], b[0], b[1]);
             mma_16816<Dtype>(score[0][j + 1], q_fragments[ks], b[2], b[3]);
           }
@@ -182,8 +187,8 @@ __global__ void __launch_bounds__(Warps * 32)
         u32 a[kRowGroups][4];
 #pragma unroll
         for (int rg = 0; rg < kRowGroups; ++rg)
-          load_matrix_x4(a[rg], q_tile + (warp * Tile::kRowsPerWarp + rg * 16 + lane % 16) * kStride +
-                                    ks * 16 + (lane / 16) * 8);
+          load_matrix_x4(a[rg], q_shared + ((warp * Tile::kRowsPerWarp + rg * 16 + lane % 16) * kStride +
+                                            ks * 16 + (lane / 16) * 8) * 2);
 #pragma unroll
         for (int j = 0; j < Tile::kScoreTiles; j += 2) {
           bool needed = false;
@@ -191,7 +196,7 @@ __global__ void __launch_bounds__(Warps * 32)
           for (int rg = 0; rg < kRowGroups; ++rg) needed |= ((keep[rg] >> j) & 3u) != 0;
           if (!needed) continue;  // uniform across the warp
           u32 b[4];
-          load_key_fragments<kStride>(b, k_tile, j, ks, lane);
+          load_key_fragments<kStride>(b, k_shared + (t & 1) * kTileBytes, j, ks, lane);
 #pragma unroll
           for (int rg = 0; rg < kRowGroups; ++rg) {
             mma_16816<Dtype>(score[rg][j], a[rg], b[0], b[1]);
@@ -240,8 +245,9 @@ __global__ void __launch_bounds__(Warps * 32)
 #pragma unroll
       for (int d = 0; d < Tile::kOutTiles; d += 2) {
         u32 b[4];
-        load_matrix_x4_transposed(b, v_tile + (kk * 16 + ((lane / 8) % 2) * 8 + lane % 8) * kStride +
-                                         d * 8 + (lane / 16) * 8);
+        load_matrix_x4_transposed(b, v_shared + (t & 1) * kTileBytes +
+                                         ((kk * 16 + ((lane / 8) % 2) * 8 + lane % 8) * kStride + d * 8 +
+                                          (lane / 16) * 8) * 2);
 #pragma unroll
         for (int rg = 0; rg < kRowGroups; ++rg) {
           mma_16816<Dtype>(out[rg][d], a[rg], b[0], b[1]);
