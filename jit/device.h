@@ -49,8 +49,9 @@ class DeviceContext {
 // Makes `context` current on the calling thread for this object's lifetime, then whatever was
 // current before again (none, where none was). Held by the entry points that work on the GPU,
 // so that each runs in its runtime's context whichever context the caller has current, and
-// leaves the caller's (a CUDA runtime user's current device included) as it found it: the runtime's calls (Runtime, MaskBuilder, MaskCache, MaskQuality, module loads)
-// and the tuner's. Lower-level pieces (DeviceBuffer's constructor, Stream, Kernel::launch, the
+// leaves the caller's (a CUDA runtime user's current device included) as it found it: the
+// runtime's calls (Runtime, MaskBuilder, MaskCache, MaskQuality, module loads) and the
+// tuner's. Lower-level pieces (DeviceBuffer's constructor, Stream, Kernel::launch, the
 // families' launch) work in whatever context is current, as the driver's own calls do. Where
 // `context` is already current it costs one cuCtxGetCurrent.
 class ScopedCurrentContext {

@@ -464,9 +464,7 @@ sparsejit_status sparsejit_runtime_create(const sparsejit_runtime_options* optio
   });
 }
 
-void sparsejit_runtime_destroy(sparsejit_runtime* runtime) {
-  delete runtime;
-}
+void sparsejit_runtime_destroy(sparsejit_runtime* runtime) { delete runtime; }
 
 sparsejit_status sparsejit_token_order(sparsejit_token_order_kind kind, int32_t frames, int32_t height, int32_t width,
                                        int32_t extra_tokens, int32_t* order, int64_t capacity) {
@@ -524,10 +522,10 @@ sparsejit_status sparsejit_permute_tokens(sparsejit_runtime* runtime, const spar
     params.tokens = shape.tokens;
     if (templates::PermuteFamily::max_vector_bytes(params) < 4)
       fail(SPARSEJIT_ERROR_MISALIGNED, "every data pointer and every stride * 2 bytes must be a multiple of 4 bytes");
-    runtime_of(runtime).permute_tokens(params, shape.head_dim,
-                                    args->direction == SPARSEJIT_PERMUTE_GATHER ? templates::PermuteDirection::gather
-                                                                                : templates::PermuteDirection::scatter,
-                                    stream);
+    const templates::PermuteDirection direction = args->direction == SPARSEJIT_PERMUTE_GATHER
+                                                      ? templates::PermuteDirection::gather
+                                                      : templates::PermuteDirection::scatter;
+    runtime_of(runtime).permute_tokens(params, shape.head_dim, direction, stream);
   });
 }
 
@@ -578,9 +576,7 @@ void sparsejit_mask_builder_destroy(sparsejit_mask_builder* builder) {
 sparsejit_status sparsejit_mask_build(sparsejit_mask_builder* builder, const sparsejit_mask_inputs* inputs,
                                       const sparsejit_mask_options* options, sparsejit_stream stream,
                                       sparsejit_block_mask* mask, sparsejit_mask_layout* layout) {
-  return guarded(__func__, [&] {
-    build(builder, inputs, options, nullptr, 0, stream, mask, layout);
-  });
+  return guarded(__func__, [&] { build(builder, inputs, options, nullptr, 0, stream, mask, layout); });
 }
 
 sparsejit_status sparsejit_mask_build_per_head(sparsejit_mask_builder* builder, const sparsejit_mask_inputs* inputs,

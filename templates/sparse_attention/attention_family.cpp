@@ -146,8 +146,7 @@ AttentionConfig default_attention_config(HalfDtype dtype, int head_dim, int bloc
   // with few keys per step lead (two CTAs fit an SM: 254 registers x 128 threads), for D = 128
   // with 32 keys (304 TFLOP/s, against 247 for 128x64 with 8 warps and 251 for 64x64; 318
   // after version 6, where 128x64 with 4 warps, now without spills, ran 314-316; 327-334
-  // after version 7) and for
-  // D <= 96 with 64 keys (270-274; 128x32 within 1%). The later entries fit where shared
+  // after version 7) and for D <= 96 with 64 keys (270-274; 128x32 within 1%). The later entries fit where shared
   // memory or registers are short.
   struct Tile {
     int block_m, block_n, warps;
