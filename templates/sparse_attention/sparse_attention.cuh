@@ -125,6 +125,7 @@ __global__ void __launch_bounds__(Warps * 32)
   for (int t = 0; t < tiles; ++t) {
     const int tile_in_block = t % kTilesPerKvBlock;
     const int n0 = walk.block * BlockKV + tile_in_block * BlockN;
+    const u32 k_tile = k_shared + (t & 1) * kTileBytes;  // this tile's K buffer
     unsigned short* v_tile = v_tiles + (t & 1) * BlockN * kStride;
     load_rows_async<BlockN, HeadDim, Tile::kThreads>(v_tile, v_base, v_row_bytes, n0, params.tokens_kv);
     copy_async_commit();
@@ -161,7 +162,7 @@ __global__ void __launch_bounds__(Warps * 32)
 #pragma unroll
           for (int j = 0; j < Tile::kScoreTiles; j += 2) {
             u32 b[4];
-            load_key_fragments<kStride>(b, k_shared + (t & 1) * kTileBytes, j, ks, lane);
+            load_key_fragments<kStride>(b, k_tile, j, ks, lane);
             mma_16816<Dtype>(score[0][j], q_fragments[ks], b[0], b[1]);
             mma_16816<Dtype>(score[0][j + 1], q_fragments[ks], b[2], b[3]);
           }
@@ -175,7 +176,7 @@ __global__ void __launch_bounds__(Warps * 32)
 #pragma unroll
           for (int ks = 0; ks < Tile::kKSteps; ++ks) {
             u32 b[4];
-            load_key_fragments<kStride>(b, k_shared + (t & 1) * kTileBytes, j, ks, lane);
+            load_key_fragments<kStride>(b, k_tile, j, ks, lane);
             mma_16816<Dtype>(score[0][j], q_fragments[ks], b[0], b[1]);
             mma_16816<Dtype>(score[0][j + 1], q_fragments[ks], b[2], b[3]);
           }
@@ -196,7 +197,7 @@ __global__ void __launch_bounds__(Warps * 32)
           for (int rg = 0; rg < kRowGroups; ++rg) needed |= ((keep[rg] >> j) & 3u) != 0;
           if (!needed) continue;  // uniform across the warp
           u32 b[4];
-          load_key_fragments<kStride>(b, k_shared + (t & 1) * kTileBytes, j, ks, lane);
+          load_key_fragments<kStride>(b, k_tile, j, ks, lane);
 #pragma unroll
           for (int rg = 0; rg < kRowGroups; ++rg) {
             mma_16816<Dtype>(score[rg][j], a[rg], b[0], b[1]);
