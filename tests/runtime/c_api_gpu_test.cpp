@@ -15,7 +15,6 @@
 #include <vector>
 
 #include "jit/device_memory.h"
-#include "jit/driver_api.h"
 #include "runtime/sparsejit.h"
 #include "runtime/token_order.h"
 #include "templates/common/half_precision.h"
@@ -237,15 +236,11 @@ TEST_F(CApiGpuTest, CallsLeaveTheCallersCurrentContextAsTheyFoundIt) {
   args.mask = device_mask.c_mask(mask);
   sparsejit_mask_inputs inputs{SPARSEJIT_BF16, data.q.c_tensor(), data.k.c_tensor(), 0.f};
   const sparsejit_mask_options options = mask_options(0.5);
-  // The context current after `call`, which runs with none current; the fixture's is restored.
+  // `call` succeeds with no context current and leaves none current.
   const auto current_after = [&](const char* what, auto&& call) {
-    ASSERT_EQ(jit::driver().cuCtxSetCurrent(nullptr), CUDA_SUCCESS);
-    const sparsejit_status status = call();
-    CUcontext after = context().handle();
-    const CUresult got = jit::driver().cuCtxGetCurrent(&after);
-    context().make_current();
+    sparsejit_status status = SPARSEJIT_OK;
+    const CUcontext after = context_current_after([&] { status = call(); });
     ASSERT_EQ(status, SPARSEJIT_OK) << what << ": " << sparsejit_last_error_message();
-    ASSERT_EQ(got, CUDA_SUCCESS);
     EXPECT_EQ(after, nullptr) << what << " left its context current";
   };
   current_after("sparsejit_attention", [&] { return sparsejit_attention(runtime_, &args, stream()); });

@@ -12,6 +12,7 @@
 #include <bit>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <memory>
 
 #include "jit/device_memory.h"
@@ -407,14 +408,9 @@ TEST_F(MaskRuntimeGpuTest, CacheBuildsThresholdWindowsAndProfiledHeads) {
 // (or the wrong one) fails too; before, the launch's work counter needed the caller to have
 // made the runtime's context current.
 TEST_F(MaskRuntimeGpuTest, CallsWorkWithNoContextCurrentAndLeaveNoneCurrent) {
-  const auto none_current_after = [&](const std::string& what, auto&& call) {
-    ASSERT_EQ(jit::driver().cuCtxSetCurrent(nullptr), CUDA_SUCCESS);
-    call();
-    CUcontext after = context().handle();
-    const CUresult got = jit::driver().cuCtxGetCurrent(&after);
-    context().make_current();  // the checks below run in the fixture's context
-    ASSERT_EQ(got, CUDA_SUCCESS);
-    EXPECT_EQ(after, nullptr) << what << " left a context current";
+  // The checks after each call run in the fixture's context again.
+  const auto none_current_after = [&](const std::string& what, const std::function<void()>& call) {
+    EXPECT_EQ(context_current_after(call), nullptr) << what << " left a context current";
   };
   auto runtime = std::make_unique<Runtime>(
       RuntimeOptions{.device = context().ordinal(), .database_path = std::nullopt, .use_database = false});

@@ -23,6 +23,15 @@ void GpuTest::SetUp() {
   shared_context()->make_current();
 }
 
+CUcontext GpuTest::context_current_after(const std::function<void()>& call) const {
+  EXPECT_EQ(jit::driver().cuCtxSetCurrent(nullptr), CUDA_SUCCESS);
+  call();
+  CUcontext after = context().handle();  // a failed query reads as the runtime's: not none
+  EXPECT_EQ(jit::driver().cuCtxGetCurrent(&after), CUDA_SUCCESS);
+  context().make_current();
+  return after;
+}
+
 std::mt19937_64 fresh_generator() {
   std::random_device device;
   return std::mt19937_64((static_cast<std::uint64_t>(device()) << 32) ^ device());

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <random>
 #include <string>
@@ -20,6 +21,10 @@ class GpuTest : public ::testing::Test {
  protected:
   void SetUp() override;
   const jit::DeviceContext& context() const { return *shared_context(); }
+  // The context current on this thread after `call` ran with none current (as on a thread that
+  // never touched CUDA); the fixture's context is current again afterwards. A call that keeps
+  // the caller's context as it found it leaves none (nullptr).
+  CUcontext context_current_after(const std::function<void()>& call) const;
   // One primary context for the whole test program, made current in SetUp.
   static std::shared_ptr<jit::DeviceContext> shared_context();
 };
