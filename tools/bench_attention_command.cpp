@@ -8,6 +8,7 @@
 #include <iostream>
 #include <random>
 #include <tuple>
+#include <vector>
 
 #include "jit/device_memory.h"
 #include "jit/driver_api.h"
@@ -271,7 +272,7 @@ void add_bench_attention_command(CLI::App& bench, GlobalOptions& global) {
                         "built-in default tile; --block-m, --block-n, --warps and --stages change it")
       ->check(CLI::IsMember({"mma", "wgmma"}));
   attention->add_option("--stages", options->stages, "wgmma K/V pipeline stages (default: the runtime's choice)")
-      ->check(CLI::IsMember({2, 3}));
+      ->check(CLI::IsMember(std::vector<int>(templates::kWgmmaStages.begin(), templates::kWgmmaStages.end())));
   attention->add_option("--grid", options->grid,
                         "wgmma: persistent (one wave of CTAs walking the work items) or per-item (default: the\n"
                         "runtime's choice)")
