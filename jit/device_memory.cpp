@@ -16,15 +16,32 @@ DeviceBuffer::DeviceBuffer(std::size_t bytes) : bytes_(bytes) {
   if (context_ == nullptr)  // what the driver would refuse, said plainly
     throw CudaError(CUDA_ERROR_INVALID_CONTEXT, "cuMemAlloc(" + std::to_string(bytes) + " bytes)",
                     "no context is current on this thread");
+  SJ_CU(cuCtxGetId(context_, &context_id_));
   check_driver_result(driver().cuMemAlloc(&address_, bytes),
                       ("cuMemAlloc(" + std::to_string(bytes) + " bytes)").c_str());
+}
+
+bool DeviceBuffer::context_alive() const noexcept {
+  unsigned long long id = 0;
+  return driver().cuCtxGetId(context_, &id) == CUDA_SUCCESS && id == context_id_;
+}
+
+void DeviceBuffer::require_context(const char* what) const {
+  if (!context_alive())
+    throw CudaError(CUDA_ERROR_CONTEXT_IS_DESTROYED, what,
+                    "the context this buffer was allocated in has been destroyed, and its memory with it");
 }
 
 void DeviceBuffer::release() noexcept {
   if (address_ == 0) return;
   // No throw from a destructor: where its context cannot be made current, the memory is
-  // left to that context's teardown.
+  // left to that context's teardown; where the context is gone, so is the memory, and the
+  // address may belong to a newer allocation.
   try {
+    if (!context_alive()) {
+      address_ = 0;
+      return;
+    }
     const ScopedCurrentContext current(context_);
     driver().cuMemFree(address_);
   } catch (...) {
@@ -37,7 +54,8 @@ DeviceBuffer::~DeviceBuffer() { release(); }
 DeviceBuffer::DeviceBuffer(DeviceBuffer&& other) noexcept
     : address_(std::exchange(other.address_, 0)),
       bytes_(std::exchange(other.bytes_, 0)),
-      context_(std::exchange(other.context_, nullptr)) {}
+      context_(std::exchange(other.context_, nullptr)),
+      context_id_(std::exchange(other.context_id_, 0)) {}
 
 DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& other) noexcept {
   if (this != &other) {
@@ -45,6 +63,7 @@ DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& other) noexcept {
     address_ = std::exchange(other.address_, 0);
     bytes_ = std::exchange(other.bytes_, 0);
     context_ = std::exchange(other.context_, nullptr);
+    context_id_ = std::exchange(other.context_id_, 0);
   }
   return *this;
 }
@@ -54,6 +73,7 @@ void DeviceBuffer::upload(std::span<const std::uint8_t> host) {
     throw JitError("upload of " + std::to_string(host.size()) + " bytes into a buffer of " +
                    std::to_string(bytes_));
   if (bytes_ == 0) return;
+  require_context("DeviceBuffer::upload");
   const ScopedCurrentContext current(context_);
   SJ_CU(cuMemcpyHtoD(address_, host.data(), bytes_));
   // From pageable memory the copy may still be in flight on the legacy stream, which
@@ -64,6 +84,7 @@ void DeviceBuffer::upload(std::span<const std::uint8_t> host) {
 std::vector<std::uint8_t> DeviceBuffer::download() const {
   std::vector<std::uint8_t> host(bytes_);
   if (bytes_ == 0) return host;
+  require_context("DeviceBuffer::download");
   const ScopedCurrentContext current(context_);
   SJ_CU(cuMemcpyDtoH(host.data(), address_, bytes_));
   return host;
@@ -71,6 +92,7 @@ std::vector<std::uint8_t> DeviceBuffer::download() const {
 
 void DeviceBuffer::fill(std::uint8_t byte) {
   if (bytes_ == 0) return;
+  require_context("DeviceBuffer::fill");
   const ScopedCurrentContext current(context_);
   SJ_CU(cuMemsetD8(address_, byte, bytes_));
   SJ_CU(cuStreamSynchronize(CU_STREAM_LEGACY));  // as in upload(): done before any stream reads

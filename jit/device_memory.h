@@ -12,7 +12,10 @@ namespace sparsejit::jit {
 
 // Device memory of the context current where it was allocated. Its methods and its destructor
 // work in that context whatever the calling thread has current, and leave the thread's
-// current context as they found it.
+// current context as they found it. The buffer remembers that context instance (cuCtxGetId),
+// not only its handle: once the context is destroyed (its memory with it), the destructor
+// frees nothing, even where the driver hands a new context the same handle and the same
+// addresses (a primary context released and retained again), and the methods throw CudaError.
 class DeviceBuffer {
  public:
   DeviceBuffer() = default;
@@ -49,9 +52,12 @@ class DeviceBuffer {
  private:
   CUdeviceptr address_ = 0;
   std::size_t bytes_ = 0;
-  CUcontext context_ = nullptr;  // where address_ was allocated
+  CUcontext context_ = nullptr;             // where address_ was allocated
+  unsigned long long context_id_ = 0;       // that context's cuCtxGetId
 
-  void release() noexcept;  // frees address_ (in context_), if any
+  bool context_alive() const noexcept;      // context_ is still the instance context_id_ names
+  void require_context(const char* what) const;  // throws CudaError where it is not
+  void release() noexcept;                  // frees address_ (in context_), if any
 };
 
 // Copies `bytes` from device memory the caller owns (synchronous).

@@ -37,6 +37,8 @@ namespace sparsejit::jit {
   X(cuCtxGetDevice, 2000)             \
   X(cuCtxSynchronize, 2000)           \
   X(cuCtxGetId, 12000)                \
+  X(cuCtxCreate, 12050)               \
+  X(cuCtxDestroy, 4000)               \
   X(cuModuleLoadData, 2000)           \
   X(cuModuleUnload, 2000)             \
   X(cuModuleGetFunction, 2000)        \

@@ -1,0 +1,108 @@
+// DeviceBuffer across contexts (GPU): a buffer allocated in a context of its own (cuCtxCreate,
+// not the primary one) works and frees there while the thread has another context current,
+// and leaves that one current; a buffer that outlives its context refuses to copy and frees
+// nothing, so a newer context's allocation at the same address survives it.
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <numeric>
+#include <vector>
+
+#include "jit/device_memory.h"
+#include "jit/driver_api.h"
+#include "jit/error.h"
+#include "tests/support/gpu_test.h"
+
+namespace sparsejit::jit {
+namespace {
+
+class DeviceBufferTest : public testing::GpuTest {
+ protected:
+  // A new context on the fixture's device, current on return; the fixture's stays alive.
+  static CUcontext create_context() {
+    CUdevice device = 0;
+    SJ_CU(cuCtxGetDevice(&device));
+    CUcontext created = nullptr;
+    SJ_CU(cuCtxCreate(&created, nullptr, 0, device));
+    return created;
+  }
+  static CUcontext current() {
+    CUcontext context = nullptr;
+    SJ_CU(cuCtxGetCurrent(&context));
+    return context;
+  }
+  static std::vector<std::uint8_t> pattern(std::size_t bytes, std::uint8_t first) {
+    std::vector<std::uint8_t> values(bytes);
+    std::iota(values.begin(), values.end(), first);
+    return values;
+  }
+};
+
+TEST_F(DeviceBufferTest, WorksInItsOwnContextWhileAnotherIsCurrent) {
+  constexpr std::size_t kBytes = 64 << 20;  // large enough for cuMemGetInfo to see it freed
+  const CUcontext fixture = context().handle();
+  const CUcontext own = create_context();
+  ASSERT_NE(own, fixture);
+  {
+    DeviceBuffer buffer = DeviceBuffer::from_host(pattern(kBytes, 7));
+    context().make_current();
+    EXPECT_EQ(buffer.download(), pattern(kBytes, 7));
+    EXPECT_EQ(current(), fixture) << "download() must leave the caller's context current";
+    buffer.fill(0x5a);
+    EXPECT_EQ(buffer.download(), std::vector<std::uint8_t>(kBytes, 0x5a));
+    buffer.upload(pattern(kBytes, 99));
+    EXPECT_EQ(buffer.download(), pattern(kBytes, 99));
+    EXPECT_EQ(current(), fixture);
+    // The free below runs in `own`: cuMemFree in the fixture's context would fail and leak.
+    SJ_CU(cuCtxSetCurrent(own));
+    std::size_t free_before = 0, total = 0;
+    SJ_CU(cuMemGetInfo(&free_before, &total));
+    context().make_current();
+    buffer = DeviceBuffer();  // frees
+    EXPECT_EQ(current(), fixture) << "the free must leave the caller's context current";
+    SJ_CU(cuCtxSetCurrent(own));
+    std::size_t free_after = 0;
+    SJ_CU(cuMemGetInfo(&free_after, &total));
+    EXPECT_GE(free_after, free_before + kBytes) << "the buffer's memory did not come back to its context";
+  }
+  context().make_current();
+  SJ_CU(cuCtxDestroy(own));
+  EXPECT_EQ(current(), fixture);
+}
+
+TEST_F(DeviceBufferTest, OutlivingItsContextFreesNothingAndRefusesToCopy) {
+  const std::size_t bytes = 4 << 20;
+  const CUcontext first = create_context();
+  auto stale = std::make_unique<DeviceBuffer>(bytes);
+  const CUdeviceptr stale_address = stale->address();
+  SJ_CU(cuCtxDestroy(first));  // its memory goes with it
+  context().make_current();
+  try {
+    (void)stale->download();
+    ADD_FAILURE() << "download() from a destroyed context must throw";
+  } catch (const CudaError& error) {
+    EXPECT_EQ(error.code(), CUDA_ERROR_CONTEXT_IS_DESTROYED);
+    EXPECT_NE(std::string(error.what()).find("destroyed"), std::string::npos) << error.what();
+  }
+  EXPECT_THROW(stale->fill(0), CudaError);
+  EXPECT_THROW(stale->upload(std::vector<std::uint8_t>(bytes)), CudaError);
+
+  // A newer context, which the driver may hand the same handle and the same address: the stale
+  // buffer's destructor must leave its allocation alone.
+  const CUcontext second = create_context();
+  {
+    const DeviceBuffer live = DeviceBuffer::from_host(pattern(bytes, 3));
+    RecordProperty("same_context_handle", second == first ? "yes" : "no");
+    RecordProperty("same_address", live.address() == stale_address ? "yes" : "no");
+    context().make_current();
+    stale.reset();
+    EXPECT_EQ(current(), context().handle());
+    EXPECT_EQ(live.download(), pattern(bytes, 3)) << "the stale buffer freed a newer context's memory";
+  }  // `live` frees in `second`
+  SJ_CU(cuCtxDestroy(second));
+}
+
+}  // namespace
+}  // namespace sparsejit::jit
