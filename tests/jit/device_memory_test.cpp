@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <numeric>
@@ -102,6 +104,42 @@ TEST_F(DeviceBufferTest, OutlivingItsContextFreesNothingAndRefusesToCopy) {
     EXPECT_EQ(live.download(), pattern(bytes, 3)) << "the stale buffer freed a newer context's memory";
   }  // `live` frees in `second`
   SJ_CU(cuCtxDestroy(second));
+}
+
+// The case the context check exists for: a primary context released to zero and retained
+// again. The driver hands back the same handle (and, for the same size, the same address),
+// so a buffer of the first instance that frees by handle would free the second's memory.
+// Runs in a child process (a death test, "threadsafe": CUDA does not survive a fork) because
+// it destroys the primary context, the fixture's reference included; the child leaves with
+// _Exit, past every destructor, and says on stderr whether the handle and the address were
+// the same (the hazard needs both).
+TEST_F(DeviceBufferTest, PrimaryContextRetainedAgainKeepsTheNewerAllocation) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  const auto child = [] {
+    const std::size_t bytes = 4 << 20;
+    CUdevice device = 0;
+    SJ_CU(cuCtxGetDevice(&device));
+    CUcontext first = nullptr;
+    SJ_CU(cuDevicePrimaryCtxRetain(&first, device));
+    SJ_CU(cuCtxSetCurrent(first));
+    auto stale = std::make_unique<DeviceBuffer>(bytes);
+    const CUdeviceptr stale_address = stale->address();
+    SJ_CU(cuCtxSetCurrent(nullptr));
+    SJ_CU(cuDevicePrimaryCtxRelease(device));  // this retain
+    SJ_CU(cuDevicePrimaryCtxRelease(device));  // the fixture's: the context is destroyed
+    CUcontext second = nullptr;
+    SJ_CU(cuDevicePrimaryCtxRetain(&second, device));
+    SJ_CU(cuCtxSetCurrent(second));
+    const DeviceBuffer live = DeviceBuffer::from_host(pattern(bytes, 5));
+    std::fprintf(stderr, "same handle: %s, same address: %s\n", second == first ? "yes" : "no",
+                 live.address() == stale_address ? "yes" : "no");
+    stale.reset();
+    const bool intact = live.download() == pattern(bytes, 5);
+    std::fflush(stderr);
+    std::_Exit(intact ? 0 : 1);
+  };
+  EXPECT_EXIT(child(), ::testing::ExitedWithCode(0), "same handle: (yes|no), same address: (yes|no)")
+      << "exit code 1: the stale buffer freed the newer context's memory";
 }
 
 }  // namespace
