@@ -11,8 +11,8 @@
 //     than threshold * total (chunked scan, fixed order); the kept blocks are flagged;
 //  3. the flagged blocks are compacted in ascending order (chunked scan);
 //  4. with fine bits, each warp takes kept pairs in turn: it recomputes the pair's tile
-//     probabilities from the pooled tiles (the lanes split the head dims where a block pair
-//     has 64 tile pairs or more, else one dot product of HeadDim per lane and tile pair),
+//     probabilities from the pooled tiles (by mma.sync where a key block has a multiple of 8
+//     tiles, else one dot product of HeadDim per lane and tile pair),
 //     spreads them over the 16 x FineN sub-tiles by real tokens, ranks the sub-tiles by mass
 //     and keeps the fewest that reach fine_share.
 // Grid: x = QB, y = heads, z = batch. Block: kThreads. Static shared memory only (< 48 KB).
@@ -225,22 +225,37 @@ __global__ void __launch_bounds__(kSelectThreads) block_select(const BlockSelect
 
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const float scale_log2 = p.softmax_scale * 1.4426950408889634f;
-    // How a pair's tile dot products are computed. With 64 tile pairs or more to a block pair
-    // the lanes split the head dims (coalesced loads, 32 dot products reduced at once by a
-    // butterfly of shuffles); with fewer, each lane computes whole dot products, as the
-    // butterfly would reduce mostly zeros. Measured on the H100 (BENCHMARKS.md, fourth
-    // session): 1.17x at 64 pairs (128 x 128 blocks, tiles of 16), 1.03x at 256, 0.45-0.54x
-    // at 16 (64 x 64 blocks, tiles of 16; 128 x 128, tiles of 32).
-    constexpr bool kLaneSplitDots = kRows * kCols >= 64;
-    static_assert(HeadDim % 32 == 0, "the lanes split the head dims evenly");
-    constexpr int kDimsPerLane = HeadDim / 32;
-    // The block's pooled query tiles, lane l holding dims l, l + 32, ...
-    float query[kLaneSplitDots ? kRows : 1][kDimsPerLane];
-    if constexpr (kLaneSplitDots) {
+    // How a pair's tile dot products are computed. Where a key block has a multiple of 8
+    // tiles, on the tensor cores: S (query tiles x key tiles) = Q̄ K̄^T by mma.sync m16n8k16,
+    // Q̄'s fragments built once, K̄'s loaded per pair from global memory, 16 bytes per lane
+    // and 32 head dims. Inside each 32 head dims the k order is permuted alike in both
+    // operands (a dot product does not depend on it) so that a lane's B values lie together:
+    // lane (g = lane / 4, q = lane % 4) holds dims 32c + 8q + 4h + {0, 1} where the m16n8k16
+    // layout wants k = 2q + {0, 1} of k-step (c, h), and 32c + 8q + 4h + {2, 3} where it wants
+    // 2q + 8 + {0, 1}. Otherwise (2 or 4 key tiles) each lane computes whole dot products.
+    // Measured on the H100 (BENCHMARKS.md, tenth session) against the lanes splitting the
+    // head dims and reducing by shuffles, the path before it.
+    constexpr bool kTensorDots = kCols % 8 == 0 && HeadDim % 32 == 0;
+    constexpr int kQueryTiles16 = (kRows + 15) / 16;  // m16 tiles of query tiles
+    constexpr int kKeyTiles8 = kCols / 8;             // n8 tiles of key tiles
+    constexpr int kChunks = HeadDim / 32;             // 32-dim chunks, two k-steps each
+    const int group = lane / 4, quad = lane % 4;
+    u32 query_fragments[kTensorDots ? kQueryTiles16 : 1][kTensorDots ? kChunks : 1][2][4];
+    if constexpr (kTensorDots) {
 #pragma unroll
-      for (int r = 0; r < kRows; ++r)
+      for (int m = 0; m < kQueryTiles16; ++m)
 #pragma unroll
-        for (int i = 0; i < kDimsPerLane; ++i) query[r][i] = pooled_q_rows[r][lane + 32 * i];
+        for (int c = 0; c < kChunks; ++c)
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            const int d = 32 * c + 8 * quad + 4 * h;
+            const int top = 16 * m + group, bottom = top + 8;  // rows past kRows are zeros
+            const auto value = [&](int r, int dim) { return r < kRows ? pooled_q_rows[r][dim] : 0.f; };
+            query_fragments[m][c][h][0] = pack_pair<Dtype>(value(top, d), value(top, d + 1));
+            query_fragments[m][c][h][1] = pack_pair<Dtype>(value(bottom, d), value(bottom, d + 1));
+            query_fragments[m][c][h][2] = pack_pair<Dtype>(value(top, d + 2), value(top, d + 3));
+            query_fragments[m][c][h][3] = pack_pair<Dtype>(value(bottom, d + 2), value(bottom, d + 3));
+          }
     }
     unsigned long long* fine_row = p.fine_bits + row * p.max_kv_blocks;
     // Real tokens of tile `first_token`.. inside [from, from + width), over the tile's real tokens.
@@ -256,50 +271,34 @@ __global__ void __launch_bounds__(kSelectThreads) block_select(const BlockSelect
         continue;
       }
       const int tile_k0 = kb * kCols;
-      if constexpr (kLaneSplitDots) {
-        // The pair's K tiles, lane l holding dims l, l + 32, ... (coalesced 64-byte loads).
-        float key[kCols][kDimsPerLane];
+      if constexpr (kTensorDots) {
 #pragma unroll
-        for (int c = 0; c < kCols; ++c) {
-          const unsigned short* key_row = static_cast<const unsigned short*>(p.pooled_k) +
-                                          (slice * tiles_k + min(tile_k0 + c, tiles_k - 1)) * HeadDim;
+        for (int n = 0; n < kKeyTiles8; ++n) {
+          // Key tile 8n + group of the pair (the last real one again past the end: P = 0 there).
+          const uint4* key_row = reinterpret_cast<const uint4*>(
+              static_cast<const char*>(p.pooled_k) +
+              ((slice * tiles_k + min(tile_k0 + 8 * n + group, tiles_k - 1)) * HeadDim + 8 * quad) * 2);
+          uint4 key[kChunks];
 #pragma unroll
-          for (int i = 0; i < kDimsPerLane; ++i) {
-            float value, unused;
-            unpack_pair<Dtype>(key_row[lane + 32 * i], value, unused);
-            key[c][i] = value;
-          }
-        }
-        // Each group of 32 tile pairs e = r * kCols + c: every lane sums its dims of all 32,
-        // then a butterfly over the lanes leaves pair 32 * group + lane's whole dot product in
-        // lane `lane` (31 shuffles for 32 sums).
+          for (int c = 0; c < kChunks; ++c) key[c] = key_row[4 * c];  // dims 32c + 8q .. + 7
+          float dots[kQueryTiles16][4] = {};
 #pragma unroll
-        for (int group = 0; group < (kRows * kCols + 31) / 32; ++group) {
-          float partial[32];
+          for (int m = 0; m < kQueryTiles16; ++m)
 #pragma unroll
-          for (int j = 0; j < 32; ++j) {
-            const int e = 32 * group + j;
-            partial[j] = 0.f;
-            if (e < kRows * kCols) {
-#pragma unroll
-              for (int i = 0; i < kDimsPerLane; ++i) partial[j] += query[e / kCols][i] * key[e % kCols][i];
+            for (int c = 0; c < kChunks; ++c) {
+              mma_16816<Dtype>(dots[m], query_fragments[m][c][0], key[c].x, key[c].y);
+              mma_16816<Dtype>(dots[m], query_fragments[m][c][1], key[c].z, key[c].w);
             }
-          }
+          // dots[m]: rows 16m + group (elements 0, 1) and + 8 (2, 3), key tiles 8n + 2q + {0, 1}.
 #pragma unroll
-          for (int width = 16; width >= 1; width /= 2) {
-            const bool upper = (lane & width) != 0;
+          for (int m = 0; m < kQueryTiles16; ++m)
 #pragma unroll
-            for (int j = 0; j < width; ++j) {
-              const float send = upper ? partial[j] : partial[j + width];
-              partial[j] = (upper ? partial[j + width] : partial[j]) + __shfl_xor_sync(0xffffffffu, send, width);
+            for (int e = 0; e < 4; ++e) {
+              const int r = 16 * m + group + (e / 2) * 8, c = 8 * n + 2 * quad + e % 2;
+              if (r < kRows)
+                tile_probability[warp][r * kCols + c] =
+                    tile_k0 + c < tiles_k ? fast_exp2(dots[m][e] * scale_log2 - row_lse2[r]) : 0.f;
             }
-          }
-          const int e = 32 * group + lane;
-          if (e < kRows * kCols) {
-            const int r = e / kCols, c = e % kCols;
-            tile_probability[warp][e] =
-                tile_k0 + c < tiles_k ? fast_exp2(partial[0] * scale_log2 - row_lse2[r]) : 0.f;
-          }
         }
       } else {
         for (int e = lane; e < kRows * kCols; e += 32) {
