@@ -52,12 +52,12 @@ class DeviceBuffer {
  private:
   CUdeviceptr address_ = 0;
   std::size_t bytes_ = 0;
-  CUcontext context_ = nullptr;             // where address_ was allocated
-  unsigned long long context_id_ = 0;       // that context's cuCtxGetId
+  CUcontext context_ = nullptr;        // where address_ was allocated
+  unsigned long long context_id_ = 0;  // that context's cuCtxGetId
 
-  bool context_alive() const noexcept;      // context_ is still the instance context_id_ names
+  bool context_alive() const noexcept;           // context_ is still the instance context_id_ names
   void require_context(const char* what) const;  // throws CudaError where it is not
-  void release() noexcept;                  // frees address_ (in context_), if any
+  void release() noexcept;                       // frees address_ (in context_), if any
 };
 
 // Copies `bytes` from device memory the caller owns (synchronous).

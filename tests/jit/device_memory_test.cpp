@@ -8,8 +8,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
-#include <string>
 #include <numeric>
+#include <string>
 #include <vector>
 
 #include "jit/device_memory.h"
