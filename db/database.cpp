@@ -124,16 +124,7 @@ std::int64_t Database::upsert_gpu(const GpuRecord& gpu) {
     ON CONFLICT (fingerprint) DO UPDATE SET
       driver_version = excluded.driver_version, uuid = excluded.uuid, sm_clock_khz = excluded.sm_clock_khz,
       memory_clock_khz = excluded.memory_clock_khz, last_seen = excluded.last_seen)sql");
-  upsert.bind_text(1, fingerprint);
-  upsert.bind_text(2, gpu.name);
-  upsert.bind_int64(3, gpu.cc_major);
-  upsert.bind_int64(4, gpu.cc_minor);
-  upsert.bind_int64(5, gpu.sm_count);
-  upsert.bind_int64(6, gpu.memory_bytes);
-  upsert.bind_text(7, gpu.driver_version);
-  upsert.bind_text(8, gpu.uuid);
-  upsert.bind_int64(9, gpu.sm_clock_khz);
-  upsert.bind_int64(10, gpu.memory_clock_khz);
+  bind_gpu(upsert, gpu);
   upsert.step();
 
   Statement select = connection_.prepare("SELECT id FROM gpus WHERE fingerprint = ?1");
@@ -182,6 +173,34 @@ void bind_cubin(Statement& statement, const CubinRecord& cubin) {
   statement.bind_double(8, cubin.compile_ms);
   statement.bind_text(9, cubin.created_at);
   statement.bind_text(10, cubin.source_key);
+}
+
+void bind_gpu(Statement& statement, const GpuRecord& gpu) {
+  statement.bind_text(1, gpu.fingerprint());
+  statement.bind_text(2, gpu.name);
+  statement.bind_int64(3, gpu.cc_major);
+  statement.bind_int64(4, gpu.cc_minor);
+  statement.bind_int64(5, gpu.sm_count);
+  statement.bind_int64(6, gpu.memory_bytes);
+  statement.bind_text(7, gpu.driver_version);
+  statement.bind_text(8, gpu.uuid);
+  statement.bind_int64(9, gpu.sm_clock_khz);
+  statement.bind_int64(10, gpu.memory_clock_khz);
+}
+
+void bind_trial(Statement& statement, std::int64_t gpu_id, const TrialRecord& trial) {
+  statement.bind_int64(1, gpu_id);
+  statement.bind_text(2, trial.family);
+  statement.bind_text(3, trial.problem_key);
+  statement.bind_text(4, trial.config_json);
+  statement.bind_text(5, to_string(trial.status));
+  statement.bind_double_or_null(6, trial.median_ms);
+  statement.bind_double_or_null(7, trial.p20_ms);
+  statement.bind_double_or_null(8, trial.p80_ms);
+  statement.bind_double_or_null(9, trial.rel_error);
+  statement.bind_int64(10, trial.sm_clock_khz);
+  statement.bind_text(11, trial.cubin_key);
+  statement.bind_text(12, trial.message);
 }
 
 void Database::put_cubin(const CubinRecord& cubin) {
@@ -394,18 +413,7 @@ std::int64_t Database::record_trial(const TrialRecord& trial) {
                         rel_error, sm_clock_khz, cubin_key, message, created_at)
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, nullif(?11, ''), ?12,
             strftime('%Y-%m-%dT%H:%M:%fZ', 'now')))sql");
-  insert.bind_int64(1, trial.gpu_id);
-  insert.bind_text(2, trial.family);
-  insert.bind_text(3, trial.problem_key);
-  insert.bind_text(4, trial.config_json);
-  insert.bind_text(5, to_string(trial.status));
-  insert.bind_double_or_null(6, trial.median_ms);
-  insert.bind_double_or_null(7, trial.p20_ms);
-  insert.bind_double_or_null(8, trial.p80_ms);
-  insert.bind_double_or_null(9, trial.rel_error);
-  insert.bind_int64(10, trial.sm_clock_khz);
-  insert.bind_text(11, trial.cubin_key);
-  insert.bind_text(12, trial.message);
+  bind_trial(insert, trial.gpu_id, trial);
   insert.step();
   const std::int64_t id = connection_.last_insert_rowid();
   if (trial.status == TrialStatus::ok) {

@@ -182,6 +182,15 @@ void validate_sparsity_profile(const SparsityProfile& profile);
 // target, nvrtc_version, specialization, lowered_names_json, binary, compile_ms, created_at,
 // source_key (the statement decides what an empty created_at or source_key stands for).
 void bind_cubin(Statement& statement, const CubinRecord& cubin);
+// Binds `gpu` to ?1..?10 of a statement over the gpus table, in the order fingerprint, name,
+// cc_major, cc_minor, sm_count, memory_bytes, driver_version, uuid, sm_clock_khz,
+// memory_clock_khz.
+void bind_gpu(Statement& statement, const GpuRecord& gpu);
+// Binds `trial` to ?1..?12 of a statement over the trials table, in the order gpu_id (the
+// argument, not trial.gpu_id), family, problem_key, config_json, status, median_ms, p20_ms,
+// p80_ms, rel_error, sm_clock_khz, cubin_key, message (absent times as NULL; the statement
+// decides what an empty cubin_key stands for).
+void bind_trial(Statement& statement, std::int64_t gpu_id, const TrialRecord& trial);
 
 struct OpenOptions {
   bool read_only = false;

@@ -56,16 +56,7 @@ std::int64_t apply_gpu(Connection& connection, const StoredGpu& incoming, ApplyC
       INSERT INTO gpus (fingerprint, name, cc_major, cc_minor, sm_count, memory_bytes, driver_version, uuid,
                         sm_clock_khz, memory_clock_khz, first_seen, last_seen)
       VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12))sql");
-    insert.bind_text(1, gpu.fingerprint());
-    insert.bind_text(2, gpu.name);
-    insert.bind_int64(3, gpu.cc_major);
-    insert.bind_int64(4, gpu.cc_minor);
-    insert.bind_int64(5, gpu.sm_count);
-    insert.bind_int64(6, gpu.memory_bytes);
-    insert.bind_text(7, gpu.driver_version);
-    insert.bind_text(8, gpu.uuid);
-    insert.bind_int64(9, gpu.sm_clock_khz);
-    insert.bind_int64(10, gpu.memory_clock_khz);
+    bind_gpu(insert, gpu);
     insert.bind_text(11, incoming.first_seen);
     insert.bind_text(12, incoming.last_seen);
     insert.step();
@@ -151,18 +142,7 @@ void apply_trials(Connection& connection, const std::vector<SnapshotTrial>& tria
       ++(connection.changes() == 1 ? counts.updated : counts.unchanged);
       link.reset();
     } else {
-      insert.bind_int64(1, gpu_id);
-      insert.bind_text(2, trial.family);
-      insert.bind_text(3, trial.problem_key);
-      insert.bind_text(4, trial.config_json);
-      insert.bind_text(5, to_string(trial.status));
-      insert.bind_double_or_null(6, trial.median_ms);
-      insert.bind_double_or_null(7, trial.p20_ms);
-      insert.bind_double_or_null(8, trial.p80_ms);
-      insert.bind_double_or_null(9, trial.rel_error);
-      insert.bind_int64(10, trial.sm_clock_khz);
-      insert.bind_text(11, trial.cubin_key);
-      insert.bind_text(12, trial.message);
+      bind_trial(insert, gpu_id, trial);
       insert.bind_text(13, incoming.created_at);
       insert.step();
       ++counts.added;
