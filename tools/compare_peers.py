@@ -273,17 +273,22 @@ def run_sparsejit_bench(args, bench_args):
     cli = sparsejit_cli(required=False)
     if cli is None:
         return None, "no sparsejit binary (set SPARSEJIT_CLI)"
-    command = [cli, *(["--db", args.db] if args.db else []), "bench", *bench_args, *timing_flags(), "--json"]
+    return run_cli_bench(cli, args.db, bench_args, args.sparsejit_timeout)
+
+
+def run_cli_bench(cli, db, bench_args, timeout):
+    """`CLI [--db DB] bench BENCH_ARGS --json` with this run's timing: (its JSON object, None) or
+    (None, why). Never raises."""
+    command = [cli, *(["--db", db] if db else []), "bench", *bench_args, *timing_flags(), "--json"]
     environment = dict(os.environ)
     if os.path.isdir("/usr/local/cuda/lib64"):  # NVRTC, as DESIGN.md's lent machine needs
         paths = [p for p in environment.get("LD_LIBRARY_PATH", "").split(":") if p]
         if "/usr/local/cuda/lib64" not in paths:
             environment["LD_LIBRARY_PATH"] = ":".join(paths + ["/usr/local/cuda/lib64"])
     try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=args.sparsejit_timeout,
-                                env=environment)
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=environment)
     except subprocess.TimeoutExpired:
-        return None, f"timed out after {args.sparsejit_timeout} s"
+        return None, f"timed out after {timeout} s"
     except OSError as error:
         return None, f"could not run {cli}: {error}"
     if result.returncode != 0:
