@@ -40,6 +40,13 @@ def parse_cli(text):
     return label, path
 
 
+def parse_bench_args(text):
+    try:
+        return shlex.split(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"--bench-args {text!r}: {error}")
+
+
 def shape_name(shape):
     heads, tokens, head_dim = shape
     return f"H{heads} N{tokens} D{head_dim}"
@@ -59,7 +66,7 @@ def measure(args, clis, databases):
         for row in rows:
             heads, tokens, head_dim = row["shape"]
             bench_args = ["attention", "--heads", str(heads), "--tokens", str(tokens), "--head-dim", str(head_dim),
-                          "--density", f"{row['density']:g}", *shlex.split(args.bench_args)]
+                          "--density", f"{row['density']:g}", *args.bench_args]
             for index in run_order(len(clis), round_index):
                 label, cli = clis[index]
                 report, why = run_cli_bench(cli, databases[label], bench_args, args.timeout)
@@ -129,7 +136,8 @@ def main():
                         help="block densities, comma-separated (default: 1.0,0.1,0.05)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds over every shape, density and CLI (default: 3)")
     parser.add_argument("--db", help="a database each CLI starts from a copy of (e.g. the bundle's precompiled.db)")
-    parser.add_argument("--bench-args", default="", help="more `bench attention` options for every CLI, quoted")
+    parser.add_argument("--bench-args", type=parse_bench_args, default=[],
+                        help="more `bench attention` options for every CLI, quoted")
     parser.add_argument("--warmup-ms", type=float, default=1000.0, help="warm-up of each run (default: 1000)")
     parser.add_argument("--measure-ms", type=float, default=300.0, help="measured time of each run (default: 300)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds one run may take (default: 600)")
@@ -140,6 +148,8 @@ def main():
         parser.error("--cli labels must differ")
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
+    if not args.timeout > 0:
+        parser.error("--timeout must be positive")
     if args.db and not os.path.isfile(args.db):
         parser.error(f"--db {args.db}: no such file")
     TIMING["warmup_ms"], TIMING["measure_ms"] = args.warmup_ms, args.measure_ms

@@ -132,6 +132,8 @@ class AbAttentionTest(unittest.TestCase):
             (["--cli", f"head={head}", "--rounds", "0"], "--rounds must be at least 1"),
             (["--cli", f"head={head}", "--db", f"{self.work.name}/none.db"], "no such file"),
             (["--cli", f"head={head}", "--densities", "1.5"], "is not in (0, 1]"),
+            (["--cli", f"head={head}", "--bench-args", "--kernel 'wgmma"], "No closing quotation"),
+            (["--cli", f"head={head}", "--timeout", "0"], "--timeout must be positive"),
             ([], "--cli"),
         ]
         for args, message in cases:
