@@ -256,6 +256,42 @@ TEST_F(AttentionGpuTest, EveryTileOfTheSpace) {
   EXPECT_GE(tested, 6);
 }
 
+// Scores that climb from tile to tile, so the softmax's reference point must move in the middle
+// of a row (attention_steps.cuh: it moves only when a row of the warp passes it by more than
+// 2^8). Key j is scaled by 1 + j / 16: each 64-key tile's largest scaled scores lie about 10
+// above the last tile's, far past that slack, and the last tiles' reach about 150, so a
+// reference left behind overflows exp2 (O turns NaN), and one not moved for a lane's own keys
+// or moved differently in the lanes of a quad gives rows whose sums and O disagree. The random inputs elsewhere stay within the slack after the
+// first tile. Both kernels (mma.sync always, wgmma where the GPU has it), every dtype and
+// head dim, density 0.5 (kept blocks in ascending order), ragged lengths, empty rows.
+TEST_F(AttentionGpuTest, ScoresClimbingAcrossTilesMoveTheSoftmaxReference) {
+  const int max_shared = runtime_->device().max_shared_bytes_per_block;
+  int tested = 0;
+  for (HalfDtype dtype : {HalfDtype::bf16, HalfDtype::fp16})
+    for (int head_dim : kAttentionHeadDims) {
+      std::vector<AttentionConfig> configs = {default_attention_config(dtype, head_dim, 128, 128, 0, max_shared)};
+      if (const AttentionConfig fast = default_attention_config(dtype, head_dim, 128, 128, 0, runtime_->target());
+          fast.wgmma)
+        configs.push_back(fast);
+      for (const AttentionConfig& config : configs) {
+        BlockMask mask = with_empty_rows(random_block_mask(1, 2, 700, 900, 128, 128, 0.5, generator_), 0.1, generator_);
+        AttentionCase c(1, 2, 700, 900, head_dim, dtype, Storage::bnhd, std::move(mask), generator_);
+        const auto strides = dense_strides(Storage::bnhd, c.heads, c.tokens_kv, head_dim);
+        for (int h = 0; h < c.heads; ++h)
+          for (int j = 0; j < c.tokens_kv; ++j)
+            for (int d = 0; d < head_dim; ++d) {
+              std::uint16_t& key = c.k[h * strides[1] + j * strides[2] + d];
+              key = float_to_half_bits(half_bits_to_float(key, dtype) * (1.0f + j / 16.0f), dtype);
+            }
+        c.dk.upload({reinterpret_cast<const std::uint8_t*>(c.k.data()), c.dk.bytes()});
+        run_config(config, c);
+        expect_matches(c, config.label() + ", keys scaled by 1 + j / 16");
+        ++tested;
+      }
+    }
+  EXPECT_GE(tested, 6);
+}
+
 // The model lengths, checked on three sampled query blocks (first, middle, last and ragged):
 // the reference of the whole sequence would take minutes on the CPU.
 void expect_sampled_blocks_match(const AttentionCase& c) {
