@@ -125,7 +125,9 @@ __device__ __forceinline__ void mask_scores(float (&score)[ScoreTiles][4], unsig
 // and the LSE use the same point.
 //
 // Step 1: whether the reference moves for this warp (uniform); where it does, moves row_max,
-// rescales row_sum and leaves O's factors in `rescale`.
+// rescales row_sum and leaves O's factors in `rescale`. The test needs only each lane's own
+// maxima: a row's quad maximum passes it exactly when one of the quad's lanes does, and the
+// warp vote covers every lane, so the quad's shuffles are paid only in the rare moving branch.
 template <int RowGroups, int ScoreTiles>
 __device__ __forceinline__ bool move_softmax_reference(const float (&score)[RowGroups][ScoreTiles][4],
                                                        float (&row_max)[RowGroups][2],
@@ -137,7 +139,7 @@ __device__ __forceinline__ bool move_softmax_reference(const float (&score)[RowG
   for (int rg = 0; rg < RowGroups; ++rg)
 #pragma unroll
     for (int h = 0; h < 2; ++h)  // -inf > -inf + slack: a row with nothing kept never moves
-      moves |= row_half_max(score[rg], h) * scale_log2 > row_max[rg][h] * scale_log2 + kRescaleSlack;
+      moves |= reduce_row_half(score[rg], h, MaxOp{}) * scale_log2 > row_max[rg][h] * scale_log2 + kRescaleSlack;
   if (!__any_sync(0xffffffffu, moves)) return false;
 #pragma unroll
   for (int rg = 0; rg < RowGroups; ++rg)
