@@ -14,13 +14,13 @@ std::shared_ptr<jit::DeviceContext> GpuTest::shared_context() {
 
 void GpuTest::SetUp() {
   std::string why;
-  if (!jit::driver_available(&why)) {
-    const char* required = std::getenv("SPARSEJIT_REQUIRE_GPU");
-    if (required != nullptr && std::strcmp(required, "1") == 0)
-      FAIL() << "SPARSEJIT_REQUIRE_GPU=1 but " << why;
-    GTEST_SKIP() << "GPU test skipped: " << why;
-  }
+  if (!jit::driver_available(&why)) SPARSEJIT_SKIP_WITHOUT_GPU("GPU test skipped", why);
   shared_context()->make_current();
+}
+
+bool gpu_required() {
+  const char* required = std::getenv("SPARSEJIT_REQUIRE_GPU");
+  return required != nullptr && std::strcmp(required, "1") == 0;
 }
 
 CUcontext GpuTest::context_current_after(const std::function<void()>& call) const {

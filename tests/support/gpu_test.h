@@ -29,6 +29,18 @@ class GpuTest : public ::testing::Test {
   static std::shared_ptr<jit::DeviceContext> shared_context();
 };
 
+// True under SPARSEJIT_REQUIRE_GPU=1 (set on the GPU machine).
+bool gpu_required();
+
+// Ends the current test where there is no GPU (`why`: the driver's reason): skipped visibly
+// with `reason`, or failed under SPARSEJIT_REQUIRE_GPU=1, so a GPU run can never pass by
+// skipping. GpuTest's SetUp uses it; so do tests that need a GPU without that fixture.
+#define SPARSEJIT_SKIP_WITHOUT_GPU(reason, why)                                     \
+  do {                                                                              \
+    if (::sparsejit::testing::gpu_required()) FAIL() << "SPARSEJIT_REQUIRE_GPU=1 but " << (why); \
+    GTEST_SKIP() << (reason) << ": " << (why);                                      \
+  } while (false)
+
 // A generator with a fresh seed on every run: tests must hold for any valid input.
 std::mt19937_64 fresh_generator();
 

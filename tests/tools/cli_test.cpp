@@ -718,7 +718,7 @@ TEST_F(CliTest, TuneTunesOnAGpuAndPrecompilesWithoutOne) {
 // transaction), and a rerun measures exactly what is missing: no trial lost, none twice.
 TEST_F(CliTest, TuneKilledWithSigkillResumesWithoutLosingTrials) {
   std::string why;
-  if (!gpu_present(&why)) GTEST_SKIP() << "tuning needs a GPU: " << why;
+  if (!gpu_present(&why)) SPARSEJIT_SKIP_WITHOUT_GPU("tuning needs a GPU", why);
   const fs::path database = temp_ / "killed.db";
   const std::vector<std::string> tune = {"--db", database.string(), "tune", "--family", "permute_tokens",
                                          "--measure-ms", "3"};
@@ -839,7 +839,7 @@ TEST_F(CliTest, TuneDevicesAndShardsAreChecked) {
 // GPUs (one fingerprint) share the problems out; different ones each tune all of them.
 TEST_F(CliTest, TuneDevicesShareOutTheProblems) {
   std::string why;
-  if (!gpu_present(&why)) GTEST_SKIP() << "tuning needs a GPU: " << why;
+  if (!gpu_present(&why)) SPARSEJIT_SKIP_WITHOUT_GPU("tuning needs a GPU", why);
   int count = 0;
   SJ_CU(cuDeviceGetCount(&count));
   if (count < 2) GTEST_SKIP() << "--devices needs two GPUs; this machine has " << count;

@@ -210,7 +210,7 @@ TEST_F(ProfileCliTest, ProfilesSyntheticDumpsLikeTheFloat64Reference) {
     ASSERT_EQ(lines_of(result.err).size(), 1u) << result.describe();
     EXPECT_TRUE(has(result.err, why) && has(result.err, "profile needs a GPU")) << result.describe();
     EXPECT_FALSE(fs::exists(temp_.path() / "profile.db")) << result.describe();
-    GTEST_SKIP() << "profile needs a GPU: " << why;
+    SPARSEJIT_SKIP_WITHOUT_GPU("profile needs a GPU", why);
   }
 
   const CliResult result = run(args);
