@@ -63,6 +63,15 @@ class DeviceBuffer {
 // Copies `bytes` from device memory the caller owns (synchronous).
 std::vector<std::uint8_t> copy_device_to_host(const void* device_pointer, std::size_t bytes);
 
+// The same for `count` elements of a trivially copyable T.
+template <class T>
+std::vector<T> copy_device_to_host_as(const void* device_pointer, std::size_t count) {
+  const std::vector<std::uint8_t> bytes = copy_device_to_host(device_pointer, count * sizeof(T));
+  std::vector<T> values(count);
+  std::copy_n(bytes.data(), bytes.size(), reinterpret_cast<std::uint8_t*>(values.data()));
+  return values;
+}
+
 // A non-blocking stream of the current context.
 class Stream {
  public:

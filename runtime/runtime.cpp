@@ -1,7 +1,5 @@
 #include "runtime/runtime.h"
 
-#include <cstring>
-
 #include "db/paths.h"
 #include "jit/device_memory.h"
 #include "jit/driver_api.h"
@@ -113,10 +111,7 @@ void Runtime::check_attention_mask(const SparseAttentionParams& params, const At
   mask.fine_n = problem.fine_n;
   const std::size_t rows = static_cast<std::size_t>(mask.batch) * mask.heads * mask.q_blocks;
   const auto download = [](const void* pointer, std::size_t count, auto& into) {
-    using Element = typename std::decay_t<decltype(into)>::value_type;
-    const std::vector<std::uint8_t> bytes = jit::copy_device_to_host(pointer, count * sizeof(Element));
-    into.resize(count);
-    std::memcpy(into.data(), bytes.data(), bytes.size());
+    into = jit::copy_device_to_host_as<typename std::decay_t<decltype(into)>::value_type>(pointer, count);
   };
   SJ_CU(cuStreamSynchronize(stream));  // the mask may have been written on this stream
   if (params.kv_block_bits != nullptr) {

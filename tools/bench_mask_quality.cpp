@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <bit>
 #include <cmath>
-#include <cstring>
 #include <iostream>
 #include <map>
 #include <numeric>
@@ -55,21 +54,13 @@ double mean(const std::vector<double>& values) {
   return values.empty() ? 0.0 : std::accumulate(values.begin(), values.end(), 0.0) / static_cast<double>(values.size());
 }
 
-template <class T>
-std::vector<T> download(const void* device_pointer, std::size_t count) {
-  const std::vector<std::uint8_t> bytes = jit::copy_device_to_host(device_pointer, count * sizeof(T));
-  std::vector<T> values(count);
-  std::memcpy(values.data(), bytes.data(), bytes.size());
-  return values;
-}
-
 // The sub-tiles a built mask keeps: every kept pair's popcount with fine bits, else the
 // pairs times the sub-tiles of a block.
 long long kept_subtiles(const runtime::DeviceBlockMask& mask, int subtiles_per_block) {
-  const std::vector<int> count = download<int>(mask.kv_block_count, mask.layout.count_elements());
+  const std::vector<int> count = jit::copy_device_to_host_as<int>(mask.kv_block_count, mask.layout.count_elements());
   if (mask.fine_bits == nullptr)
     return std::accumulate(count.begin(), count.end(), 0LL) * subtiles_per_block;
-  const std::vector<std::uint64_t> bits = download<std::uint64_t>(mask.fine_bits, mask.layout.index_elements());
+  const std::vector<std::uint64_t> bits = jit::copy_device_to_host_as<std::uint64_t>(mask.fine_bits, mask.layout.index_elements());
   long long kept = 0;
   for (std::size_t row = 0; row < count.size(); ++row)
     for (int i = 0; i < count[row]; ++i)

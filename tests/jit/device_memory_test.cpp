@@ -1,7 +1,8 @@
-// DeviceBuffer across contexts (GPU): a buffer allocated in a context of its own (cuCtxCreate,
-// not the primary one) works and frees there while the thread has another context current,
-// and leaves that one current; a buffer that outlives its context refuses to copy and frees
-// nothing, so a newer context's allocation at the same address survives it.
+// DeviceBuffer and the typed copy back to the host (GPU). Across contexts: a buffer allocated
+// in a context of its own (cuCtxCreate, not the primary one) works and frees there while the
+// thread has another context current, and leaves that one current; a buffer that outlives its
+// context refuses to copy and frees nothing, so a newer context's allocation at the same
+// address survives it.
 #include <gtest/gtest.h>
 
 #include <cstdint>
@@ -41,6 +42,19 @@ class DeviceBufferTest : public testing::GpuTest {
     return values;
   }
 };
+
+// copy_device_to_host_as: `count` elements, each whole, from any element offset; none copied
+// for a count of 0.
+TEST_F(DeviceBufferTest, CopiesTypedElementsBackToTheHost) {
+  std::vector<std::uint64_t> values(1001);
+  for (std::size_t i = 0; i < values.size(); ++i) values[i] = 0x0123456789abcdefull * (i + 1);
+  const DeviceBuffer buffer = DeviceBuffer::from_host(values);
+  EXPECT_EQ(copy_device_to_host_as<std::uint64_t>(buffer.pointer(), values.size()), values);
+  const auto* device = static_cast<const std::uint64_t*>(buffer.pointer());
+  EXPECT_EQ(copy_device_to_host_as<std::uint64_t>(device + 10, 3),
+            std::vector<std::uint64_t>(values.begin() + 10, values.begin() + 13));
+  EXPECT_TRUE(copy_device_to_host_as<std::uint64_t>(device, 0).empty());
+}
 
 TEST_F(DeviceBufferTest, WorksInItsOwnContextWhileAnotherIsCurrent) {
   constexpr std::size_t kBytes = 64 << 20;  // large enough for cuMemGetInfo to see it freed

@@ -8,7 +8,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <memory>
 #include <string>
 #include <utility>
@@ -32,14 +31,6 @@ using templates::HalfDtype;
 using templates::TokenLayout;
 
 constexpr int kHeads = 2, kTokensQ = 300, kTokensKv = 500, kHeadDim = 128;
-
-template <class T>
-std::vector<T> download(const void* device_pointer, std::size_t count) {
-  const std::vector<std::uint8_t> bytes = jit::copy_device_to_host(device_pointer, count * sizeof(T));
-  std::vector<T> values(count);
-  std::memcpy(values.data(), bytes.data(), bytes.size());
-  return values;
-}
 
 sparsejit_layout c_layout(TokenLayout layout) {
   return layout == TokenLayout::bhnd ? SPARSEJIT_LAYOUT_BHND : SPARSEJIT_LAYOUT_BNHD;
@@ -283,8 +274,8 @@ TEST_F(CApiGpuTest, BuiltMaskRunsAsBlockCsrAndAsBitmask) {
   mask.kv_blocks = layout.kv_blocks;
   mask.max_kv_blocks = layout.max_kv_blocks;
   mask.block_q = mask.block_kv = 128;
-  mask.count = download<int>(csr.kv_block_count, static_cast<std::size_t>(layout.rows));
-  mask.index = download<int>(csr.kv_block_index, static_cast<std::size_t>(layout.rows) * layout.max_kv_blocks);
+  mask.count = jit::copy_device_to_host_as<int>(csr.kv_block_count, static_cast<std::size_t>(layout.rows));
+  mask.index = jit::copy_device_to_host_as<int>(csr.kv_block_index, static_cast<std::size_t>(layout.rows) * layout.max_kv_blocks);
   for (int count : mask.count) EXPECT_GE(count, layout.top_k);
   data.expect_matches(mask);
   const std::vector<std::uint16_t> from_lists = data.o.device.download_as<std::uint16_t>();
@@ -322,9 +313,9 @@ TEST_F(CApiGpuTest, FirstBlockKeptOnlyForItsScoreWhenAsked) {
     EXPECT_EQ(sparsejit_mask_build(builder, &inputs, &options, stream(), &csr, &layout), SPARSEJIT_OK)
         << sparsejit_last_error_message();
     stream_->synchronize();
-    const std::vector<int> count = download<int>(csr.kv_block_count, static_cast<std::size_t>(layout.rows));
+    const std::vector<int> count = jit::copy_device_to_host_as<int>(csr.kv_block_count, static_cast<std::size_t>(layout.rows));
     const std::vector<int> index =
-        download<int>(csr.kv_block_index, static_cast<std::size_t>(layout.rows) * layout.max_kv_blocks);
+        jit::copy_device_to_host_as<int>(csr.kv_block_index, static_cast<std::size_t>(layout.rows) * layout.max_kv_blocks);
     int keeping = 0;
     for (std::int64_t row = 0; row < layout.rows; ++row) {
       const auto first = index.begin() + row * layout.max_kv_blocks, last = first + count[row];

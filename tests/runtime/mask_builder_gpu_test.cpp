@@ -11,7 +11,6 @@
 
 #include <bit>
 #include <cmath>
-#include <cstring>
 #include <functional>
 #include <memory>
 
@@ -35,14 +34,6 @@ namespace {
 
 using templates::BlockMask;
 using templates::HalfDtype;
-
-template <class T>
-std::vector<T> download(const void* device_pointer, std::size_t count) {
-  const std::vector<std::uint8_t> bytes = jit::copy_device_to_host(device_pointer, count * sizeof(T));
-  std::vector<T> values(count);
-  std::memcpy(values.data(), bytes.data(), bytes.size());
-  return values;
-}
 
 // Random Q, K, V of one (batch = 1) attention call on the host and the device, [B,H,N,D]
 // (contiguous per head) or [B,N,H,D] (heads interleaved).
@@ -130,9 +121,9 @@ BlockMask downloaded(const DeviceBlockMask& mask, int batch, int heads, const Ma
   host.block_q = options.block_q;
   host.block_kv = options.block_kv;
   host.fine_n = options.fine_n;
-  host.count = download<int>(mask.kv_block_count, mask.layout.count_elements());
-  host.index = download<int>(mask.kv_block_index, mask.layout.index_elements());
-  if (options.fine_n > 0) host.fine_bits = download<std::uint64_t>(mask.fine_bits, mask.layout.index_elements());
+  host.count = jit::copy_device_to_host_as<int>(mask.kv_block_count, mask.layout.count_elements());
+  host.index = jit::copy_device_to_host_as<int>(mask.kv_block_index, mask.layout.index_elements());
+  if (options.fine_n > 0) host.fine_bits = jit::copy_device_to_host_as<std::uint64_t>(mask.fine_bits, mask.layout.index_elements());
   return host;
 }
 
@@ -189,7 +180,7 @@ TEST_F(MaskRuntimeGpuTest, BuilderMatchesTheScoreAndSelectReferences) {
     const templates::BlockScoreReference score_ref = templates::block_score_reference(
         host_score, HalfDtype::bf16, t.head_dim, options.tile, options.block_q, options.block_kv);
     const MaskWorkspace workspace = builder_->last_workspace();
-    const std::vector<float> scores = download<float>(workspace.scores, layout.rows * layout.kv_blocks);
+    const std::vector<float> scores = jit::copy_device_to_host_as<float>(workspace.scores, layout.rows * layout.kv_blocks);
     EXPECT_LE(templates::relative_l2_error(std::vector<double>(scores.begin(), scores.end()), score_ref.scores), 1e-2);
 
     // Selection: the block_select reference on the GPU's own scores and pooled tiles. The
@@ -197,10 +188,10 @@ TEST_F(MaskRuntimeGpuTest, BuilderMatchesTheScoreAndSelectReferences) {
     // (~1e-6 relative) of tau x total: improbable on random data.
     const std::size_t slices = static_cast<std::size_t>(t.heads);
     const std::vector<std::uint16_t> pooled_q =
-        download<std::uint16_t>(workspace.pooled_q, slices * shape.tiles_q * t.head_dim);
+        jit::copy_device_to_host_as<std::uint16_t>(workspace.pooled_q, slices * shape.tiles_q * t.head_dim);
     const std::vector<std::uint16_t> pooled_k =
-        download<std::uint16_t>(workspace.pooled_k, slices * shape.tiles_k * t.head_dim);
-    const std::vector<float> tile_lse = download<float>(workspace.tile_lse, slices * shape.tiles_q);
+        jit::copy_device_to_host_as<std::uint16_t>(workspace.pooled_k, slices * shape.tiles_k * t.head_dim);
+    const std::vector<float> tile_lse = jit::copy_device_to_host_as<float>(workspace.tile_lse, slices * shape.tiles_q);
     static int sink[1];
     static unsigned long long fine_sink[1];
     BlockSelectParams host_select{};
@@ -270,7 +261,7 @@ TEST_F(MaskRuntimeGpuTest, CacheFollowsTheScheduleAndFeedsSparseAttention) {
   // synchronous but the stream is non-blocking: it does not wait for the stream by itself).
   const auto bits_of = [&](const PreparedMask& prepared) {
     stream_->synchronize();
-    return download<std::uint64_t>(prepared.kv_block_bits, footprint.bitmask_bytes / sizeof(std::uint64_t));
+    return jit::copy_device_to_host_as<std::uint64_t>(prepared.kv_block_bits, footprint.bitmask_bytes / sizeof(std::uint64_t));
   };
   // The bitmask a fresh build of `t` at `density` gives (the builder is deterministic).
   const auto expected_bits = [&](const Tensors& t, double density) {
@@ -332,7 +323,7 @@ TEST_F(MaskRuntimeGpuTest, CacheFollowsTheScheduleAndFeedsSparseAttention) {
   templates::BlockBitmask bitmask{1, 2, 8, 8, 1, bits3};
   BlockMask mask = templates::to_block_mask(bitmask, 128, 128, cond3.max_kv_blocks);
   mask.fine_n = 16;
-  mask.fine_bits = download<std::uint64_t>(cond3.fine_bits, mask.count.size() * cond3.max_kv_blocks);
+  mask.fine_bits = jit::copy_device_to_host_as<std::uint64_t>(cond3.fine_bits, mask.count.size() * cond3.max_kv_blocks);
   const templates::AttentionReference reference = templates::sparse_attention_reference(host, HalfDtype::bf16, 128, mask);
   EXPECT_LE(output_error(output, reference.o), 1e-2);
 
@@ -359,7 +350,7 @@ TEST_F(MaskRuntimeGpuTest, CacheBuildsThresholdWindowsAndProfiledHeads) {
   config.tokens_q = config.tokens_kv = 1000;
   const auto bits_of = [&](const PreparedMask& prepared) {
     stream_->synchronize();
-    return download<std::uint64_t>(prepared.kv_block_bits, MaskCache::footprint(config, MaskSchedule()).bitmask_bytes /
+    return jit::copy_device_to_host_as<std::uint64_t>(prepared.kv_block_bits, MaskCache::footprint(config, MaskSchedule()).bitmask_bytes /
                                                                sizeof(std::uint64_t));
   };
   const auto expected_bits = [&](MaskBuildOptions options) {
@@ -477,7 +468,7 @@ TEST_F(MaskRuntimeGpuTest, CallsWorkWithNoContextCurrentAndLeaveNoneCurrent) {
   });
   stream_->synchronize();
   EXPECT_EQ(prepared.action, MaskAction::refresh);
-  EXPECT_EQ(download<std::uint64_t>(prepared.kv_block_bits, bits.bytes() / sizeof(std::uint64_t)),
+  EXPECT_EQ(jit::copy_device_to_host_as<std::uint64_t>(prepared.kv_block_bits, bits.bytes() / sizeof(std::uint64_t)),
             bits.download_as<std::uint64_t>());
 
   // Freeing: a buffer freed with no context current gives its memory back.

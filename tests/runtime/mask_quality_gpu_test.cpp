@@ -5,7 +5,6 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <cstring>
 
 #include "jit/device_memory.h"
 #include "runtime/mask_builder.h"
@@ -20,14 +19,6 @@ namespace {
 
 using templates::BlockMask;
 using templates::HalfDtype;
-
-template <class T>
-std::vector<T> download(const void* device_pointer, std::size_t count) {
-  const std::vector<std::uint8_t> bytes = jit::copy_device_to_host(device_pointer, count * sizeof(T));
-  std::vector<T> values(count);
-  std::memcpy(values.data(), bytes.data(), bytes.size());
-  return values;
-}
 
 class MaskQualityGpuTest : public testing::GpuTest {
  protected:
@@ -123,9 +114,9 @@ TEST_F(MaskQualityGpuTest, MatchesTheReferences) {
     host.max_kv_blocks = mask.layout.max_kv_blocks;
     host.block_q = host.block_kv = 128;
     host.fine_n = fine_n;
-    host.count = download<int>(mask.kv_block_count, mask.layout.count_elements());
-    host.index = download<int>(mask.kv_block_index, mask.layout.index_elements());
-    if (fine_n > 0) host.fine_bits = download<std::uint64_t>(mask.fine_bits, mask.layout.index_elements());
+    host.count = jit::copy_device_to_host_as<int>(mask.kv_block_count, mask.layout.count_elements());
+    host.index = jit::copy_device_to_host_as<int>(mask.kv_block_index, mask.layout.index_elements());
+    if (fine_n > 0) host.fine_bits = jit::copy_device_to_host_as<std::uint64_t>(mask.fine_bits, mask.layout.index_elements());
     const templates::AttentionReference sparse = templates::sparse_attention_reference(host_attention, dtype, head_dim, host);
 
     ASSERT_EQ(report.recall.size(), static_cast<std::size_t>(heads));
