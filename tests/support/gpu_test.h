@@ -35,10 +35,11 @@ bool gpu_required();
 // Ends the current test where there is no GPU (`why`: the driver's reason): skipped visibly
 // with `reason`, or failed under SPARSEJIT_REQUIRE_GPU=1, so a GPU run can never pass by
 // skipping. GpuTest's SetUp uses it; so do tests that need a GPU without that fixture.
-#define SPARSEJIT_SKIP_WITHOUT_GPU(reason, why)                                     \
-  do {                                                                              \
-    if (::sparsejit::testing::gpu_required()) FAIL() << "SPARSEJIT_REQUIRE_GPU=1 but " << (why); \
-    GTEST_SKIP() << (reason) << ": " << (why);                                      \
+#define SPARSEJIT_SKIP_WITHOUT_GPU(reason, why)                          \
+  do {                                                                   \
+    if (::sparsejit::testing::gpu_required())                            \
+      FAIL() << "SPARSEJIT_REQUIRE_GPU=1 but " << (why);                 \
+    GTEST_SKIP() << (reason) << ": " << (why);                           \
   } while (false)
 
 // A generator with a fresh seed on every run: tests must hold for any valid input.
