@@ -110,9 +110,6 @@ void Runtime::check_attention_mask(const SparseAttentionParams& params, const At
   mask.block_kv = problem.block_kv;
   mask.fine_n = problem.fine_n;
   const std::size_t rows = static_cast<std::size_t>(mask.batch) * mask.heads * mask.q_blocks;
-  const auto download = [](const void* pointer, std::size_t count, auto& into) {
-    into = jit::copy_device_to_host_as<typename std::decay_t<decltype(into)>::value_type>(pointer, count);
-  };
   SJ_CU(cuStreamSynchronize(stream));  // the mask may have been written on this stream
   if (params.kv_block_bits != nullptr) {
     // A bitmask is checked as it is, then (for its fine bits, which follow the kept blocks)
@@ -123,7 +120,8 @@ void Runtime::check_attention_mask(const SparseAttentionParams& params, const At
     bitmask.q_blocks = mask.q_blocks;
     bitmask.kv_blocks = mask.kv_blocks;
     bitmask.words_per_row = params.kv_block_words;
-    download(params.kv_block_bits, rows * static_cast<std::size_t>(params.kv_block_words), bitmask.bits);
+    bitmask.bits = jit::copy_device_to_host_as<std::uint64_t>(
+        params.kv_block_bits, rows * static_cast<std::size_t>(params.kv_block_words));
     templates::validate_block_bitmask(bitmask, params.tokens_q, params.tokens_kv, problem.block_q,
                                       problem.block_kv);
     const templates::BlockMask listed =
@@ -131,10 +129,11 @@ void Runtime::check_attention_mask(const SparseAttentionParams& params, const At
     mask.count = listed.count;
     mask.index = listed.index;
   } else {
-    download(params.kv_block_count, rows, mask.count);
-    download(params.kv_block_index, rows * mask.max_kv_blocks, mask.index);
+    mask.count = jit::copy_device_to_host_as<int>(params.kv_block_count, rows);
+    mask.index = jit::copy_device_to_host_as<int>(params.kv_block_index, rows * mask.max_kv_blocks);
   }
-  if (problem.fine_n > 0) download(params.fine_bits, rows * mask.max_kv_blocks, mask.fine_bits);
+  if (problem.fine_n > 0)
+    mask.fine_bits = jit::copy_device_to_host_as<std::uint64_t>(params.fine_bits, rows * mask.max_kv_blocks);
   templates::validate_block_mask(mask, params.tokens_q, params.tokens_kv);
 }
 

@@ -20,6 +20,7 @@
 namespace sparsejit::tools {
 namespace {
 
+using jit::copy_device_to_host_as;
 using runtime::MaskQualityReport;
 using templates::HalfDtype;
 
@@ -57,10 +58,11 @@ double mean(const std::vector<double>& values) {
 // The sub-tiles a built mask keeps: every kept pair's popcount with fine bits, else the
 // pairs times the sub-tiles of a block.
 long long kept_subtiles(const runtime::DeviceBlockMask& mask, int subtiles_per_block) {
-  const std::vector<int> count = jit::copy_device_to_host_as<int>(mask.kv_block_count, mask.layout.count_elements());
+  const std::vector<int> count = copy_device_to_host_as<int>(mask.kv_block_count, mask.layout.count_elements());
   if (mask.fine_bits == nullptr)
     return std::accumulate(count.begin(), count.end(), 0LL) * subtiles_per_block;
-  const std::vector<std::uint64_t> bits = jit::copy_device_to_host_as<std::uint64_t>(mask.fine_bits, mask.layout.index_elements());
+  const std::vector<std::uint64_t> bits =
+      copy_device_to_host_as<std::uint64_t>(mask.fine_bits, mask.layout.index_elements());
   long long kept = 0;
   for (std::size_t row = 0; row < count.size(); ++row)
     for (int i = 0; i < count[row]; ++i)

@@ -26,6 +26,7 @@
 namespace sparsejit::runtime {
 namespace {
 
+using jit::copy_device_to_host_as;
 using templates::BlockMask;
 using templates::HalfDtype;
 using templates::TokenLayout;
@@ -274,8 +275,9 @@ TEST_F(CApiGpuTest, BuiltMaskRunsAsBlockCsrAndAsBitmask) {
   mask.kv_blocks = layout.kv_blocks;
   mask.max_kv_blocks = layout.max_kv_blocks;
   mask.block_q = mask.block_kv = 128;
-  mask.count = jit::copy_device_to_host_as<int>(csr.kv_block_count, static_cast<std::size_t>(layout.rows));
-  mask.index = jit::copy_device_to_host_as<int>(csr.kv_block_index, static_cast<std::size_t>(layout.rows) * layout.max_kv_blocks);
+  mask.count = copy_device_to_host_as<int>(csr.kv_block_count, static_cast<std::size_t>(layout.rows));
+  mask.index =
+      copy_device_to_host_as<int>(csr.kv_block_index, static_cast<std::size_t>(layout.rows) * layout.max_kv_blocks);
   for (int count : mask.count) EXPECT_GE(count, layout.top_k);
   data.expect_matches(mask);
   const std::vector<std::uint16_t> from_lists = data.o.device.download_as<std::uint16_t>();
@@ -313,9 +315,10 @@ TEST_F(CApiGpuTest, FirstBlockKeptOnlyForItsScoreWhenAsked) {
     EXPECT_EQ(sparsejit_mask_build(builder, &inputs, &options, stream(), &csr, &layout), SPARSEJIT_OK)
         << sparsejit_last_error_message();
     stream_->synchronize();
-    const std::vector<int> count = jit::copy_device_to_host_as<int>(csr.kv_block_count, static_cast<std::size_t>(layout.rows));
+    const std::vector<int> count =
+        copy_device_to_host_as<int>(csr.kv_block_count, static_cast<std::size_t>(layout.rows));
     const std::vector<int> index =
-        jit::copy_device_to_host_as<int>(csr.kv_block_index, static_cast<std::size_t>(layout.rows) * layout.max_kv_blocks);
+        copy_device_to_host_as<int>(csr.kv_block_index, static_cast<std::size_t>(layout.rows) * layout.max_kv_blocks);
     int keeping = 0;
     for (std::int64_t row = 0; row < layout.rows; ++row) {
       const auto first = index.begin() + row * layout.max_kv_blocks, last = first + count[row];

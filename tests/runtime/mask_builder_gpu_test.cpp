@@ -32,6 +32,7 @@
 namespace sparsejit::runtime {
 namespace {
 
+using jit::copy_device_to_host_as;
 using templates::BlockMask;
 using templates::HalfDtype;
 
@@ -121,9 +122,10 @@ BlockMask downloaded(const DeviceBlockMask& mask, int batch, int heads, const Ma
   host.block_q = options.block_q;
   host.block_kv = options.block_kv;
   host.fine_n = options.fine_n;
-  host.count = jit::copy_device_to_host_as<int>(mask.kv_block_count, mask.layout.count_elements());
-  host.index = jit::copy_device_to_host_as<int>(mask.kv_block_index, mask.layout.index_elements());
-  if (options.fine_n > 0) host.fine_bits = jit::copy_device_to_host_as<std::uint64_t>(mask.fine_bits, mask.layout.index_elements());
+  host.count = copy_device_to_host_as<int>(mask.kv_block_count, mask.layout.count_elements());
+  host.index = copy_device_to_host_as<int>(mask.kv_block_index, mask.layout.index_elements());
+  if (options.fine_n > 0)
+    host.fine_bits = copy_device_to_host_as<std::uint64_t>(mask.fine_bits, mask.layout.index_elements());
   return host;
 }
 
@@ -180,7 +182,7 @@ TEST_F(MaskRuntimeGpuTest, BuilderMatchesTheScoreAndSelectReferences) {
     const templates::BlockScoreReference score_ref = templates::block_score_reference(
         host_score, HalfDtype::bf16, t.head_dim, options.tile, options.block_q, options.block_kv);
     const MaskWorkspace workspace = builder_->last_workspace();
-    const std::vector<float> scores = jit::copy_device_to_host_as<float>(workspace.scores, layout.rows * layout.kv_blocks);
+    const std::vector<float> scores = copy_device_to_host_as<float>(workspace.scores, layout.rows * layout.kv_blocks);
     EXPECT_LE(templates::relative_l2_error(std::vector<double>(scores.begin(), scores.end()), score_ref.scores), 1e-2);
 
     // Selection: the block_select reference on the GPU's own scores and pooled tiles. The
@@ -188,10 +190,10 @@ TEST_F(MaskRuntimeGpuTest, BuilderMatchesTheScoreAndSelectReferences) {
     // (~1e-6 relative) of tau x total: improbable on random data.
     const std::size_t slices = static_cast<std::size_t>(t.heads);
     const std::vector<std::uint16_t> pooled_q =
-        jit::copy_device_to_host_as<std::uint16_t>(workspace.pooled_q, slices * shape.tiles_q * t.head_dim);
+        copy_device_to_host_as<std::uint16_t>(workspace.pooled_q, slices * shape.tiles_q * t.head_dim);
     const std::vector<std::uint16_t> pooled_k =
-        jit::copy_device_to_host_as<std::uint16_t>(workspace.pooled_k, slices * shape.tiles_k * t.head_dim);
-    const std::vector<float> tile_lse = jit::copy_device_to_host_as<float>(workspace.tile_lse, slices * shape.tiles_q);
+        copy_device_to_host_as<std::uint16_t>(workspace.pooled_k, slices * shape.tiles_k * t.head_dim);
+    const std::vector<float> tile_lse = copy_device_to_host_as<float>(workspace.tile_lse, slices * shape.tiles_q);
     static int sink[1];
     static unsigned long long fine_sink[1];
     BlockSelectParams host_select{};
@@ -261,7 +263,8 @@ TEST_F(MaskRuntimeGpuTest, CacheFollowsTheScheduleAndFeedsSparseAttention) {
   // synchronous but the stream is non-blocking: it does not wait for the stream by itself).
   const auto bits_of = [&](const PreparedMask& prepared) {
     stream_->synchronize();
-    return jit::copy_device_to_host_as<std::uint64_t>(prepared.kv_block_bits, footprint.bitmask_bytes / sizeof(std::uint64_t));
+    return copy_device_to_host_as<std::uint64_t>(prepared.kv_block_bits,
+                                                 footprint.bitmask_bytes / sizeof(std::uint64_t));
   };
   // The bitmask a fresh build of `t` at `density` gives (the builder is deterministic).
   const auto expected_bits = [&](const Tensors& t, double density) {
@@ -323,7 +326,7 @@ TEST_F(MaskRuntimeGpuTest, CacheFollowsTheScheduleAndFeedsSparseAttention) {
   templates::BlockBitmask bitmask{1, 2, 8, 8, 1, bits3};
   BlockMask mask = templates::to_block_mask(bitmask, 128, 128, cond3.max_kv_blocks);
   mask.fine_n = 16;
-  mask.fine_bits = jit::copy_device_to_host_as<std::uint64_t>(cond3.fine_bits, mask.count.size() * cond3.max_kv_blocks);
+  mask.fine_bits = copy_device_to_host_as<std::uint64_t>(cond3.fine_bits, mask.count.size() * cond3.max_kv_blocks);
   const templates::AttentionReference reference = templates::sparse_attention_reference(host, HalfDtype::bf16, 128, mask);
   EXPECT_LE(output_error(output, reference.o), 1e-2);
 
@@ -350,8 +353,8 @@ TEST_F(MaskRuntimeGpuTest, CacheBuildsThresholdWindowsAndProfiledHeads) {
   config.tokens_q = config.tokens_kv = 1000;
   const auto bits_of = [&](const PreparedMask& prepared) {
     stream_->synchronize();
-    return jit::copy_device_to_host_as<std::uint64_t>(prepared.kv_block_bits, MaskCache::footprint(config, MaskSchedule()).bitmask_bytes /
-                                                               sizeof(std::uint64_t));
+    return copy_device_to_host_as<std::uint64_t>(
+        prepared.kv_block_bits, MaskCache::footprint(config, MaskSchedule()).bitmask_bytes / sizeof(std::uint64_t));
   };
   const auto expected_bits = [&](MaskBuildOptions options) {
     const DeviceBlockMask mask = builder_->build(t.inputs(), options, stream);
@@ -468,7 +471,7 @@ TEST_F(MaskRuntimeGpuTest, CallsWorkWithNoContextCurrentAndLeaveNoneCurrent) {
   });
   stream_->synchronize();
   EXPECT_EQ(prepared.action, MaskAction::refresh);
-  EXPECT_EQ(jit::copy_device_to_host_as<std::uint64_t>(prepared.kv_block_bits, bits.bytes() / sizeof(std::uint64_t)),
+  EXPECT_EQ(copy_device_to_host_as<std::uint64_t>(prepared.kv_block_bits, bits.bytes() / sizeof(std::uint64_t)),
             bits.download_as<std::uint64_t>());
 
   // Freeing: a buffer freed with no context current gives its memory back.

@@ -17,6 +17,7 @@
 namespace sparsejit::runtime {
 namespace {
 
+using jit::copy_device_to_host_as;
 using templates::BlockMask;
 using templates::HalfDtype;
 
@@ -114,9 +115,10 @@ TEST_F(MaskQualityGpuTest, MatchesTheReferences) {
     host.max_kv_blocks = mask.layout.max_kv_blocks;
     host.block_q = host.block_kv = 128;
     host.fine_n = fine_n;
-    host.count = jit::copy_device_to_host_as<int>(mask.kv_block_count, mask.layout.count_elements());
-    host.index = jit::copy_device_to_host_as<int>(mask.kv_block_index, mask.layout.index_elements());
-    if (fine_n > 0) host.fine_bits = jit::copy_device_to_host_as<std::uint64_t>(mask.fine_bits, mask.layout.index_elements());
+    host.count = copy_device_to_host_as<int>(mask.kv_block_count, mask.layout.count_elements());
+    host.index = copy_device_to_host_as<int>(mask.kv_block_index, mask.layout.index_elements());
+    if (fine_n > 0)
+      host.fine_bits = copy_device_to_host_as<std::uint64_t>(mask.fine_bits, mask.layout.index_elements());
     const templates::AttentionReference sparse = templates::sparse_attention_reference(host_attention, dtype, head_dim, host);
 
     ASSERT_EQ(report.recall.size(), static_cast<std::size_t>(heads));

@@ -261,9 +261,10 @@ TEST_F(AttentionGpuTest, EveryTileOfTheSpace) {
 // 2^8). Key j is scaled by 1 + j / 16: each 64-key tile's largest scaled scores lie about 10
 // above the last tile's, far past that slack, and the last tiles' reach about 150, so a
 // reference left behind overflows exp2 (O turns NaN), and one not moved for a lane's own keys
-// or moved differently in the lanes of a quad gives rows whose sums and O disagree. The random inputs elsewhere stay within the slack after the
-// first tile. Both kernels (mma.sync always, wgmma where the GPU has it), every dtype and
-// head dim, density 0.5 (kept blocks in ascending order), ragged lengths, empty rows.
+// or moved differently in the lanes of a quad gives rows whose sums and O disagree. The random
+// inputs elsewhere stay within the slack after the first tile. Both kernels (mma.sync always,
+// wgmma where the GPU has it), every dtype and head dim, density 0.5 (kept blocks in ascending
+// order), ragged lengths, empty rows.
 TEST_F(AttentionGpuTest, ScoresClimbingAcrossTilesMoveTheSoftmaxReference) {
   const int max_shared = runtime_->device().max_shared_bytes_per_block;
   int tested = 0;
